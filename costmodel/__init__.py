@@ -1,0 +1,35 @@
+"""meshplan's cost model: specs, GPU catalog, calibration profiles, compute / communication /
+memory models and the pipeline-schedule simulator. numpy + pydantic only.
+
+``estimate(request)`` takes the body of ``POST /v1/estimates`` (dict or
+:class:`~costmodel.specs.request.EstimateRequest`) and returns an
+:class:`~costmodel.results.Estimate`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from costmodel.errors import FieldProblem, SpecError  # noqa: E402
+from costmodel.estimate import estimate, evaluate  # noqa: E402
+from costmodel.results import Estimate  # noqa: E402
+from costmodel.specs.cluster import Cluster, GPUPool  # noqa: E402
+from costmodel.specs.model import ModelSpec  # noqa: E402
+from costmodel.specs.plan import ParallelPlan  # noqa: E402
+from costmodel.specs.request import EstimateRequest  # noqa: E402
+from costmodel.specs.training import TrainingSpec  # noqa: E402
+
+__all__ = [
+    "Cluster",
+    "Estimate",
+    "EstimateRequest",
+    "FieldProblem",
+    "GPUPool",
+    "ModelSpec",
+    "ParallelPlan",
+    "SpecError",
+    "TrainingSpec",
+    "__version__",
+    "estimate",
+    "evaluate",
+]

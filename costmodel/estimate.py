@@ -1,0 +1,517 @@
+"""Evaluate one explicit plan: step time with its breakdown, throughput, MFU, cost, memory.
+
+Pipeline of the computation:
+
+1. per-block and vocabulary-layer costs of one micro-batch on one rank (:mod:`layer_cost`);
+2. per-stage forward / input-gradient / weight-gradient times, with ZeRO-3 and activation
+   offload exposure folded in, and send/recv times per stage boundary;
+3. the schedule's actual per-rank order simulated (:mod:`costmodel.pipeline.simulator`);
+4. data-parallel gradient reduction and parameter gathering, overlapped with the last
+   micro-batch's backward and the first one's forward as Megatron-LM's DDP does
+   (``megatron/core/distributed``: buckets of max(40M, 1M·dp) parameters, the first/last
+   bucket exposed), then the optimizer step (memory-bound);
+5. memory per pipeline rank (:mod:`memory`) with the simulated in-flight micro-batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from costmodel import __version__
+from costmodel.errors import FieldProblem, SpecError
+from costmodel.flops import model_flops_per_token
+from costmodel.layer_cost import (
+    ELEM,
+    RECOMPUTE_CODES,
+    BlockCost,
+    EdgeCost,
+    Shard,
+    block_cost,
+    edge_cost,
+)
+from costmodel.memory import (
+    GIB,
+    block_activation_bytes,
+    block_working_bytes,
+    embedding_activation_bytes,
+    logits_bytes,
+    overhead_bytes,
+    state_bytes,
+    usable_bytes,
+)
+from costmodel.ops import Device, collective_time, mem_time, members_per_node
+from costmodel.pipeline.schedules import ScheduleError, stage_to_rank
+from costmodel.pipeline.simulator import simulate_named
+from costmodel.profile import CalibrationProfile, default_profile
+from costmodel.results import (
+    Breakdown,
+    Estimate,
+    MemoryReport,
+    PipelineReport,
+    StageMemory,
+)
+from costmodel.specs.cluster import Cluster, GPUPool
+from costmodel.specs.model import ModelSpec
+from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.request import (
+    EstimateRequest,
+    check_plan,
+    num_microbatches,
+    parse,
+    stage_layers,
+)
+from costmodel.specs.training import TrainingSpec
+
+OPTIMIZER_BYTES_PER_PARAM = {"adamw": 34.0, "adam": 34.0, "sgd": 22.0}
+"""HBM traffic of one fused optimizer update per parameter: Adam reads the fp32 master
+weight, gradient and two moments (16 B), writes master and moments (12 B) and the bf16 weight
+(2 B), plus the gradient-norm pass (4 B); SGD with momentum: 12 read + 8 written + 2."""
+
+SCHEDULE_FIELDS = {"name": "plan.schedule", "n_microbatches": "training.global_batch_size",
+                   "pp": "plan.pp", "virtual_stages": "plan.virtual_stages"}
+"""Simulator argument names → the request fields they come from."""
+
+MEGATRON_BUCKET_PARAMS = 40_000_000
+"""Megatron-Core DDP bucket size: max(40M, 1M × dp) parameters (distributed/__init__ defaults)."""
+
+
+def _grad_comm_bytes(precision: str) -> float:
+    """Megatron reduces gradients in fp32 for bf16 (arguments.py sets
+    accumulate_allreduce_grads_in_fp32 for bf16) and in fp16 for fp16 training."""
+    return 2.0 if precision == "fp16" else 4.0
+
+
+@dataclass
+class _Ctx:
+    model: ModelSpec
+    training: TrainingSpec
+    cluster: Cluster
+    plan: ParallelPlan
+    pool: GPUPool
+    dev: Device
+    profile: CalibrationProfile
+    shard: Shard
+    m: int
+
+
+def _shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool) -> Shard:
+    return Shard.of(
+        training.seq_len, pool.gpus_per_node,
+        b=float(plan.micro_batch_size), tp=float(plan.tp), cp=float(plan.cp), ep=float(plan.ep),
+        sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
+        flash=plan.attention == "flash", tp_overlap=bool(plan.tp_comm_overlap),
+    )
+
+
+def _f(x: Any) -> float:
+    return float(np.asarray(x))
+
+
+def estimate(request: EstimateRequest | dict[str, Any]) -> Estimate:
+    """Predict one plan (the ``POST /v1/estimates`` body, as a dict or the pydantic model).
+
+    Raises :class:`~costmodel.errors.SpecError` (field + rule) for invalid input.
+    """
+    req: EstimateRequest = parse(EstimateRequest, request)
+    return evaluate(req.model, req.training, req.cluster, req.plan, req.calibration)
+
+
+def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
+             profile: CalibrationProfile | None = None) -> Estimate:
+    pool = check_plan(model, training, cluster, plan)
+    prof = profile or default_profile()
+    dev = Device.from_pool(pool, training.precision, prof)
+    ctx = _Ctx(model, training, cluster, plan, pool, dev, prof, _shard(plan, training, pool),
+               num_microbatches(training, plan))
+    return _Evaluation(ctx).run()
+
+
+class _Evaluation:
+    def __init__(self, ctx: _Ctx) -> None:
+        self.c = ctx
+        model, s, dev = ctx.model, ctx.shard, ctx.dev
+        self.dense: BlockCost | None = (
+            block_cost(model, s, dev, moe=False) if model.num_dense_layers else None)
+        self.moe: BlockCost | None = block_cost(model, s, dev, moe=True) if model.is_moe else None
+        self.edge: EdgeCost = edge_cost(model, s, dev)
+        self.layers = stage_layers(model, ctx.plan)
+        starts = np.concatenate([[0], np.cumsum(self.layers)])
+        mask = np.array(model.moe_layer_mask, dtype=bool)
+        self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
+        self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
+        self.ranks = stage_to_rank(self._sched_name(), ctx.plan.pp, ctx.plan.virtual_stages)
+        self.warnings: list[str] = []
+
+    def _sched_name(self) -> str:
+        return self.c.plan.schedule
+
+    # ------------------------------------------------------------------ per stage
+    def _sum(self, attr: str, j: int) -> float:
+        t = 0.0
+        if self.dense is not None:
+            t += self.n_dense[j] * _f(getattr(self.dense, attr))
+        if self.moe is not None:
+            t += self.n_moe[j] * _f(getattr(self.moe, attr))
+        return t
+
+    def _stage_times(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        c = self.c
+        n = len(self.layers)
+        last = n - 1
+        e = self.edge
+        tf = np.array([self._sum("fwd", j) for j in range(n)])
+        ti = np.array([self._sum("bwd_input", j) for j in range(n)])
+        tw = np.array([self._sum("bwd_weight", j) for j in range(n)])
+        extra = {k: np.zeros(n) for k in ("zero3_f", "zero3_b", "offload_f", "offload_b", "vocab")}
+        if c.plan.vocab_placement == "split" and c.plan.pp > 1:
+            # Vocabulary parallelism (Yeung et al. 2024): every pipeline rank computes V/pp of the
+            # logits; the last hidden state is broadcast to, and softmax statistics reduced over,
+            # the pipeline group.
+            share = 1.0 / c.plan.pp
+            bcast = collective_time("all_gather", c.plan.pp, c.shard.tokens * self._h() * ELEM,
+                                    1.0, c.dev)
+            per_rank_last = {self.ranks[j]: j for j in range(n)}
+            for j in per_rank_last.values():
+                tf[j] += share * _f(e.head_fwd) + _f(bcast)
+                ti[j] += share * _f(e.head_bwd_input) + _f(bcast)
+                tw[j] += share * _f(e.head_bwd_weight)
+                extra["vocab"][j] = 2 * _f(bcast)
+            tf[0] += _f(e.embed_fwd)
+            ti[0] += _f(e.embed_bwd)
+        else:
+            tf[0] += _f(e.embed_fwd)
+            ti[0] += _f(e.embed_bwd)
+            tf[last] += _f(e.head_fwd)
+            ti[last] += _f(e.head_bwd_input)
+            tw[last] += _f(e.head_bwd_weight)
+        if c.plan.zero_stage >= 3 and c.plan.dp * c.plan.cp > 1:
+            self._zero3_exposure(tf, ti, extra)
+        if c.plan.activation_offload > 0:
+            self._offload_exposure(tf, ti, extra)
+        return tf, ti, tw, extra
+
+    def _h(self) -> float:
+        return float(self.c.model.hidden_size)
+
+    # ------------------------------------------------------------------ parameters per stage
+    def _stage_params(self, j: int) -> tuple[float, float]:
+        """(dense, routed-expert) parameters of global stage j on one rank."""
+        model, plan = self.c.model, self.c.plan
+        dense = 0.0
+        expert = 0.0
+        attn = model.attention_params() + 2 * (model.hidden_size * (2 if model.norm == "layernorm" else 1))
+        if self.n_dense[j]:
+            dense += self.n_dense[j] * (attn + model.mlp_params(model.intermediate_size))
+        if self.n_moe[j]:
+            total, _ = model.moe_params()
+            assert model.num_local_experts is not None
+            routed = model.num_local_experts * model.mlp_params(model.expert_ffn)
+            dense += self.n_moe[j] * (attn + total - routed)
+            expert += self.n_moe[j] * routed
+        n = len(self.layers)
+        emb = model.embedding_params()
+        out = model.output_params()
+        if plan.vocab_placement == "split" and plan.pp > 1:
+            dense += (emb + out) / n  # each stage holds a 1/n slice of both vocabulary layers
+        else:
+            if j == 0:
+                dense += emb
+            if j == n - 1:
+                dense += out
+                if model.tie_word_embeddings and plan.pp > 1:
+                    dense += model.vocab_size * model.hidden_size  # Megatron keeps a copy
+        return dense / plan.tp, expert / (plan.tp * plan.ep)
+
+    def _zero3_exposure(self, tf: np.ndarray, ti: np.ndarray, extra: dict[str, np.ndarray]) -> None:
+        """FSDP / ZeRO-3: all-gather parameters before each block forward and backward and
+        reduce-scatter gradients after each backward, every micro-batch (FSDP's default; no
+        no_sync). Prefetching overlaps them with compute; what exceeds the compute of the
+        stage, plus the first block's gather, is exposed (Zhao et al. 2023, PyTorch FSDP §3.3)."""
+        c = self.c
+        d = c.plan.dp * c.plan.cp
+        k = members_per_node(c.plan.tp, d, c.pool.gpus_per_node)
+        gb = _grad_comm_bytes(c.training.precision)
+        for j in range(len(self.layers)):
+            pd, pe = self._stage_params(j)
+            p = pd + pe
+            ag = _f(collective_time("all_gather", d, p * ELEM, k, c.dev))
+            rs = _f(collective_time("reduce_scatter", d, p * gb, k, c.dev))
+            first = ag / max(1, self.layers[j])
+            ef = max(0.0, ag - tf[j]) + first
+            eb = max(0.0, ag + rs - ti[j]) + rs / max(1, self.layers[j])
+            tf[j] += ef
+            ti[j] += eb
+            extra["zero3_f"][j] = ag
+            extra["zero3_b"][j] = ag + rs
+            extra["zero3_exposed"] = extra.get("zero3_exposed", np.zeros(len(self.layers)))
+            extra["zero3_exposed"][j] = ef + eb
+
+    def _offload_exposure(self, tf: np.ndarray, ti: np.ndarray,
+                          extra: dict[str, np.ndarray]) -> None:
+        """PipeOffload (Wan et al. 2025): the offloaded fraction of a micro-batch's stash goes to
+        host memory after its forward and returns before its backward over PCIe, overlapped
+        with compute; the excess is exposed."""
+        c = self.c
+        link = c.pool.gpu_type.pcie_GBps * 1e9 / 2  # one direction of the host link
+        for j in range(len(self.layers)):
+            stash = self._stash_bytes(j) * c.plan.activation_offload
+            t = stash / link
+            ef = max(0.0, t - tf[j])
+            eb = max(0.0, t - ti[j])
+            tf[j] += ef
+            ti[j] += eb
+            extra["offload_f"][j] = ef
+            extra["offload_b"][j] = eb
+
+    def _stash_bytes(self, j: int) -> float:
+        """Activation bytes one micro-batch leaves stashed on global stage j."""
+        model, s = self.c.model, self.c.shard
+        total = 0.0
+        if self.n_dense[j]:
+            total += self.n_dense[j] * _f(block_activation_bytes(model, s, moe=False))
+        if self.n_moe[j]:
+            total += self.n_moe[j] * _f(block_activation_bytes(model, s, moe=True))
+        if j == 0:
+            total += _f(embedding_activation_bytes(model, s))
+        return total
+
+    # ------------------------------------------------------------------ p2p per boundary
+    def _p2p(self) -> np.ndarray:
+        c = self.c
+        n = len(self.layers)
+        stride = c.plan.tp * c.plan.cp * c.plan.dp
+        gpn = c.pool.gpus_per_node
+        nbytes = c.shard.tokens * self._h() * ELEM / c.plan.tp  # Megatron scatter/gather
+        out = np.zeros(max(n - 1, 0))
+        for j in range(n - 1):
+            ra, rb = self.ranks[j], self.ranks[j + 1]
+            if ra == rb:
+                continue
+            same = (ra * stride) // gpn == (rb * stride) // gpn
+            t = collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0, c.dev)
+            if not c.plan.sequence_parallel and c.plan.tp > 1:
+                t = t + collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
+                                        min(c.plan.tp, gpn), c.dev)
+            out[j] = _f(t)
+        return out
+
+    # ------------------------------------------------------------------ data parallel
+    def _dp_comm(self, rank: int, window_f: float, window_b: float) -> tuple[float, float]:
+        """(total, exposed) seconds of gradient reduction + parameter gathering on a rank."""
+        c = self.c
+        plan = c.plan
+        d = plan.dp * plan.cp
+        if plan.zero_stage >= 3:
+            return 0.0, 0.0  # per micro-batch, folded into the stage times
+        pd = pe = 0.0
+        for j, r in enumerate(self.ranks):
+            if r == rank:
+                a, b = self._stage_params(j)
+                pd, pe = pd + a, pe + b
+        gb = _grad_comm_bytes(c.training.precision)
+        gpn = c.pool.gpus_per_node
+        total = exposed = 0.0
+        for params, group, stride in ((pd, d, plan.tp), (pe, d // plan.ep, plan.tp * plan.ep)):
+            if params <= 0 or group <= 1:
+                continue
+            k = members_per_node(stride, group, gpn)
+            bucket = min(1.0, max(MEGATRON_BUCKET_PARAMS, 1e6 * group) / params)
+            if plan.zero_stage == 0:
+                grad = _f(collective_time("all_reduce", group, params * gb, k, c.dev))
+                gather = 0.0
+            else:
+                grad = _f(collective_time("reduce_scatter", group, params * gb, k, c.dev))
+                gather = _f(collective_time("all_gather", group, params * ELEM, k, c.dev))
+            eg = max(grad * bucket, grad - window_b) if plan.overlap_grad_reduce else grad
+            ea = (max(gather * bucket, gather - window_f) if plan.overlap_param_gather
+                  else gather)
+            total += grad + gather
+            exposed += eg + ea
+        return total, exposed
+
+    def _optimizer_time(self, rank: int) -> float:
+        c = self.c
+        plan = c.plan
+        d = plan.dp * plan.cp
+        pd = pe = 0.0
+        for j, r in enumerate(self.ranks):
+            if r == rank:
+                a, b = self._stage_params(j)
+                pd, pe = pd + a, pe + b
+        if plan.zero_stage >= 1:
+            local = pd / d + pe / max(1, d // plan.ep)
+        else:
+            local = pd + pe
+        nbytes = local * OPTIMIZER_BYTES_PER_PARAM[c.training.optimizer]
+        return _f(mem_time(nbytes, c.dev)) + 4 * c.dev.kernel_latency
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Estimate:
+        c = self.c
+        plan, model, training = c.plan, c.model, c.training
+        tf, ti, tw, extra = self._stage_times()
+        p2p = self._p2p()
+        sched = plan.schedule
+        try:
+            sim = simulate_named(sched, plan.pp, c.m, plan.virtual_stages, tf, ti, tw,
+                                 p2p if len(p2p) else 0.0)
+        except ScheduleError as exc:
+            raise SpecError([FieldProblem(SCHEDULE_FIELDS.get(p.field, f"plan.{p.field}"), p.rule)
+                             for p in exc.problems]) from None
+        makespan = sim.step_time
+        pp = plan.pp
+        per_rank_f = np.zeros(pp)
+        per_rank_b = np.zeros(pp)
+        for j, r in enumerate(self.ranks):
+            per_rank_f[r] += tf[j]
+            per_rank_b[r] += ti[j] + tw[j]
+        dp_total = np.zeros(pp)
+        dp_exposed = np.zeros(pp)
+        opt = np.zeros(pp)
+        for r in range(pp):
+            dp_total[r], dp_exposed[r] = self._dp_comm(r, per_rank_f[r], per_rank_b[r])
+            opt[r] = self._optimizer_time(r)
+        tied = 0.0
+        if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":
+            tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / plan.tp
+                                      * _grad_comm_bytes(training.precision), 1.0, c.dev))
+        tail = dp_exposed + opt
+        crit = int(np.argmax(tail))
+        step = makespan + float(tail[crit]) + tied
+
+        # ---- throughput and MFU
+        n_gpus = plan.num_gpus
+        tokens = training.tokens_per_step
+        mflops = model_flops_per_token(model, training.seq_len) * tokens
+        peak = c.dev.peak
+        mfu = mflops / (step * n_gpus * peak)
+        rc_flops = 0.0
+        if self.dense is not None:
+            rc_flops += model.num_dense_layers * _f(self.dense.flops_recompute)
+        if self.moe is not None:
+            rc_flops += model.num_moe_layers * _f(self.moe.flops_recompute)
+        rc_total = rc_flops * plan.tp * plan.cp * training.global_batch_size / plan.micro_batch_size
+        hfu = (mflops + rc_total) / (step * n_gpus * peak)
+
+        # ---- breakdown on the busiest rank
+        busy = sim.per_rank_busy
+        br = int(np.argmax(busy))
+        mine = [j for j, r in enumerate(self.ranks) if r == br]
+        m = c.m
+
+        def per_mb(attr: str) -> float:
+            return sum(self._sum(attr, j) for j in mine)
+
+        zero3_exposed = float(sum(extra.get("zero3_exposed", np.zeros(1))[j] for j in mine)
+                              ) if "zero3_exposed" in extra else 0.0
+        z3_total = float(sum(extra["zero3_b"][j] + extra["zero3_f"][j] for j in mine))
+        offload = float(sum(extra["offload_f"][j] + extra["offload_b"][j] for j in mine))
+        layers_mine = sum(self.layers[j] for j in mine)
+
+        def comm(attr: str) -> float:
+            tot = 0.0
+            for j in mine:
+                if self.dense is not None:
+                    tot += self.n_dense[j] * _f(getattr(self.dense, attr))
+                if self.moe is not None:
+                    tot += self.n_moe[j] * _f(getattr(self.moe, attr))
+            return tot * m
+
+        pp_comm = 0.0
+        for j in range(len(p2p)):
+            if self.ranks[j] == br or self.ranks[j + 1] == br:
+                pp_comm += p2p[j]
+        breakdown = Breakdown(
+            forward_s=per_mb("fwd") * m,
+            backward_input_s=(per_mb("bwd_input") - per_mb("recompute")) * m,
+            backward_weight_s=per_mb("bwd_weight") * m,
+            recompute_s=per_mb("recompute") * m,
+            tp_comm_s=comm("tp_comm"), cp_comm_s=comm("cp_comm"), ep_comm_s=comm("ep_comm"),
+            pp_comm_s=pp_comm * m,
+            dp_comm_s=float(dp_total[crit]) + z3_total * m + tied,
+            dp_comm_exposed_s=float(dp_exposed[crit]) + zero3_exposed * m + tied,
+            dp_comm_overlapped_s=max(0.0, float(dp_total[crit] - dp_exposed[crit]))
+            + max(0.0, z3_total - zero3_exposed) * m,
+            optimizer_s=float(opt[crit]),
+            pipeline_bubble_s=max(0.0, makespan - float(busy[br])),
+            offload_exposed_s=offload * m,
+        )
+        del layers_mine
+
+        # ---- memory per pipeline rank
+        memory = self._memory(sim.peak_inflight)
+        price = c.pool.price_per_gpu_hour * n_gpus
+        tps = tokens / step
+        cost_per_m = price / 3600.0 / tps * 1e6 if tps > 0 else math.inf
+        if not memory.per_stage or not all(sm.fits for sm in memory.per_stage):
+            worst = max(memory.per_stage, key=lambda sm: sm.total_gib)
+            self.warnings.append(
+                f"pipeline rank {worst.rank} needs {worst.total_gib:.1f} GiB of "
+                f"{worst.usable_gib:.1f} GiB usable on {c.pool.gpu}")
+        return Estimate(
+            step_time_s=step, tokens_per_s=tps, tokens_per_s_per_gpu=tps / n_gpus,
+            mfu=mfu, hfu=hfu, model_flops_per_step=mflops,
+            fits=all(sm.fits for sm in memory.per_stage), memory=memory, breakdown=breakdown,
+            pipeline=PipelineReport(
+                schedule=sched, num_microbatches=m, virtual_stages=plan.virtual_stages,
+                bubble_fraction=sim.bubble_fraction, stage_forward_s=tf.tolist(),
+                stage_backward_input_s=ti.tolist(), stage_backward_weight_s=tw.tolist(),
+                p2p_s=p2p.tolist(), layers_per_stage=self.layers, makespan_s=makespan),
+            cost_per_hour=price, cost_per_million_tokens=cost_per_m, num_gpus=n_gpus,
+            gpu=c.pool.gpu, plan=plan, warnings=self.warnings, calibration=c.profile.name,
+            cost_model_version=__version__,
+        )
+
+    def _memory(self, inflight: np.ndarray) -> MemoryReport:
+        c = self.c
+        model, plan, s = c.model, c.plan, c.shard
+        n = len(self.layers)
+        cap = c.dev.memory_bytes
+        usable = usable_bytes(cap, c.profile)
+        d = plan.dp * plan.cp
+        groups = sum(1 for g in (plan.tp, plan.pp, plan.dp, plan.cp, plan.ep) if g > 1) + 1
+        over = _f(overhead_bytes(c.profile, np.asarray(float(groups))))
+        ctx_b = c.profile.eff.memory.cuda_context_gib * GIB
+        per_block_full = max(
+            _f(block_working_bytes(model, s, moe=False)) if self.dense is not None else 0.0,
+            _f(block_working_bytes(model, s, moe=True)) if self.moe is not None else 0.0)
+        max_layer_params = max(model.layer_params(i)[0] for i in
+                               ({model.moe_layer_mask.index(True)} if model.is_moe else set())
+                               | ({model.moe_layer_mask.index(False)} if model.num_dense_layers
+                                  else set()))
+        out: list[StageMemory] = []
+        for r in range(plan.pp):
+            mine = [j for j, rr in enumerate(self.ranks) if rr == r]
+            pd = sum(self._stage_params(j)[0] for j in mine)
+            pe = sum(self._stage_params(j)[1] for j in mine)
+            gathered = 2.0 * max_layer_params / plan.tp if plan.zero_stage >= 3 else 0.0
+            st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
+                             np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),
+                             c.training.optimizer, c.training.precision, np.asarray(gathered))
+            chunks = [self._stash_bytes(j) for j in mine]
+            per_chunk = sum(chunks) / len(chunks) if chunks else 0.0
+            held = float(inflight[r]) if r < len(inflight) else 0.0
+            keep = 1.0 - plan.activation_offload
+            acts = per_chunk * (max(0.0, held - 1.0) * keep + min(held, 1.0)) + per_block_full
+            logits = 0.0
+            if plan.vocab_placement == "split" and plan.pp > 1:
+                logits = _f(logits_bytes(model, s)) / plan.pp
+            elif (n - 1) in mine:
+                logits = _f(logits_bytes(model, s))
+            weights, grads, optb = _f(st.weights), _f(st.grads), _f(st.optimizer)
+            total = weights + grads + optb + acts + logits + over
+            out.append(StageMemory(
+                rank=r, stages=mine, layers=sum(self.layers[j] for j in mine),
+                weights_gib=weights / GIB, grads_gib=grads / GIB, optimizer_gib=optb / GIB,
+                activations_gib=acts / GIB, inflight_microbatches=held,
+                logits_gib=logits / GIB, comm_buffers_gib=(over - ctx_b) / GIB,
+                cuda_context_gib=ctx_b / GIB, total_gib=total / GIB, usable_gib=usable / GIB,
+                capacity_gib=cap / GIB, fits=total <= usable,
+            ))
+        peak = max(sm.total_gib for sm in out)
+        return MemoryReport(peak_gib=peak, capacity_gib=cap / GIB, usable_gib=usable / GIB,
+                            peak_fraction=peak / (cap / GIB), per_stage=out)

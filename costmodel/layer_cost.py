@@ -1,0 +1,315 @@
+"""Per-layer and per-stage time of one micro-batch on one rank: forward, input-gradient and
+weight-gradient work, recompute, tensor/context/expert-parallel communication.
+
+Every quantity is a numpy array broadcast over candidate plans (``b`` micro-batch size, ``tp``,
+``cp``, ``ep``, ``sp`` sequence parallel, ``rc`` recompute code, ``flash``), so the single-plan
+estimate and the bulk search share these formulas.
+
+The operation inventory of a block follows Megatron-LM's ``TransformerLayer``
+(``megatron/core/transformer/transformer_layer.py``): norm → QKV GEMM → core attention → output
+projection → bias-dropout-add → norm → MLP up (gate+up when gated) → activation → MLP down →
+bias-dropout-add. Tensor parallelism shards heads and the FFN (Shoeybi et al. 2019, §3): each
+block does two all-reduces forward and two backward, or with sequence parallelism
+(Korthikanti et al. 2022, §4.2.2) two all-gathers and two reduce-scatters of the same volume.
+Backward of a linear layer is one input-gradient and one weight-gradient GEMM of the forward's
+FLOPs (Qi et al. 2023, §2); memory-bound backward kernels read the saved input and the output
+gradient and write the input gradient: twice the forward's traffic.
+
+An eager framework issues each kernel from the host; a block can run no faster than its kernel
+count times the profile's host dispatch time, so small models are host-bound (what vTrain's
+measured traces show for 1k-hidden GPTs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from costmodel.ops import Device, collective_time, flash_attention_time, gemm_time, mem_time
+from costmodel.specs.model import ModelSpec
+
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+ELEM = 2.0  # bytes of a bf16/fp16 activation element (fp8 recipes keep activations in bf16)
+CE_FWD_BYTES = 38.0  # per logit, see edge_cost
+CE_BWD_BYTES = 22.0
+
+
+@dataclass
+class Shard:
+    """The candidate-plan arrays that shape a layer's work on one rank."""
+
+    b: np.ndarray
+    tp: np.ndarray
+    cp: np.ndarray
+    ep: np.ndarray
+    sp: np.ndarray
+    rc: np.ndarray
+    flash: np.ndarray
+    tp_overlap: np.ndarray
+    seq: int
+    gpus_per_node: int
+    tokens: np.ndarray = field(init=False)
+    """Tokens of the micro-batch on this rank (b·s/cp)."""
+    sp_tokens: np.ndarray = field(init=False)
+    """Tokens of the replicated-or-sequence-sharded region (norms, dropout, residual)."""
+
+    def __post_init__(self) -> None:
+        self.tokens = self.b * self.seq / self.cp
+        self.sp_tokens = np.where(self.sp, self.tokens / self.tp, self.tokens)
+
+    @classmethod
+    def of(cls, seq: int, gpus_per_node: int, **kw: object) -> Shard:
+        arrs = {k: np.asarray(v) for k, v in kw.items()}
+        return cls(seq=seq, gpus_per_node=gpus_per_node, **arrs)  # type: ignore[arg-type]
+
+
+@dataclass
+class BlockCost:
+    """Times (s) of one transformer block, one micro-batch, one rank. Arrays over candidates."""
+
+    fwd: np.ndarray
+    """Forward incl. exposed TP/CP/EP communication."""
+    bwd_input: np.ndarray
+    """Input-gradient backward incl. its exposed communication and recompute."""
+    bwd_weight: np.ndarray
+    recompute: np.ndarray
+    comm_fwd: np.ndarray
+    comm_bwd: np.ndarray
+    tp_comm: np.ndarray
+    cp_comm: np.ndarray
+    ep_comm: np.ndarray
+    flops_fwd: np.ndarray
+    """Executed forward FLOPs (hardware count; causal-skipped attention counted as run)."""
+    flops_recompute: np.ndarray
+
+
+def _gemms(m: np.ndarray, shapes: list[tuple[np.ndarray | float, np.ndarray | float]],
+           dev: Device) -> tuple[np.ndarray, np.ndarray]:
+    """Total time and FLOPs of GEMMs (m × k)·(k × n) for each (n, k)."""
+    t = np.zeros(np.broadcast(m, *[np.asarray(n) for n, _ in shapes]).shape)
+    fl = np.zeros_like(t)
+    for n, k in shapes:
+        t = t + gemm_time(m, n, k, dev)
+        fl = fl + 2.0 * m * n * k
+    return t, fl
+
+
+def _attention(model: ModelSpec, s: Shard, dev: Device
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Core attention of one block: (fwd, bwd, flops_fwd, kernels_fwd, kernels_bwd).
+
+    Flash (Dao 2023): one kernel forward, two backward (pre-processing + main), causal blocks
+    skipped. Unfused (Megatron-LM before flash attention): batched QKᵀ and AV GEMMs over all
+    s×s scores, fused scale-mask-softmax, and dropout on the probabilities when
+    ``attention_dropout`` > 0; softmax backward reads y and dy and writes dx (6 B/score),
+    dropout backward reads dy and the mask and writes dx (5 B/score).
+    """
+    heads = model.num_attention_heads / s.tp
+    sq, skv = model_seq_q(s), float(s.seq)
+    d_qk = model.q_width / model.num_attention_heads
+    d_v = model.v_width / model.num_attention_heads
+    full_flops = 2.0 * s.b * heads * sq * skv * (d_qk + d_v)
+    # flash: causal mask halves the work (load-balanced context parallelism keeps it halved)
+    f_fwd, f_bwd = flash_attention_time(0.5 * full_flops, dev)
+    batch_rows = s.b * heads * sq
+    t_qk = gemm_time(batch_rows, skv, d_qk, dev)
+    t_av = gemm_time(batch_rows, d_v, skv, dev)
+    scores = s.b * heads * sq * skv
+    drop = model.attention_dropout > 0
+    u_fwd = t_qk + t_av + mem_time(4.0 * scores, dev) + (mem_time(5.0 * scores, dev) if drop else 0)
+    u_bwd = (2 * t_qk + 2 * t_av + mem_time(6.0 * scores, dev)
+             + (mem_time(5.0 * scores, dev) if drop else 0))
+    fwd = np.where(s.flash, f_fwd, u_fwd)
+    bwd = np.where(s.flash, f_bwd, u_bwd)
+    flops = np.where(s.flash, 0.5 * full_flops, full_flops)
+    k_fwd = np.where(s.flash, 1.0, 3.0 + drop)
+    k_bwd = np.where(s.flash, 2.0, 5.0 + drop)
+    return fwd, bwd, flops, k_fwd, k_bwd
+
+
+def model_seq_q(s: Shard) -> float | np.ndarray:
+    return s.seq / s.cp
+
+
+def _attn_proj_shapes(model: ModelSpec, tp: np.ndarray
+                      ) -> tuple[list[tuple[np.ndarray | float, float]], list[tuple[float, np.ndarray | float]]]:
+    """(input projections, output projection) GEMM (n, k) shapes on one TP rank."""
+    h = float(model.hidden_size)
+    if model.uses_mla:
+        assert model.kv_lora_rank is not None and model.qk_rope_head_dim is not None
+        a = model.num_attention_heads
+        kv_up = a * (model.q_width / a - model.qk_rope_head_dim + model.v_width / a)
+        ins: list[tuple[np.ndarray | float, float]] = []
+        if model.q_lora_rank:
+            ins += [(float(model.q_lora_rank), h), (model.q_width / tp, float(model.q_lora_rank))]
+        else:
+            ins += [(model.q_width / tp, h)]
+        ins += [(float(model.kv_lora_rank + model.qk_rope_head_dim), h),
+                (kv_up / tp, float(model.kv_lora_rank))]
+        return ins, [(h, model.v_width / tp)]
+    qkv = (model.q_width + 2 * model.kv_heads * model.head_size) / tp
+    return [(qkv, h)], [(h, model.v_width / tp)]
+
+
+def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> BlockCost:
+    """Cost of one transformer block (dense, or MoE when ``moe``)."""
+    h = float(model.hidden_size)
+    T, Tsp = s.tokens, s.sp_tokens
+    gated = 2.0 if model.gated_mlp else 1.0
+    dropout = model.hidden_dropout > 0
+
+    # ---- attention projections and core
+    ins, outs = _attn_proj_shapes(model, s.tp)
+    t_proj, fl_proj = _gemms(T, ins + outs, dev)
+    n_proj = len(ins) + len(outs)
+    a_fwd, a_bwd, fl_attn, ka_fwd, ka_bwd = _attention(model, s, dev)
+
+    # ---- FFN
+    if moe:
+        t_ffn, fl_ffn, n_ffn, ep_fwd = _moe_ffn(model, s, dev)
+    else:
+        f = model.intermediate_size / s.tp
+        t_ffn, fl_ffn = _gemms(T, [(gated * f, h), (h, f)], dev)
+        n_ffn, ep_fwd = 2.0, np.zeros_like(T)
+    ffn_width = (model.expert_ffn * model.num_experts_per_tok if moe and model.num_experts_per_tok
+                 else model.intermediate_size) / s.tp
+
+    # ---- memory-bound kernels (forward bytes): 2 norms, 2 bias-dropout-adds, activation, rope
+    norm_b = 2 * 2.0 * Tsp * h * ELEM
+    bda_b = 2 * (3.0 * ELEM + (1.0 if dropout else 0.0)) * Tsp * h
+    act_b = (gated + 1.0) * T * ffn_width * ELEM
+    rope = model.position_embedding == "rope"
+    rope_b = (2.0 * T * (model.q_width + model.kv_heads * model.head_size) / s.tp * ELEM
+              if rope else 0.0 * T)
+    n_mem = 5.0 + (1.0 if rope else 0.0)
+    t_mem_fwd = mem_time(norm_b / 2, dev) * 2 + mem_time(bda_b / 2, dev) * 2 + mem_time(
+        act_b, dev) + (mem_time(rope_b, dev) if rope else 0.0)
+    t_mem_bwd = 2.0 * t_mem_fwd
+
+    # ---- tensor-parallel collectives: 2 fwd + 2 bwd all-reduces (or AG+RS pairs with SP)
+    act_bytes = T * h * ELEM
+    tp_node = np.minimum(s.tp, s.gpus_per_node)
+    ar = collective_time("all_reduce", s.tp, act_bytes, tp_node, dev)
+    agrs = (collective_time("all_gather", s.tp, act_bytes, tp_node, dev)
+            + collective_time("reduce_scatter", s.tp, act_bytes, tp_node, dev))
+    tp_one = np.where(s.sp, agrs, ar)
+    tp_fwd = 2.0 * tp_one
+    tp_bwd = 2.0 * tp_one
+    n_tp = np.where(s.tp > 1, np.where(s.sp, 4.0, 2.0), 0.0)
+
+    # ---- context parallel: ring exchange of K and V blocks (Megatron-Core CP / ring attention),
+    # overlapped with the attention of the block in hand; backward also returns dK, dV.
+    kv_bytes = 2.0 * T * model.kv_heads * model.head_size / s.tp * ELEM
+    cp_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.cp)
+    step = collective_time("send_recv", np.full_like(s.cp, 2.0), kv_bytes,
+                           np.where(cp_node >= s.cp, 2.0, 1.0), dev)
+    cp_fwd = np.where(s.cp > 1, np.maximum(0.0, (s.cp - 1) * (step - a_fwd / s.cp)), 0.0)
+    cp_bwd = np.where(s.cp > 1, np.maximum(0.0, (s.cp - 1) * (2 * step - a_bwd / s.cp)), 0.0)
+
+    # ---- totals with the host-dispatch floor
+    gemm_fwd = t_proj + t_ffn
+    k_fwd = n_proj + n_ffn + ka_fwd + n_mem + n_tp
+    k_bwd_in = n_proj + n_ffn + ka_bwd + 2 * n_mem + n_tp
+    k_bwd_w = n_proj + n_ffn
+    gpu_fwd = gemm_fwd + a_fwd + t_mem_fwd
+    comm_f = tp_fwd + cp_fwd + ep_fwd
+    comm_b = tp_bwd + cp_bwd + ep_fwd
+    overl = s.tp_overlap & (s.tp > 1)
+    exposed_f = np.where(overl, np.maximum(0.0, tp_fwd - gemm_fwd), tp_fwd) + cp_fwd + ep_fwd
+    exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - gemm_fwd), tp_bwd) + cp_bwd + ep_fwd
+    fwd = np.maximum(gpu_fwd + exposed_f, k_fwd * dev.host_dispatch)
+    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd
+    bwd_in = np.maximum(bwd_in_gpu + exposed_b, k_bwd_in * dev.host_dispatch)
+    bwd_w = np.maximum(gemm_fwd, k_bwd_w * dev.host_dispatch)
+
+    # ---- recompute (Korthikanti et al. 2022 §5): full re-runs the block forward in backward;
+    # selective re-runs core attention only.
+    sel = np.maximum(a_fwd, ka_fwd * dev.host_dispatch)
+    recompute = np.where(s.rc == 2, fwd, np.where(s.rc == 1, sel, 0.0))
+    flops_fwd = fl_proj + fl_ffn + fl_attn
+    flops_rc = np.where(s.rc == 2, flops_fwd, np.where(s.rc == 1, fl_attn, 0.0))
+    return BlockCost(
+        fwd=fwd, bwd_input=bwd_in + recompute, bwd_weight=bwd_w, recompute=recompute,
+        comm_fwd=comm_f, comm_bwd=comm_b, tp_comm=tp_fwd + tp_bwd, cp_comm=cp_fwd + cp_bwd,
+        ep_comm=2 * ep_fwd, flops_fwd=flops_fwd, flops_recompute=flops_rc,
+    )
+
+
+def _moe_ffn(model: ModelSpec, s: Shard, dev: Device
+             ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Routed + shared experts of one MoE block: (time, flops, gemm count, all-to-all time).
+
+    Tokens are assumed balanced across experts (the auxiliary-loss / bias balancing of
+    Mixtral and DeepSeek-V3): each EP rank computes T·k token-expert pairs over E/ep local
+    experts, as grouped GEMMs of T·k·ep/E rows each; expert weights are TP-sharded like the
+    dense MLP (Megatron-Core's default expert_tensor_parallel_size = tp). Dispatch and combine
+    are all-to-alls of T·k·h elements over the EP group (Megatron-Core ``MoEAlltoAllTokenDispatcher``).
+    """
+    assert model.num_local_experts is not None and model.num_experts_per_tok is not None
+    h = float(model.hidden_size)
+    T = s.tokens
+    k, E = float(model.num_experts_per_tok), float(model.num_local_experts)
+    gated = 2.0 if model.gated_mlp else 1.0
+    fe = model.expert_ffn / s.tp
+    local = E / s.ep
+    rows = T * k * s.ep / E
+    t_exp = local * (gemm_time(rows, gated * fe, h, dev) + gemm_time(rows, h, fe, dev))
+    fl = 2.0 * T * k * (gated * fe * h + h * fe)
+    t_router = gemm_time(T, E, h, dev)
+    fl = fl + 2.0 * T * E * h
+    shared_f = model.n_shared_experts * model.expert_ffn + (model.shared_expert_intermediate_size or 0)
+    if shared_f:
+        t_sh, fl_sh = _gemms(T, [(gated * shared_f / s.tp, h), (h, shared_f / s.tp)], dev)
+        t_exp, fl = t_exp + t_sh, fl + fl_sh
+    a2a_bytes = T * k * h * ELEM
+    ep_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.ep)
+    a2a = 2.0 * collective_time("all_to_all", s.ep, a2a_bytes, ep_node, dev)
+    return t_exp + t_router, fl, 2.0 * local + 1, a2a
+
+
+@dataclass
+class EdgeCost:
+    """Work of the vocabulary layers on one rank, one micro-batch."""
+
+    embed_fwd: np.ndarray
+    embed_bwd: np.ndarray
+    head_fwd: np.ndarray
+    head_bwd_input: np.ndarray
+    head_bwd_weight: np.ndarray
+    flops_head: np.ndarray
+
+
+def edge_cost(model: ModelSpec, s: Shard, dev: Device) -> EdgeCost:
+    """Embedding (first stage) and final norm + LM head + cross-entropy (last stage).
+
+    The LM head is vocabulary-parallel over TP (Megatron ``VocabParallelEmbedding``): a
+    (T × h)·(h × V/tp) GEMM. The loss follows Megatron-Core's ``compute_language_model_loss``
+    (``logits.float()``) and ``tensor_parallel/cross_entropy.py::VocabParallelCrossEntropy``,
+    whose passes over the T·V/tp logits cost, in bytes per logit: forward = cast bf16→fp32
+    (2 + 4), max (4), subtract (4 + 4), exp (4 + 4), sum (4), divide to softmax (4 + 4) = 38;
+    backward = softmax − one-hot and scale by the loss gradient (4 + 4 + 4 + 4), cast of the
+    gradient to bf16 (4 + 2) = 22.
+    """
+    h = float(model.hidden_size)
+    T, Tsp = s.tokens, s.sp_tokens
+    V = model.vocab_size / s.tp
+    emb_fwd = mem_time(2.0 * Tsp * h * ELEM, dev) + (
+        mem_time(2.0 * Tsp * h * ELEM, dev) if model.position_embedding == "learned" else 0.0)
+    # dense fp32 gradient of the (sharded) table + scatter-add of the token rows
+    emb_bwd = mem_time(V * h * 4.0, dev) + mem_time(2.0 * T * h * ELEM, dev)
+    head = gemm_time(T, V, h, dev)
+    logits = T * V
+    ce_fwd = 6 * dev.kernel_latency + logits * CE_FWD_BYTES / dev.hbm
+    ce_bwd = 3 * dev.kernel_latency + logits * CE_BWD_BYTES / dev.hbm
+    norm = mem_time(2.0 * Tsp * h * ELEM, dev)
+    tp_node = np.minimum(s.tp, s.gpus_per_node)
+    ce_comm = 3.0 * collective_time("all_reduce", s.tp, T * 4.0, tp_node, dev)
+    k_head_f, k_head_b = 10.0, 6.0
+    head_fwd = np.maximum(head + ce_fwd + norm + ce_comm, k_head_f * dev.host_dispatch)
+    head_bwd_in = np.maximum(head + ce_bwd + 2 * norm, k_head_b * dev.host_dispatch)
+    emb_fwd = np.maximum(emb_fwd, 3.0 * dev.host_dispatch)
+    emb_bwd = np.maximum(emb_bwd, 3.0 * dev.host_dispatch)
+    return EdgeCost(embed_fwd=emb_fwd, embed_bwd=emb_bwd, head_fwd=head_fwd,
+                    head_bwd_input=head_bwd_in, head_bwd_weight=head,
+                    flops_head=2.0 * T * V * h)

@@ -1,0 +1,134 @@
+"""Memory per pipeline stage: weights, gradients, optimizer states, activations, logits,
+communication buffers, CUDA context and allocator reserve.
+
+Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models", §4, Eq. 1–5), written per tensor so that GQA, gated MLPs, flash
+attention, dropout-free models and MoE are covered. For a GPT block with ffn = 4h, MHA and
+dropout it reduces exactly to the paper's per-layer bytes:
+
+* no parallelism: ``s·b·h·(34 + 5·a·s/h)``
+* tensor parallel t: ``s·b·h·(10 + 24/t + 5·a·s/(h·t))``
+* + sequence parallel: ``s·b·h/t·(34 + 5·a·s/h)``; + selective recompute: ``34·s·b·h/t``
+* full recompute: ``2·s·b·h`` (``/t`` with sequence parallel): only the block input is kept.
+
+Weights, gradients and optimizer states follow Megatron-LM's
+``theoretical_memory_usage.compute_weight_and_optimizer_memory``: 18 bytes per parameter
+(bf16 weight, fp32 main gradient, fp32 master copy and two Adam moments), or
+``6 + 12/d`` with the distributed optimizer (ZeRO-1) over the data-parallel × context-parallel
+group of size d; ZeRO-2 also shards the gradient (``2 + 16/d``) and ZeRO-3/FSDP everything
+(``18/d``) plus the gathered parameters of the blocks in flight (Rajbhandari et al. 2020, §5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from costmodel.layer_cost import ELEM, Shard
+from costmodel.profile import CalibrationProfile
+from costmodel.specs.model import ModelSpec
+
+GIB = float(2**30)
+OPTIMIZER_STATE_BYTES = {"adamw": 12.0, "adam": 12.0, "sgd": 8.0}
+"""fp32 master copy + moments: Adam 4+4+4, SGD with momentum 4+4 (Megatron bytes/param)."""
+
+
+def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.ndarray:
+    """Bytes one block stashes for its backward, one micro-batch, one rank (no recompute
+    except what ``s.rc`` says). See the module docstring for the reference formulas."""
+    h = float(model.hidden_size)
+    T = s.tokens
+    r = np.where(s.sp, 1.0 / s.tp, 1.0)
+    drop = 1.0 if model.hidden_dropout > 0 else 0.0
+    # replicated (or sequence-sharded) tensors: 2 norm inputs, QKV input, fc1 input, 2 masks
+    repl = (8.0 + 2.0 * drop) * T * h * r
+    kvw = model.kv_heads * model.head_size
+    attn_sharded = 2.0 * T * (model.q_width + 2 * kvw + model.v_width) / s.tp
+    gate = 2.0 if model.gated_mlp else 1.0
+    if moe:
+        assert model.num_experts_per_tok is not None
+        k = float(model.num_experts_per_tok)
+        fe = model.expert_ffn / s.tp
+        mlp = 2.0 * T * k * h + 2.0 * T * k * fe * (gate + 1.0)
+        shared = model.n_shared_experts * model.expert_ffn + (
+            model.shared_expert_intermediate_size or 0)
+        mlp = mlp + 2.0 * T * shared / s.tp * (gate + 1.0)
+    else:
+        mlp = 2.0 * T * model.intermediate_size / s.tp * (gate + 1.0)
+    heads = model.num_attention_heads / s.tp
+    scores = s.b * heads * (s.seq / s.cp) * s.seq
+    attn_drop = 1.0 if model.attention_dropout > 0 else 0.0
+    score_bytes = np.where(s.flash, 4.0 * s.b * heads * s.seq / s.cp,  # flash: fp32 LSE only
+                           scores * (2.0 + 3.0 * attn_drop))
+    keep_scores = np.where(s.rc == 1, 0.0, score_bytes)
+    full = repl + attn_sharded + mlp + keep_scores
+    checkpoint = 2.0 * T * h * r
+    return np.where(s.rc == 2, checkpoint, full)
+
+
+def block_working_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.ndarray:
+    """Transient peak while one block runs its backward: with full recompute the block's whole
+    activation set is rebuilt for one micro-batch (Korthikanti §5); without, the gradient
+    buffers of the widest tensors (about two FFN-wide tensors)."""
+    s_full = Shard.of(s.seq, s.gpus_per_node, b=s.b, tp=s.tp, cp=s.cp, ep=s.ep, sp=s.sp,
+                      rc=np.zeros_like(s.rc), flash=s.flash, tp_overlap=s.tp_overlap)
+    rebuilt = block_activation_bytes(model, s_full, moe)
+    ffn = (model.expert_ffn * (model.num_experts_per_tok or 1) if moe
+           else model.intermediate_size)
+    grads = 2.0 * s.tokens * ffn / s.tp * ELEM
+    return np.where(s.rc == 2, rebuilt, grads)
+
+
+def logits_bytes(model: ModelSpec, s: Shard) -> np.ndarray:
+    """Last stage: bf16 logits plus the fp32 copy Megatron's vocab-parallel cross-entropy keeps
+    for the backward (6 bytes per logit), one micro-batch."""
+    return 6.0 * s.tokens * model.vocab_size / s.tp
+
+
+def embedding_activation_bytes(model: ModelSpec, s: Shard) -> np.ndarray:
+    """First stage, per micro-batch in flight: embedding output (+ dropout mask)."""
+    r = np.where(s.sp, 1.0 / s.tp, 1.0)
+    drop = 1.0 if model.hidden_dropout > 0 else 0.0
+    return (2.0 + drop) * s.tokens * model.hidden_size * r
+
+
+@dataclass
+class StateBytes:
+    weights: np.ndarray
+    grads: np.ndarray
+    optimizer: np.ndarray
+
+
+def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
+                d_dense: np.ndarray, d_expert: np.ndarray, optimizer: str, precision: str,
+                gathered_params: np.ndarray) -> StateBytes:
+    """Weights, gradients and optimizer states of one rank (see the module docstring).
+
+    ``params_*`` are this rank's parameters after TP/PP/EP sharding; ``d_*`` the sizes of the
+    groups ZeRO shards over; ``gathered_params`` the parameters ZeRO-3 holds unsharded at once
+    (the blocks being computed and prefetched). fp8 training keeps bf16 weights plus an fp8
+    copy (Transformer Engine), one more byte per parameter.
+    """
+    opt = OPTIMIZER_STATE_BYTES[optimizer]
+    w_bytes = 2.0 + (1.0 if precision == "fp8" else 0.0)
+    p_all = params_dense + params_expert
+    sharded_opt = params_dense * opt / d_dense + params_expert * opt / d_expert
+    sharded_grad = params_dense * 4.0 / d_dense + params_expert * 4.0 / d_expert
+    sharded_w = params_dense * w_bytes / d_dense + params_expert * w_bytes / d_expert
+    weights = np.where(zero >= 3, sharded_w + gathered_params * w_bytes, p_all * w_bytes)
+    grads = np.where(zero >= 2, sharded_grad + np.where(zero >= 3, gathered_params * 4.0, 0.0),
+                     p_all * 4.0)
+    optimizer_b = np.where(zero >= 1, sharded_opt, p_all * opt)
+    return StateBytes(weights=weights, grads=grads, optimizer=optimizer_b)
+
+
+def overhead_bytes(profile: CalibrationProfile, n_groups: np.ndarray) -> np.ndarray:
+    """CUDA context and NCCL buffers of one rank (the allocator reserve is a capacity cut)."""
+    m = profile.eff.memory
+    return (m.cuda_context_gib + m.nccl_buffers_gib_per_group * n_groups) * GIB
+
+
+def usable_bytes(capacity: float, profile: CalibrationProfile) -> float:
+    """Device memory available to tensors after the allocator's fragmentation reserve."""
+    return capacity * (1.0 - profile.eff.memory.allocator_reserve_fraction)

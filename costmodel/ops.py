@@ -1,0 +1,207 @@
+"""Time of primitive operations: GEMMs, fused attention, memory-bound kernels, collectives.
+
+All functions take numpy arrays (or scalars) and broadcast, so that one plan and a million
+candidate plans go through the same formulas. Times are in seconds, sizes in bytes/FLOPs.
+
+Compute (roofline with a fixed per-kernel latency, the shape of Calculon's and SimuMax's
+per-operation efficiency models)::
+
+    t = latency + max(FLOPs / (peak · η), bytes / (HBM · η_mem))
+
+η is the sustained fraction of peak of a large operation from the calibration profile, or the
+interpolated measured throughput where the profile has GEMM measurements. The latency term
+makes small operations slow (efficiency rises with size as F / (F + F½) with
+F½ = latency · peak · η); it is the per-kernel time the profile gives, not a fitted MFU.
+
+Collectives use nccl-tests' bus-bandwidth convention (NCCL's PERFORMANCE.md) with a
+size-dependent bus bandwidth ``busbw(S) = busbw_max · S / (S + S½)``, i.e.
+``t = α + factor(n) · (S + S½) / busbw_max`` with factor 2(n−1)/n for all-reduce, (n−1)/n
+for all-gather, reduce-scatter and all-to-all, 1 for send/recv. S½ is the profile's
+half-bandwidth size (vTrain's measured A100 all-reduce table fits it at 1 MiB, 64 MiB and
+1 GiB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from costmodel.profile import CalibrationProfile
+from costmodel.specs.cluster import GPUPool
+
+Array = np.ndarray | float
+
+BUS_FACTOR = {
+    "all_reduce": lambda n: 2.0 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "all_to_all": lambda n: (n - 1) / n,
+    "send_recv": lambda n: np.ones_like(n, dtype=float),
+}
+"""nccl-tests' busbw = algbw × factor (shared/reference/frameworks.md, NCCL PERFORMANCE.md)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Effective performance parameters of one device type under one calibration profile."""
+
+    name: str
+    peak: float
+    """Datasheet dense FLOP/s at the job's precision."""
+    gemm_rate: float
+    """Sustained FLOP/s of a large GEMM (peak × gemm_peak_fraction)."""
+    attn_fwd_rate: float
+    attn_bwd_rate: float
+    hbm: float
+    """Achievable HBM B/s."""
+    kernel_latency: float
+    host_dispatch: float
+    """Host seconds per kernel of an eager framework."""
+    link_intra: float
+    """One-direction B/s between devices of a node."""
+    nic: float
+    """Per-device B/s between nodes."""
+    gpus_per_node: int
+    sms: float
+    """Streaming multiprocessors (compute units) of the device."""
+    wave_ref: float
+    """Wave efficiency of the shape at which the GEMM fraction was measured."""
+    memory_bytes: float
+    precision: str
+    profile: CalibrationProfile
+
+    @classmethod
+    def from_pool(cls, pool: GPUPool, precision: str, profile: CalibrationProfile) -> Device:
+        gpu = pool.gpu_type
+        eff = profile.arch_efficiency(gpu.arch)
+        peak = gpu.peak_flops(precision)
+        hbm = gpu.hbm_GBps * 1e9
+        if profile.measurements.hbm_GBps and (profile.gpu in (None, gpu.name)):
+            hbm_eff = profile.measurements.hbm_GBps * 1e9
+        else:
+            hbm_eff = hbm * eff.hbm_fraction
+        frac = eff.gemm_peak_fraction
+        if precision == "fp8" and eff.gemm_peak_fraction_fp8 is not None:
+            frac = eff.gemm_peak_fraction_fp8
+        return cls(
+            name=gpu.name, peak=peak, gemm_rate=peak * frac,
+            attn_fwd_rate=peak * eff.attention_fwd_fraction,
+            attn_bwd_rate=peak * eff.attention_bwd_fraction, hbm=hbm_eff,
+            kernel_latency=eff.kernel_latency_us * 1e-6,
+            host_dispatch=profile.eff.host.dispatch_us_per_kernel * 1e-6,
+            link_intra=pool.link_GBps * 1e9, nic=pool.nic_GBps * 1e9,
+            gpus_per_node=pool.gpus_per_node, sms=float(gpu.sm_count),
+            wave_ref=float(wave_efficiency(eff.gemm_reference_shape[0],
+                                           eff.gemm_reference_shape[1], gpu.sm_count)),
+            memory_bytes=gpu.memory_bytes,
+            precision=precision, profile=profile,
+        )
+
+    @property
+    def measured(self) -> bool:
+        """Whether the profile's measurements apply to this device."""
+        return self.profile.gpu in (None, self.name)
+
+
+TILE = (256.0, 128.0)
+"""Output tile of cuBLAS's most efficient kernels, 256×128 or 128×256 (NVIDIA, "Matrix
+Multiplication Background User's Guide", §2.3); the better orientation is used per shape."""
+
+
+def wave_efficiency(m: Array, n: Array, sms: float) -> np.ndarray:
+    """Fraction of SM-time doing useful tiles: tiles / (waves · SMs) (ibid. §3.2, wave
+    quantization), for the better of the two 256×128 orientations."""
+    m = np.asarray(m, dtype=float)
+    n = np.asarray(n, dtype=float)
+    best = np.zeros(np.broadcast(m, n).shape)
+    for tm, tn in (TILE, TILE[::-1]):
+        tiles = np.ceil(m / tm) * np.ceil(n / tn)
+        waves = np.ceil(tiles / sms)
+        best = np.maximum(best, tiles / (waves * sms))
+    return best
+
+
+def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float = 2.0) -> np.ndarray:
+    """One GEMM (m×k)·(k×n): roofline of compute and operand traffic plus kernel latency.
+
+    The compute rate is the profile's sustained fraction of peak (the maximum achievable
+    matmul throughput, MAMF, measured at its best shape) corrected for wave quantization
+    relative to that best shape: ``rate = gemm_rate · wave_eff(m, n) / wave_eff(MAMF shape)``.
+    """
+    flops = 2.0 * np.asarray(m, dtype=float) * n * k
+    rate = dev.gemm_rate * wave_efficiency(m, n, dev.sms) / dev.wave_ref
+    if dev.measured:
+        measured = dev.profile.gemm_rate(flops, dev.precision)
+        if measured is not None:
+            # measured throughput already contains the kernel latency of the measured shapes
+            traffic = elem_bytes * (np.asarray(m) * k + np.asarray(k) * n + np.asarray(m) * n)
+            return np.maximum(flops / measured, traffic / dev.hbm)
+    traffic = elem_bytes * (np.asarray(m) * k + np.asarray(k) * n + np.asarray(m) * n)
+    return dev.kernel_latency + np.maximum(flops / rate, traffic / dev.hbm)
+
+
+def mem_time(nbytes: Array, dev: Device) -> np.ndarray:
+    """A memory-bound kernel moving ``nbytes`` through HBM."""
+    return dev.kernel_latency + np.asarray(nbytes, dtype=float) / dev.hbm
+
+
+def flash_attention_time(flops_fwd: Array, dev: Device) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward time of a fused (flash) attention kernel.
+
+    ``flops_fwd`` counts only the unmasked work (causal ≈ half), as FlashAttention-2's
+    benchmark does; backward does 2.5× the forward FLOPs (five matmuls against two, Dao 2023
+    §4.1) at the profile's backward efficiency.
+    """
+    f = np.asarray(flops_fwd, dtype=float)
+    fwd = dev.kernel_latency + f / dev.attn_fwd_rate
+    bwd = 2 * dev.kernel_latency + 2.5 * f / dev.attn_bwd_rate
+    return fwd, bwd
+
+
+def collective_time(
+    collective: str,
+    group: Array,
+    nbytes: Array,
+    per_node: Array,
+    dev: Device,
+    link_intra: Array | None = None,
+    nic: Array | None = None,
+) -> np.ndarray:
+    """Time of one collective over ``group`` devices, ``per_node`` of them in each node.
+
+    Bus bandwidth: inside one node the device link; across nodes NCCL's rings/trees are bound
+    by the NICs of the group's members in a node (``per_node · nic``, rail-optimised fabric as
+    in DGX SuperPOD) and by the device link. ``nbytes`` is nccl-tests' message size (the full
+    buffer of all-reduce, the gathered output of all-gather, the input of reduce-scatter).
+    """
+    n = np.asarray(group, dtype=float)
+    k = np.minimum(np.asarray(per_node, dtype=float), n)
+    intra = dev.link_intra if link_intra is None else link_intra
+    net = dev.nic if nic is None else nic
+    coll = dev.profile.eff.collectives
+    ci, ce = coll["intra_node"], coll["inter_node"]
+    inside = k >= n
+    bw_intra = np.asarray(intra, dtype=float) * ci.busbw_fraction
+    bw_inter = np.minimum(bw_intra, k * net * ce.busbw_fraction)
+    busbw = np.where(inside, bw_intra, bw_inter)
+    size = np.asarray(nbytes, dtype=float)
+    if dev.measured:
+        for link, mask in (("intra_node", inside), ("inter_node", ~inside)):
+            if np.any(mask):
+                meas = dev.profile.collective_busbw(collective, link, int(np.max(n)), size)
+                if meas is not None:
+                    busbw = np.where(mask, meas, busbw)
+    alpha = np.where(inside, ci.latency_us, ce.latency_us) * 1e-6
+    half = np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20
+    t = alpha + BUS_FACTOR[collective](n) * (size + half) / busbw
+    return np.where(n > 1, t, 0.0)
+
+
+def members_per_node(stride: Array, size: Array, gpus_per_node: int) -> np.ndarray:
+    """Members of a process group that share a node, for a group whose ranks are ``stride``
+    apart in Megatron's rank order (tp fastest, then cp, dp, pp)."""
+    stride = np.asarray(stride, dtype=float)
+    size = np.asarray(size, dtype=float)
+    per = np.floor(gpus_per_node / np.maximum(stride, 1.0))
+    return np.clip(per, 1.0, size)

@@ -1,0 +1,246 @@
+"""Calibration profiles: measured performance data and the documented efficiency model.
+
+A profile is JSON (format ``meshplan-calibration/1``) with two parts:
+
+* **measurements** (written by ``meshplan-runtime calibrate``): GEMM throughput by
+  ``(m, n, k, dtype)``, attention forward/backward time by shape, HBM bandwidth, collective bus
+  bandwidth by ``(collective, group_size, bytes, link)`` in nccl-tests' convention, and
+  per-layer forward/backward time. Where a measurement covers an operation, the cost model
+  interpolates it (piecewise-linear in log FLOPs or log bytes).
+* **efficiency** — the fallback where nothing was measured: per-operation derating of the
+  datasheet peaks that depends on operation size (a fixed per-kernel latency plus a sustained
+  fraction of peak, in the manner of Calculon (Isaev et al. 2023) and SimuMax), never a single
+  global MFU constant. Every number carries its provenance in the file.
+
+``costmodel/data/profiles/default.json`` ships the default efficiency model. Measured profiles
+are stored per GPU type by the service and passed to :func:`costmodel.estimate` by name or
+inline.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache, cached_property
+from importlib import resources
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+
+FORMAT = "meshplan-calibration/1"
+Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
+LinkClass = Literal["intra_node", "inter_node"]
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(description="Where the numbers come from (measurement or publication).")
+    gpu: str | None = None
+    date: str | None = None
+    torch: str | None = None
+    driver: str | None = None
+    host: str | None = None
+
+
+class GemmPoint(BaseModel):
+    m: PositiveInt
+    n: PositiveInt
+    k: PositiveInt
+    dtype: str = "bf16"
+    tflops: PositiveFloat
+
+
+class AttentionPoint(BaseModel):
+    batch: PositiveInt
+    heads: PositiveInt
+    seq_q: PositiveInt
+    seq_kv: PositiveInt
+    head_dim: PositiveInt
+    causal: bool = True
+    dtype: str = "bf16"
+    fwd_s: PositiveFloat
+    bwd_s: PositiveFloat
+
+
+class CollectivePoint(BaseModel):
+    collective: Collective
+    group_size: PositiveInt
+    bytes: PositiveInt
+    link: LinkClass = "intra_node"
+    busbw_GBps: PositiveFloat = Field(description="nccl-tests bus bandwidth.")
+    time_s: PositiveFloat | None = None
+
+
+class LayerPoint(BaseModel):
+    """Measured forward/backward time of one transformer block for a given shape."""
+
+    hidden_size: PositiveInt
+    intermediate_size: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
+    seq_len: PositiveInt
+    micro_batch_size: PositiveInt
+    tp: PositiveInt = 1
+    dtype: str = "bf16"
+    fwd_s: PositiveFloat
+    bwd_s: PositiveFloat
+
+
+class Measurements(BaseModel):
+    gemm: list[GemmPoint] = []
+    attention: list[AttentionPoint] = []
+    hbm_GBps: PositiveFloat | None = None
+    collectives: list[CollectivePoint] = []
+    layers: list[LayerPoint] = []
+
+
+class ArchEfficiency(BaseModel):
+    """Size-dependent derating of one GPU architecture's datasheet peaks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gemm_peak_fraction: PositiveFloat = Field(
+        le=1, description="Sustained fraction of dense peak of a large GEMM (achievable matmul "
+        "throughput / datasheet peak).")
+    gemm_reference_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (8192, 8192, 8192), description="(m, n, k) at which gemm_peak_fraction was measured; "
+        "other shapes are scaled by their wave quantization relative to it.")
+    kernel_latency_us: NonNegativeFloat = Field(
+        description="Fixed GPU-side time per kernel (launch, ramp-up and tail of the wave).")
+    attention_fwd_fraction: PositiveFloat = Field(le=1)
+    attention_bwd_fraction: PositiveFloat = Field(le=1)
+    gemm_peak_fraction_fp8: PositiveFloat | None = Field(
+        None, le=1, description="Sustained fraction of the FP8 peak; null = gemm_peak_fraction.")
+    hbm_fraction: PositiveFloat = Field(le=1, description="Achievable fraction of HBM bandwidth.")
+    provenance: str
+
+
+class CollectiveEfficiency(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    busbw_fraction: PositiveFloat = Field(
+        le=1, description="Large-message bus bandwidth / link rate (nccl-tests busbw).")
+    latency_us: NonNegativeFloat = Field(description="Per-collective fixed latency.")
+    half_bandwidth_MiB: NonNegativeFloat = Field(
+        description="Message size at which half the large-message bus bandwidth is reached: "
+        "busbw(S) = busbw_max · S / (S + S½), i.e. a latency that grows with the bus factor.")
+    provenance: str
+
+
+class HostEfficiency(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dispatch_us_per_kernel: NonNegativeFloat = Field(
+        description="CPU time an eager framework spends to issue one kernel; a layer cannot run "
+        "faster than its kernel count times this.")
+    provenance: str
+
+
+class MemoryOverheads(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cuda_context_gib: NonNegativeFloat
+    allocator_reserve_fraction: NonNegativeFloat = Field(
+        lt=1, description="Fraction of device memory lost to the caching allocator's "
+        "fragmentation and reserve.")
+    nccl_buffers_gib_per_group: NonNegativeFloat
+    provenance: str
+
+
+class Efficiency(BaseModel):
+    archs: dict[str, ArchEfficiency]
+    collectives: dict[LinkClass, CollectiveEfficiency]
+    host: HostEfficiency
+    memory: MemoryOverheads
+
+
+class CalibrationProfile(BaseModel):
+    """A calibration profile (see the module docstring for the format)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["meshplan-calibration/1"] = FORMAT
+    name: str
+    gpu: str | None = Field(None, description="GPU type it was measured on; null = any.")
+    provenance: Provenance
+    measurements: Measurements = Measurements()
+    efficiency: Efficiency | None = Field(
+        None, description="Overrides of the default efficiency model; null = the default's.")
+
+    def arch_efficiency(self, arch: str) -> ArchEfficiency:
+        eff = self.efficiency or default_profile().efficiency
+        assert eff is not None
+        return eff.archs.get(arch) or eff.archs["default"]
+
+    @property
+    def eff(self) -> Efficiency:
+        eff = self.efficiency or default_profile().efficiency
+        assert eff is not None
+        return eff
+
+    # -------------------------------------------------------------- measured interpolation
+    @cached_property
+    def _gemm_curve(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per dtype: sorted log(FLOPs) and achieved FLOP/s of the measured GEMMs."""
+        by: dict[str, list[tuple[float, float]]] = {}
+        for p in self.measurements.gemm:
+            flops = 2.0 * p.m * p.n * p.k
+            by.setdefault(p.dtype, []).append((np.log(flops), p.tflops * 1e12))
+        return {dt: _mean_curve(pts) for dt, pts in by.items()}
+
+    def gemm_rate(self, flops: np.ndarray, dtype: str) -> np.ndarray | None:
+        """Measured achieved FLOP/s for GEMMs of ``flops`` (None if nothing measured)."""
+        curve = self._gemm_curve.get(dtype)
+        if curve is None:
+            return None
+        return np.interp(np.log(np.maximum(flops, 1.0)), curve[0], curve[1])
+
+    @cached_property
+    def _coll_curves(self) -> dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]]:
+        by: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+        for p in self.measurements.collectives:
+            by.setdefault((p.collective, p.link, p.group_size), []).append(
+                (np.log(p.bytes), p.busbw_GBps * 1e9))
+        out: dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for (coll, link, n), pts in by.items():
+            xs, ys = _mean_curve(pts)
+            out.setdefault((coll, link), []).append((n, xs, ys))
+        return out
+
+    def collective_busbw(self, collective: str, link: str, group: int,
+                         nbytes: np.ndarray) -> np.ndarray | None:
+        """Measured bus bandwidth (B/s) at the nearest measured group size, or None."""
+        curves = self._coll_curves.get((collective, link))
+        if not curves:
+            return None
+        n, xs, ys = min(curves, key=lambda c: (abs(np.log(c[0]) - np.log(max(group, 1))), c[0]))
+        return np.interp(np.log(np.maximum(nbytes, 1.0)), xs, ys)
+
+
+def _mean_curve(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by x and average duplicate x values."""
+    pts = sorted(points)
+    xs: list[float] = []
+    ys: list[list[float]] = []
+    for x, y in pts:
+        if xs and abs(xs[-1] - x) < 1e-12:
+            ys[-1].append(y)
+        else:
+            xs.append(x)
+            ys.append([y])
+    return np.array(xs), np.array([sum(v) / len(v) for v in ys])
+
+
+def load_profile(text: str) -> CalibrationProfile:
+    return CalibrationProfile.model_validate(json.loads(text))
+
+
+@cache
+def default_profile() -> CalibrationProfile:
+    """The shipped default efficiency model (``costmodel/data/profiles/default.json``)."""
+    text = resources.files("costmodel").joinpath("data/profiles/default.json").read_text()
+    prof = load_profile(text)
+    if prof.efficiency is None:
+        raise ValueError("the default profile must define the efficiency model")
+    return prof

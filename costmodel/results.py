@@ -1,0 +1,98 @@
+"""Result types of an estimate; ``model_dump(mode="json")`` is the HTTP response body."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from costmodel.specs.plan import ParallelPlan
+
+MFU_CONVENTION = (
+    "Megatron-LM num_floating_point_operations (Megatron-Core r0.8, 2024): 3 x forward GEMM "
+    "FLOPs with attention scores over the full s x s matrix (no causal halving) and the logits; "
+    "recompute excluded (it counts in hfu); peak = dense datasheet FLOP/s at the job precision."
+)
+
+
+class StageMemory(BaseModel):
+    """Memory of one pipeline rank (all its stages), GiB."""
+
+    rank: int = Field(description="Pipeline rank.")
+    stages: list[int] = Field(description="Global stage indices held by this rank.")
+    layers: int
+    weights_gib: float
+    grads_gib: float
+    optimizer_gib: float
+    activations_gib: float = Field(description="Stashed activations × in-flight micro-batches "
+                                   "+ the working set of one block.")
+    inflight_microbatches: float = Field(description="Peak stashed (stage, micro-batch) pairs.")
+    logits_gib: float
+    comm_buffers_gib: float
+    cuda_context_gib: float
+    total_gib: float
+    usable_gib: float = Field(description="Device memory minus the allocator reserve.")
+    capacity_gib: float
+    fits: bool
+
+
+class MemoryReport(BaseModel):
+    peak_gib: float
+    capacity_gib: float
+    usable_gib: float
+    peak_fraction: float = Field(description="peak / capacity of the device.")
+    per_stage: list[StageMemory]
+
+
+class Breakdown(BaseModel):
+    """Seconds per step on the critical pipeline rank (the busiest one)."""
+
+    forward_s: float
+    backward_input_s: float
+    backward_weight_s: float
+    recompute_s: float
+    tp_comm_s: float = Field(description="Tensor-parallel collectives (exposed or overlapped).")
+    cp_comm_s: float
+    ep_comm_s: float
+    pp_comm_s: float = Field(description="Send/recv latency on the critical path.")
+    dp_comm_s: float = Field(description="Data-parallel / ZeRO collectives, total.")
+    dp_comm_exposed_s: float
+    dp_comm_overlapped_s: float
+    optimizer_s: float
+    pipeline_bubble_s: float
+    offload_exposed_s: float
+
+
+class PipelineReport(BaseModel):
+    schedule: str
+    num_microbatches: int
+    virtual_stages: int
+    bubble_fraction: float = Field(description="(makespan − busiest rank's work) / that work.")
+    stage_forward_s: list[float] = Field(description="Forward time of one micro-batch, per stage.")
+    stage_backward_input_s: list[float]
+    stage_backward_weight_s: list[float]
+    p2p_s: list[float] = Field(description="Send/recv time per stage boundary.")
+    layers_per_stage: list[int]
+    makespan_s: float
+
+
+class Estimate(BaseModel):
+    """Predicted step time, throughput, cost and memory of one plan."""
+
+    step_time_s: float
+    tokens_per_s: float
+    tokens_per_s_per_gpu: float
+    mfu: float
+    hfu: float
+    mfu_convention: str = MFU_CONVENTION
+    model_flops_per_step: float
+    fits: bool
+    memory: MemoryReport
+    breakdown: Breakdown
+    pipeline: PipelineReport
+    cost_per_hour: float
+    cost_per_million_tokens: float
+    num_gpus: int
+    gpu: str
+    plan: ParallelPlan
+    warnings: list[str] = []
+    calibration: str
+    cost_model_version: str

@@ -1,0 +1,82 @@
+"""GPU inventory: pools of identical nodes, with prices and optional link overrides."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import field_validator, model_validator
+
+from costmodel.specs.gpus import GPUType, canonical_gpu_name, get_gpu
+
+
+class GPUPool(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Pool name; plans refer to it.")
+    gpu: str = Field(description="Catalog GPU name or alias (see GET /v1/gpus).")
+    gpus_per_node: PositiveInt = 8
+    nodes: PositiveInt = 1
+    price_per_gpu_hour: NonNegativeFloat = 0.0
+    intra_node_GBps: PositiveFloat | None = Field(
+        None, description="One-direction per-GPU link rate inside a node; null = catalog."
+    )
+    inter_node_Gbps: PositiveFloat | None = Field(
+        None, description="Per-GPU network rate between nodes; null = catalog reference node."
+    )
+
+    @field_validator("gpu")
+    @classmethod
+    def _canonical(cls, v: str) -> str:
+        return canonical_gpu_name(v)
+
+    @property
+    def gpu_type(self) -> GPUType:
+        return get_gpu(self.gpu)
+
+    @property
+    def num_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def link_GBps(self) -> float:
+        return self.intra_node_GBps or self.gpu_type.intra_node_GBps
+
+    @property
+    def nic_GBps(self) -> float:
+        """Per-GPU network rate in GB/s (the override, or the reference node's NIC)."""
+        return (self.inter_node_Gbps or self.gpu_type.nic_Gbps) / 8
+
+
+class Cluster(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pools: list[GPUPool] = Field(min_length=1)
+    inter_pool_Gbps: PositiveFloat | None = Field(
+        None, description="Per-GPU rate between pools; null = the slower pool's NIC rate."
+    )
+    node_bandwidth_Gbps: list[list[NonNegativeFloat]] | None = Field(
+        None, description="Measured node-to-node bandwidth matrix over all nodes, pools in "
+        "order (Pipette-style); used for placing pipeline stages."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Cluster:
+        names = [p.name for p in self.pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"pool names must be unique; repeated: {', '.join(dupes)}")
+        if self.node_bandwidth_Gbps is not None:
+            n = sum(p.nodes for p in self.pools)
+            rows = self.node_bandwidth_Gbps
+            if len(rows) != n or any(len(r) != n for r in rows):
+                raise ValueError(f"node_bandwidth_Gbps must be a {n}x{n} matrix (all nodes)")
+        return self
+
+    def pool(self, name: str | None) -> GPUPool:
+        if name is None:
+            if len(self.pools) == 1:
+                return self.pools[0]
+            raise KeyError("the cluster has several pools; the plan must name one")
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)

@@ -1,0 +1,344 @@
+"""Model specification: decoder-only transformers, dense and mixture-of-experts.
+
+Field names are Hugging Face ``config.json`` names (the contract in ARCHITECTURE.md). A spec is
+built from explicit fields, from a preset (``costmodel/data/presets.json``) or from a whole
+``config.json`` dict (:func:`ModelSpec.from_hf_config`), which accepts the field names of the
+Llama, Mistral, Mixtral, Qwen2, Qwen2-MoE, GPT-2 and DeepSeek-V2/V3 families as published.
+
+Parameter counts are exact sums over the weight tensors of each architecture (they reproduce
+GPT-2's 124,439,808 and Narayanan et al. 2021's ``P = 12·l·h²·(1 + 13/(12h) + (V+s)/(12·l·h))``
+for Megatron GPT models to the parameter).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from costmodel.errors import ProblemCollector, SpecError, problem
+
+GATED_ACTIVATIONS = frozenset({"silu", "swiglu", "swish", "geglu", "gelu_glu", "reglu"})
+"""``hidden_act`` values whose MLP is gated (three weight matrices: gate, up, down)."""
+
+
+class ModelSpec(BaseModel):
+    """A decoder-only transformer. MoE and MLA fields are optional (None = dense / plain MHA)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("custom", description="Free-form name shown in plans and reports.")
+    num_hidden_layers: PositiveInt = Field(description="Transformer blocks (HF name).")
+    hidden_size: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt | None = Field(
+        None, description="GQA key/value heads; null means as many as attention heads (MHA)."
+    )
+    head_dim: PositiveInt | None = Field(None, description="null means hidden_size / heads.")
+    intermediate_size: PositiveInt = Field(description="FFN size of the dense MLP layers.")
+    vocab_size: PositiveInt
+    hidden_act: str = Field("silu", description="silu/swiglu/geglu = gated MLP (3 matrices).")
+    tie_word_embeddings: bool = False
+    max_position_embeddings: PositiveInt | None = None
+    position_embedding: Literal["rope", "learned"] = "rope"
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    attention_bias: bool = Field(False, description="Bias on the q, k, v projections.")
+    attention_out_bias: bool | None = Field(
+        None, description="Bias on the output projection; null = same as attention_bias."
+    )
+    mlp_bias: bool = False
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention "
+                                     "probabilities (GPT-2: attn_pdrop); 0 for Llama-style.")
+    hidden_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after attention "
+                                  "and MLP (GPT-2: resid_pdrop; Megatron: hidden_dropout).")
+    # --- mixture of experts (Mixtral / Qwen2-MoE / DeepSeek names) ---
+    num_local_experts: PositiveInt | None = Field(None, description="Routed experts per MoE layer.")
+    num_experts_per_tok: PositiveInt | None = Field(None, description="Routed experts per token.")
+    moe_intermediate_size: PositiveInt | None = Field(None, description="FFN size of one expert.")
+    n_shared_experts: int = Field(0, ge=0, description="DeepSeek shared experts per MoE layer.")
+    shared_expert_intermediate_size: PositiveInt | None = Field(
+        None, description="Qwen2-MoE shared expert FFN size (one shared expert of this size)."
+    )
+    first_k_dense_replace: int = Field(0, ge=0, description="Leading dense layers (DeepSeek).")
+    moe_layer_freq: PositiveInt = Field(1, description="Every n-th layer after the dense ones is MoE.")
+    # --- multi-head latent attention (DeepSeek-V2/V3) ---
+    q_lora_rank: PositiveInt | None = None
+    kv_lora_rank: PositiveInt | None = None
+    qk_nope_head_dim: PositiveInt | None = None
+    qk_rope_head_dim: PositiveInt | None = None
+    v_head_dim: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        self.check()
+        return self
+
+    # ------------------------------------------------------------------ validation
+    def check(self, prefix: str = "model") -> None:
+        """Raise :class:`SpecError` for architectural inconsistencies (field + rule)."""
+        c = ProblemCollector()
+        a, g = self.num_attention_heads, self.kv_heads
+        c.check(a % g == 0, f"{prefix}.num_key_value_heads",
+                f"num_attention_heads={a} must be divisible by num_key_value_heads={g}")
+        if self.head_dim is None and not self.uses_mla:
+            c.check(self.hidden_size % a == 0, f"{prefix}.hidden_size",
+                    f"hidden_size={self.hidden_size} must be divisible by "
+                    f"num_attention_heads={a} (or give head_dim)")
+        moe_fields = (self.num_local_experts, self.num_experts_per_tok)
+        if any(v is not None for v in moe_fields):
+            c.check(all(v is not None for v in moe_fields), f"{prefix}.num_experts_per_tok",
+                    "an MoE model needs both num_local_experts and num_experts_per_tok")
+            if self.num_local_experts and self.num_experts_per_tok:
+                c.check(self.num_experts_per_tok <= self.num_local_experts,
+                        f"{prefix}.num_experts_per_tok",
+                        f"num_experts_per_tok={self.num_experts_per_tok} must be <= "
+                        f"num_local_experts={self.num_local_experts}")
+        c.check(self.first_k_dense_replace <= self.num_hidden_layers,
+                f"{prefix}.first_k_dense_replace",
+                f"first_k_dense_replace={self.first_k_dense_replace} exceeds "
+                f"num_hidden_layers={self.num_hidden_layers}")
+        mla = (self.kv_lora_rank, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim)
+        if any(v is not None for v in mla):
+            c.check(all(v is not None for v in mla), f"{prefix}.kv_lora_rank",
+                    "multi-head latent attention needs kv_lora_rank, qk_nope_head_dim, "
+                    "qk_rope_head_dim and v_head_dim together")
+        if self.position_embedding == "learned":
+            c.check(self.max_position_embeddings is not None,
+                    f"{prefix}.max_position_embeddings",
+                    "learned position embeddings need max_position_embeddings")
+        c.raise_if_any()
+
+    # ------------------------------------------------------------------ derived shape
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def head_size(self) -> int:
+        """Per-head size of q and k (without the MLA rope part) — ``head_dim`` or h/a."""
+        if self.head_dim is not None:
+            return self.head_dim
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def gated_mlp(self) -> bool:
+        return self.hidden_act.lower() in GATED_ACTIVATIONS
+
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_local_experts is not None
+
+    @cached_property
+    def moe_layer_mask(self) -> tuple[bool, ...]:
+        """Per layer: True where the FFN is a mixture of experts (DeepSeek/Qwen2-MoE rule)."""
+        if not self.is_moe:
+            return tuple(False for _ in range(self.num_hidden_layers))
+        k, f = self.first_k_dense_replace, self.moe_layer_freq
+        return tuple(i >= k and (i - k) % f == 0 for i in range(self.num_hidden_layers))
+
+    @property
+    def num_moe_layers(self) -> int:
+        return sum(self.moe_layer_mask)
+
+    @property
+    def num_dense_layers(self) -> int:
+        return self.num_hidden_layers - self.num_moe_layers
+
+    @property
+    def expert_ffn(self) -> int:
+        return self.moe_intermediate_size or self.intermediate_size
+
+    @property
+    def q_width(self) -> int:
+        """Total width of the query projection output (all heads)."""
+        if self.uses_mla:
+            assert self.qk_nope_head_dim is not None and self.qk_rope_head_dim is not None
+            return self.num_attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
+        return self.num_attention_heads * self.head_size
+
+    @property
+    def v_width(self) -> int:
+        """Total width of the attention value / output-projection input (all heads)."""
+        if self.uses_mla:
+            assert self.v_head_dim is not None
+            return self.num_attention_heads * self.v_head_dim
+        return self.num_attention_heads * self.head_size
+
+    # ------------------------------------------------------------------ parameter counts
+    def _norm_params(self) -> int:
+        return self.hidden_size * (2 if self.norm == "layernorm" else 1)
+
+    def attention_params(self) -> int:
+        """Weights (and biases) of one attention block, without its norm."""
+        h = self.hidden_size
+        out_bias = self.attention_bias if self.attention_out_bias is None else self.attention_out_bias
+        if self.uses_mla:
+            # DeepSeek-V2 §2.1.2: q = W_UQ·norm(W_DQ·x), [k_nope, v] = W_UKV·norm(W_DKV·x),
+            # k_rope = W_KR·x (shared across heads), o = W_O·attn.
+            assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
+            a = self.num_attention_heads
+            qk_nope = self.q_width // a - self.qk_rope_head_dim
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * self.q_width
+            else:
+                q = h * self.q_width
+            kv_down = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+            kv_up = self.kv_lora_rank * a * (qk_nope + self.v_width // a)
+            return q + kv_down + kv_up + self.v_width * h
+        kv = 2 * self.kv_heads * self.head_size
+        qkv = h * (self.q_width + kv) + ((self.q_width + kv) if self.attention_bias else 0)
+        return qkv + self.v_width * h + (h if out_bias else 0)
+
+    def attention_params_matmul(self) -> int:
+        """Weights of the attention block's GEMMs (no biases, no norms): FLOPs/2 per token."""
+        h = self.hidden_size
+        if self.uses_mla:
+            assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
+            a = self.num_attention_heads
+            qk_nope = self.q_width // a - self.qk_rope_head_dim
+            q = (h * self.q_lora_rank + self.q_lora_rank * self.q_width if self.q_lora_rank
+                 else h * self.q_width)
+            kv = (h * (self.kv_lora_rank + self.qk_rope_head_dim)
+                  + self.kv_lora_rank * a * (qk_nope + self.v_width // a))
+            return q + kv + self.v_width * h
+        return h * (self.q_width + 2 * self.kv_heads * self.head_size) + self.v_width * h
+
+    def mlp_params(self, ffn: int) -> int:
+        """One MLP of inner size ``ffn`` (gated: gate+up+down; else up+down), with biases."""
+        h = self.hidden_size
+        n_in = 2 if self.gated_mlp else 1
+        w = (n_in + 1) * h * ffn
+        b = (n_in * ffn + h) if self.mlp_bias else 0
+        return w + b
+
+    def moe_params(self) -> tuple[int, int]:
+        """(total, active-per-token) parameters of one MoE FFN: routed + shared experts + router."""
+        assert self.num_local_experts is not None and self.num_experts_per_tok is not None
+        expert = self.mlp_params(self.expert_ffn)
+        router = self.hidden_size * self.num_local_experts
+        shared = self.n_shared_experts * expert
+        if self.shared_expert_intermediate_size:
+            # Qwen2-MoE: one shared expert of its own size plus a sigmoid gate (hidden -> 1).
+            shared += self.mlp_params(self.shared_expert_intermediate_size) + self.hidden_size
+        total = self.num_local_experts * expert + shared + router
+        active = self.num_experts_per_tok * expert + shared + router
+        return total, active
+
+    def layer_params(self, layer: int) -> tuple[int, int]:
+        """(total, active) parameters of layer ``layer`` (attention + FFN + two norms)."""
+        base = self.attention_params() + 2 * self._norm_params()
+        if self.moe_layer_mask[layer]:
+            total, active = self.moe_params()
+            return base + total, base + active
+        dense = self.mlp_params(self.intermediate_size)
+        return base + dense, base + dense
+
+    def embedding_params(self) -> int:
+        """Input embedding (+ learned positions)."""
+        pos = self.max_position_embeddings or 0
+        pos_params = pos * self.hidden_size if self.position_embedding == "learned" else 0
+        return self.vocab_size * self.hidden_size + pos_params
+
+    def output_params(self) -> int:
+        """Final norm + LM head (0 head weights when tied to the input embedding)."""
+        head = 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
+        return self._norm_params() + head
+
+    @cached_property
+    def _totals(self) -> tuple[int, int]:
+        total = active = self.embedding_params() + self.output_params()
+        # layers come in at most two kinds; count each kind once
+        n_moe = self.num_moe_layers
+        n_dense = self.num_hidden_layers - n_moe
+        if n_dense:
+            t, a = self.layer_params(self.moe_layer_mask.index(False))
+            total += n_dense * t
+            active += n_dense * a
+        if n_moe:
+            t, a = self.layer_params(self.moe_layer_mask.index(True))
+            total += n_moe * t
+            active += n_moe * a
+        return total, active
+
+    def num_params(self) -> int:
+        """All parameters (tied embeddings counted once)."""
+        return self._totals[0]
+
+    def num_active_params(self) -> int:
+        """Parameters a token passes through (routed experts: only the top-k)."""
+        return self._totals[1]
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any], name: str | None = None) -> ModelSpec:
+        """Build a spec from a Hugging Face ``config.json`` dict as published.
+
+        Reads the field names of the GPT-2 (``n_layer``, ``n_embd``, ``n_head``, ``n_inner``,
+        ``n_positions``), Llama/Mistral/Qwen2 (standard names), Mixtral (``num_local_experts``;
+        its ``intermediate_size`` is the per-expert size), Qwen2-MoE (``num_experts``,
+        ``shared_expert_intermediate_size``, ``decoder_sparse_step``) and DeepSeek-V2/V3
+        (``n_routed_experts``, ``n_shared_experts``, ``first_k_dense_replace``, MLA ranks)
+        families. Unknown keys are ignored; missing required ones raise :class:`SpecError`.
+        """
+        if not isinstance(cfg, dict):
+            raise problem("model.hf_config", "must be a JSON object (a config.json)")
+        mtype = str(cfg.get("model_type", "")).lower()
+        label = name or cfg.get("_name_or_path") or mtype or "hf-model"
+        f: dict[str, Any] = {"name": str(label)}
+        if mtype == "gpt2" or ("n_embd" in cfg and "n_layer" in cfg):
+            f.update(
+                num_hidden_layers=cfg.get("n_layer"), hidden_size=cfg.get("n_embd"),
+                num_attention_heads=cfg.get("n_head"), vocab_size=cfg.get("vocab_size"),
+                hidden_act=cfg.get("activation_function", "gelu_new"),
+                tie_word_embeddings=cfg.get("tie_word_embeddings", True),
+                max_position_embeddings=cfg.get("n_positions"), position_embedding="learned",
+                norm="layernorm", attention_bias=True, mlp_bias=True,
+                attention_dropout=cfg.get("attn_pdrop", 0.1),
+                hidden_dropout=cfg.get("resid_pdrop", 0.1),
+            )
+            n_embd = cfg.get("n_embd")
+            f["intermediate_size"] = cfg.get("n_inner") or (4 * n_embd if n_embd else None)
+        else:
+            for key in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                        "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size",
+                        "max_position_embeddings", "mlp_bias", "num_experts_per_tok",
+                        "moe_intermediate_size", "first_k_dense_replace", "q_lora_rank",
+                        "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                        "shared_expert_intermediate_size"):
+                if cfg.get(key) is not None:
+                    f[key] = cfg[key]
+            f["hidden_act"] = cfg.get("hidden_act", "silu")
+            f["attention_dropout"] = float(cfg.get("attention_dropout") or 0.0)
+            f["hidden_dropout"] = float(cfg.get("hidden_dropout") or 0.0)
+            f["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", False))
+            f["attention_bias"] = bool(cfg.get("attention_bias", mtype.startswith("qwen2")))
+            if mtype.startswith("qwen2"):
+                f["attention_out_bias"] = False  # Qwen2: bias on q, k, v only
+            experts = cfg.get("num_local_experts") or cfg.get("n_routed_experts") or cfg.get(
+                "num_experts")
+            if experts:
+                f["num_local_experts"] = experts
+                if mtype == "mixtral" or "moe_intermediate_size" not in cfg:
+                    f["moe_intermediate_size"] = cfg.get("intermediate_size")
+                f["n_shared_experts"] = cfg.get("n_shared_experts") or 0
+                step = cfg.get("moe_layer_freq") or cfg.get("decoder_sparse_step") or 1
+                f["moe_layer_freq"] = step
+                if cfg.get("mlp_only_layers"):
+                    raise problem("model.hf_config.mlp_only_layers",
+                                  "per-layer dense exceptions are not supported; "
+                                  "give an empty list")
+            if cfg.get("head_dim") is None and "head_dim" in f:
+                del f["head_dim"]
+        missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                               "intermediate_size", "vocab_size") if f.get(k) is None]
+        if missing:
+            raise SpecError([
+                problem(f"model.hf_config.{k}", "required field missing from config.json").problems[0]
+                for k in missing
+            ])
+        return cls.model_validate(f)

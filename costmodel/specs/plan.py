@@ -1,0 +1,61 @@
+"""A concrete parallel plan: what an estimate takes and a search returns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+ScheduleName = Literal[
+    "GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV",
+    "custom",
+]
+Recompute = Literal["none", "selective", "full"]
+
+
+class ParallelPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: str | None = Field(None, description="Pool name; may be omitted with one pool.")
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    dp: PositiveInt = 1
+    cp: PositiveInt = 1
+    ep: PositiveInt = 1
+    micro_batch_size: PositiveInt = 1
+    schedule: ScheduleName = "1F1B"
+    virtual_stages: PositiveInt = Field(1, description="Model chunks per pipeline rank.")
+    layers_per_stage: list[int] | None = Field(
+        None, description="Transformer layers of each stage in model order (pp·virtual_stages "
+        "entries); null = as even as possible."
+    )
+    recompute: Recompute = "none"
+    sequence_parallel: bool = False
+    zero_stage: int = Field(1, ge=0, le=3, description="0 none, 1 optimizer, 2 +grads, 3 FSDP.")
+    vocab_placement: Literal["end_stages", "split"] = Field(
+        "end_stages", description="Embedding on the first and LM head + loss on the last stage, "
+        "or both split across all pipeline ranks (vocabulary parallelism, Yeung et al. 2024)."
+    )
+    activation_offload: float = Field(
+        0.0, ge=0.0, le=1.0, description="Fraction of stashed activations kept in host memory "
+        "between forward and backward (PipeOffload, Wan et al. 2025)."
+    )
+    overlap_grad_reduce: bool = Field(True, description="Megatron --overlap-grad-reduce.")
+    overlap_param_gather: bool = Field(True, description="Megatron --overlap-param-gather.")
+    tp_comm_overlap: bool = Field(False, description="Megatron/TE --tp-comm-overlap.")
+    attention: Literal["flash", "unfused"] = Field(
+        "flash", description="flash = fused kernel skipping masked blocks; unfused = the "
+        "batched-matmul + softmax kernels of Megatron-LM before flash attention."
+    )
+
+    @property
+    def model_parallel(self) -> int:
+        return self.tp * self.pp * self.cp
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def num_stages(self) -> int:
+        return self.pp * self.virtual_stages

@@ -1,0 +1,188 @@
+"""The estimate request and the consistency rules between its parts.
+
+``model`` accepts the three forms of the contract: ``{"preset": name}``, ``{"hf_config": {...}}``
+or explicit fields. Cross-field rules (divisibility of heads and FFN by tp, batch by dp ×
+micro-batch, layers per stage, schedule constraints, ...) are checked together and reported all
+at once as a :class:`~costmodel.errors.SpecError` naming each field and its rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from costmodel.errors import FieldProblem, ProblemCollector, SpecError
+from costmodel.profile import CalibrationProfile
+from costmodel.specs.cluster import Cluster, GPUPool
+from costmodel.specs.model import ModelSpec
+from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.presets import get_preset
+from costmodel.specs.training import TrainingSpec
+
+
+def resolve_model(value: Any) -> Any:
+    """Turn ``{"preset": ...}`` / ``{"hf_config": ...}`` into a :class:`ModelSpec`."""
+    if isinstance(value, dict):
+        if "preset" in value:
+            extra = set(value) - {"preset"}
+            if extra:
+                raise ValueError(f"a preset model takes no other fields (got {sorted(extra)})")
+            return get_preset(str(value["preset"]))
+        if "hf_config" in value:
+            cfg = value["hf_config"]
+            return ModelSpec.from_hf_config(cfg, name=value.get("name"))
+    return value
+
+
+class ModelField(BaseModel):
+    """Mixin: a ``model`` field resolved from any of the contract's three forms."""
+
+    model: ModelSpec = Field(description='{"preset": "llama3-70b"} | {"hf_config": {...}} | fields')
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _resolve(cls, v: Any) -> Any:
+        return resolve_model(v)
+
+
+class EstimateRequest(ModelField):
+    model_config = ConfigDict(extra="forbid")
+
+    training: TrainingSpec
+    cluster: Cluster
+    plan: ParallelPlan
+    calibration: CalibrationProfile | None = Field(
+        None, description="A calibration profile to use instead of the default efficiency model.")
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data`` as ``model``; pydantic errors become a :class:`SpecError` whose
+    problems carry the dotted field path and pydantic's message."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except SpecError:
+        raise
+    except ValidationError as exc:
+        problems = [FieldProblem(_loc(e["loc"]), _clean(e["msg"])) for e in exc.errors()]
+        raise SpecError(problems) from None
+
+
+def _clean(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
+def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
+               plan: ParallelPlan) -> GPUPool:
+    """All cross-field rules of one plan; returns the pool it runs on.
+
+    Rules (framework source in brackets): heads and KV heads divisible by tp, FFN divisible by
+    tp [Megatron ``ColumnParallelLinear`` divide()]; sequence parallel only with tp > 1
+    [Megatron arguments.py]; pp ≤ layers and each stage ≥ 1 layer; ``layers_per_stage`` has
+    pp·virtual_stages entries summing to the layer count; global batch divisible by dp ×
+    micro-batch [Megatron/torchtitan]; seq_len divisible by 2·cp [Megatron-Core load-balanced
+    CP]; ep divides experts and dp·cp [Megatron-Core expert data parallel]; enough GPUs in the
+    pool; the precision's tensor cores exist on the GPU.
+    """
+    c = ProblemCollector()
+    try:
+        pool = cluster.pool(plan.pool)
+    except KeyError:
+        names = ", ".join(p.name for p in cluster.pools)
+        rule = (f"unknown pool {plan.pool!r}; pools: {names}" if plan.pool is not None
+                else f"the cluster has several pools ({names}); name one")
+        raise SpecError(FieldProblem("plan.pool", rule)) from None
+    gpu = pool.gpu_type
+    if training.precision not in gpu.peak_tflops:
+        c.add("training.precision", f"{gpu.name} has no {training.precision} tensor cores "
+              f"(supported: {', '.join(sorted(gpu.peak_tflops))})")
+    a, g, tp = model.num_attention_heads, model.kv_heads, plan.tp
+    c.check(a % tp == 0, "plan.tp", f"num_attention_heads={a} must be divisible by tp={tp}")
+    c.check(g % tp == 0 or tp % g == 0, "plan.tp",
+            f"num_key_value_heads={g} and tp={tp} must divide one another")
+    c.check(model.intermediate_size % tp == 0, "plan.tp",
+            f"intermediate_size={model.intermediate_size} must be divisible by tp={tp}")
+    if model.is_moe:
+        c.check(model.expert_ffn % tp == 0, "plan.tp",
+                f"moe_intermediate_size={model.expert_ffn} must be divisible by tp={tp}")
+    if plan.sequence_parallel:
+        c.check(tp > 1, "plan.sequence_parallel", "sequence parallelism needs tp > 1")
+    L = model.num_hidden_layers
+    stages = plan.num_stages
+    c.check(plan.pp <= L, "plan.pp", f"pp={plan.pp} exceeds num_hidden_layers={L}")
+    if plan.layers_per_stage is not None:
+        lps = plan.layers_per_stage
+        if c.check(len(lps) == stages, "plan.layers_per_stage",
+                   f"needs pp·virtual_stages = {stages} entries, got {len(lps)}"):
+            c.check(sum(lps) == L, "plan.layers_per_stage",
+                    f"entries sum to {sum(lps)} but num_hidden_layers={L}")
+            c.check(all(x >= 1 for x in lps), "plan.layers_per_stage",
+                    "every stage needs at least one layer")
+    else:
+        c.check(stages <= L, "plan.virtual_stages",
+                f"pp·virtual_stages = {stages} stages exceed num_hidden_layers={L}")
+    per_step = plan.dp * plan.micro_batch_size
+    c.check(training.global_batch_size % per_step == 0, "training.global_batch_size",
+            f"global_batch_size={training.global_batch_size} must be divisible by dp × "
+            f"micro_batch_size = {plan.dp} × {plan.micro_batch_size}")
+    if plan.cp > 1:
+        c.check(training.seq_len % (2 * plan.cp) == 0, "plan.cp",
+                f"seq_len={training.seq_len} must be divisible by 2·cp = {2 * plan.cp}")
+    if plan.ep > 1:
+        if c.check(model.is_moe, "plan.ep", "expert parallelism needs an MoE model"):
+            assert model.num_local_experts is not None
+            c.check(model.num_local_experts % plan.ep == 0, "plan.ep",
+                    f"num_local_experts={model.num_local_experts} must be divisible by "
+                    f"ep={plan.ep}")
+            c.check((plan.dp * plan.cp) % plan.ep == 0, "plan.ep",
+                    f"ep={plan.ep} must divide dp·cp = {plan.dp * plan.cp}")
+    c.check(plan.num_gpus <= pool.num_gpus, "plan",
+            f"tp·pp·dp·cp = {plan.num_gpus} GPUs exceed pool {pool.name!r} with "
+            f"{pool.num_gpus}")
+    if plan.schedule in ("GPipe", "1F1B"):
+        c.check(plan.virtual_stages == 1, "plan.virtual_stages",
+                f"{plan.schedule} runs one stage per rank; virtual_stages must be 1")
+    if plan.schedule == "Interleaved1F1B":
+        c.check(plan.virtual_stages >= 2, "plan.virtual_stages",
+                "Interleaved1F1B needs virtual_stages >= 2")
+    if plan.schedule in ("ZBVZeroBubble", "DualPipeV"):
+        c.check(plan.virtual_stages == 2, "plan.virtual_stages",
+                f"{plan.schedule} places exactly 2 stages per rank in a V")
+    if plan.schedule == "custom":
+        c.add("plan.schedule", "custom schedules are not supported by the estimate yet; "
+              "use a named schedule")
+    c.raise_if_any()
+    return pool
+
+
+def num_microbatches(training: TrainingSpec, plan: ParallelPlan) -> int:
+    return training.global_batch_size // (plan.dp * plan.micro_batch_size)
+
+
+def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
+    """Layers of each global stage: the plan's, or as even as possible with the remainder given
+    to the middle stages (the end stages also carry the vocabulary layers)."""
+    if plan.layers_per_stage is not None:
+        return list(plan.layers_per_stage)
+    n, L = plan.num_stages, model.num_hidden_layers
+    base, extra = divmod(L, n)
+    out = [base] * n
+    order = sorted(range(n), key=lambda i: (abs(i - (n - 1) / 2), i))
+    for i in order[:extra]:
+        out[i] += 1
+    return out
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump()
+    return dict(obj)
