@@ -43,7 +43,8 @@ from costmodel.memory import (
     state_bytes,
     usable_bytes,
 )
-from costmodel.ops import Device, collective_time, mem_time, members_per_node
+from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
+from costmodel.ops import Device, collective_time
 from costmodel.pipeline.schedules import ScheduleError, stage_to_rank
 from costmodel.pipeline.simulator import simulate_named
 from costmodel.profile import CalibrationProfile, default_profile
@@ -66,23 +67,9 @@ from costmodel.specs.request import (
 )
 from costmodel.specs.training import TrainingSpec
 
-OPTIMIZER_BYTES_PER_PARAM = {"adamw": 34.0, "adam": 34.0, "sgd": 22.0}
-"""HBM traffic of one fused optimizer update per parameter: Adam reads the fp32 master
-weight, gradient and two moments (16 B), writes master and moments (12 B) and the bf16 weight
-(2 B), plus the gradient-norm pass (4 B); SGD with momentum: 12 read + 8 written + 2."""
-
 SCHEDULE_FIELDS = {"name": "plan.schedule", "n_microbatches": "training.global_batch_size",
                    "pp": "plan.pp", "virtual_stages": "plan.virtual_stages"}
 """Simulator argument names → the request fields they come from."""
-
-MEGATRON_BUCKET_PARAMS = 40_000_000
-"""Megatron-Core DDP bucket size: max(40M, 1M × dp) parameters (distributed/__init__ defaults)."""
-
-
-def _grad_comm_bytes(precision: str) -> float:
-    """Megatron reduces gradients in fp32 for bf16 (arguments.py sets
-    accumulate_allreduce_grads_in_fp32 for bf16) and in fp16 for fp16 training."""
-    return 2.0 if precision == "fp16" else 4.0
 
 
 @dataclass
@@ -227,28 +214,19 @@ class _Evaluation:
         return dense / plan.tp, expert / (plan.tp * plan.ep)
 
     def _zero3_exposure(self, tf: np.ndarray, ti: np.ndarray, extra: dict[str, np.ndarray]) -> None:
-        """FSDP / ZeRO-3: all-gather parameters before each block forward and backward and
-        reduce-scatter gradients after each backward, every micro-batch (FSDP's default; no
-        no_sync). Prefetching overlaps them with compute; what exceeds the compute of the
-        stage, plus the first block's gather, is exposed (Zhao et al. 2023, PyTorch FSDP §3.3)."""
+        """Fold FSDP / ZeRO-3 per-micro-batch collectives into the stage times (see
+        :func:`costmodel.data_parallel.zero3_per_microbatch`)."""
         c = self.c
-        d = c.plan.dp * c.plan.cp
-        k = members_per_node(c.plan.tp, d, c.pool.gpus_per_node)
-        gb = _grad_comm_bytes(c.training.precision)
-        for j in range(len(self.layers)):
-            pd, pe = self._stage_params(j)
-            p = pd + pe
-            ag = _f(collective_time("all_gather", d, p * ELEM, k, c.dev))
-            rs = _f(collective_time("reduce_scatter", d, p * gb, k, c.dev))
-            first = ag / max(1, self.layers[j])
-            ef = max(0.0, ag - tf[j]) + first
-            eb = max(0.0, ag + rs - ti[j]) + rs / max(1, self.layers[j])
-            tf[j] += ef
-            ti[j] += eb
-            extra["zero3_f"][j] = ag
-            extra["zero3_b"][j] = ag + rs
-            extra["zero3_exposed"] = extra.get("zero3_exposed", np.zeros(len(self.layers)))
-            extra["zero3_exposed"][j] = ef + eb
+        n = len(self.layers)
+        params = np.array([sum(self._stage_params(j)) for j in range(n)])
+        ef, eb, tot_f, tot_b = zero3_per_microbatch(
+            params, np.array(self.layers, dtype=float), np.asarray(float(c.plan.dp * c.plan.cp)),
+            np.asarray(float(c.plan.tp)), tf, ti, c.training.precision, c.dev)
+        tf += ef
+        ti += eb
+        extra["zero3_f"][:] = tot_f
+        extra["zero3_b"][:] = tot_b
+        extra["zero3_exposed"] = ef + eb
 
     def _offload_exposure(self, tf: np.ndarray, ti: np.ndarray,
                           extra: dict[str, np.ndarray]) -> None:
@@ -300,54 +278,30 @@ class _Evaluation:
         return out
 
     # ------------------------------------------------------------------ data parallel
-    def _dp_comm(self, rank: int, window_f: float, window_b: float) -> tuple[float, float]:
-        """(total, exposed) seconds of gradient reduction + parameter gathering on a rank."""
-        c = self.c
-        plan = c.plan
-        d = plan.dp * plan.cp
-        if plan.zero_stage >= 3:
-            return 0.0, 0.0  # per micro-batch, folded into the stage times
+    def _rank_params(self, rank: int) -> tuple[float, float]:
         pd = pe = 0.0
         for j, r in enumerate(self.ranks):
             if r == rank:
                 a, b = self._stage_params(j)
                 pd, pe = pd + a, pe + b
-        gb = _grad_comm_bytes(c.training.precision)
-        gpn = c.pool.gpus_per_node
-        total = exposed = 0.0
-        for params, group, stride in ((pd, d, plan.tp), (pe, d // plan.ep, plan.tp * plan.ep)):
-            if params <= 0 or group <= 1:
-                continue
-            k = members_per_node(stride, group, gpn)
-            bucket = min(1.0, max(MEGATRON_BUCKET_PARAMS, 1e6 * group) / params)
-            if plan.zero_stage == 0:
-                grad = _f(collective_time("all_reduce", group, params * gb, k, c.dev))
-                gather = 0.0
-            else:
-                grad = _f(collective_time("reduce_scatter", group, params * gb, k, c.dev))
-                gather = _f(collective_time("all_gather", group, params * ELEM, k, c.dev))
-            eg = max(grad * bucket, grad - window_b) if plan.overlap_grad_reduce else grad
-            ea = (max(gather * bucket, gather - window_f) if plan.overlap_param_gather
-                  else gather)
-            total += grad + gather
-            exposed += eg + ea
-        return total, exposed
+        return pd, pe
 
-    def _optimizer_time(self, rank: int) -> float:
+    def _dp_and_optimizer(self, rank: int, window_f: float, window_b: float
+                          ) -> tuple[float, float, float]:
+        """(DP comm total, DP comm exposed, optimizer step) seconds of one pipeline rank."""
         c = self.c
         plan = c.plan
-        d = plan.dp * plan.cp
-        pd = pe = 0.0
-        for j, r in enumerate(self.ranks):
-            if r == rank:
-                a, b = self._stage_params(j)
-                pd, pe = pd + a, pe + b
-        if plan.zero_stage >= 1:
-            local = pd / d + pe / max(1, d // plan.ep)
-        else:
-            local = pd + pe
-        nbytes = local * OPTIMIZER_BYTES_PER_PARAM[c.training.optimizer]
-        return _f(mem_time(nbytes, c.dev)) + 4 * c.dev.kernel_latency
+        pd, pe = self._rank_params(rank)
+        a = {k: np.asarray(float(v)) for k, v in (
+            ("zero", plan.zero_stage), ("dp", plan.dp), ("cp", plan.cp), ("ep", plan.ep),
+            ("tp", plan.tp))}
+        total, exposed = dp_comm(
+            np.asarray(pd), np.asarray(pe), a["zero"], a["dp"], a["cp"], a["ep"], a["tp"],
+            np.asarray(window_f), np.asarray(window_b), np.asarray(plan.overlap_grad_reduce),
+            np.asarray(plan.overlap_param_gather), c.training.precision, c.dev)
+        opt = optimizer_time(np.asarray(pd), np.asarray(pe), a["zero"], a["dp"], a["cp"],
+                             a["ep"], c.training.optimizer, c.dev)
+        return _f(total), _f(exposed), _f(opt)
 
     # ------------------------------------------------------------------ run
     def run(self) -> Estimate:
@@ -373,12 +327,12 @@ class _Evaluation:
         dp_exposed = np.zeros(pp)
         opt = np.zeros(pp)
         for r in range(pp):
-            dp_total[r], dp_exposed[r] = self._dp_comm(r, per_rank_f[r], per_rank_b[r])
-            opt[r] = self._optimizer_time(r)
+            dp_total[r], dp_exposed[r], opt[r] = self._dp_and_optimizer(
+                r, per_rank_f[r], per_rank_b[r])
         tied = 0.0
         if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":
             tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / plan.tp
-                                      * _grad_comm_bytes(training.precision), 1.0, c.dev))
+                                      * grad_comm_bytes(training.precision), 1.0, c.dev))
         tail = dp_exposed + opt
         crit = int(np.argmax(tail))
         step = makespan + float(tail[crit]) + tied

@@ -130,6 +130,11 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     else:
         c.check(stages <= L, "plan.virtual_stages",
                 f"pp·virtual_stages = {stages} stages exceed num_hidden_layers={L}")
+        if plan.pp > 1 and plan.num_stages <= L:
+            c.check(min(rank_layer_split(L, plan.pp)) >= plan.virtual_stages,
+                    "plan.virtual_stages",
+                    f"an even split of {L} layers over pp={plan.pp} leaves a rank fewer layers "
+                    f"than virtual_stages={plan.virtual_stages}")
     per_step = plan.dp * plan.micro_batch_size
     c.check(training.global_batch_size % per_step == 0, "training.global_batch_size",
             f"global_batch_size={training.global_batch_size} must be divisible by dp × "
@@ -168,17 +173,34 @@ def num_microbatches(training: TrainingSpec, plan: ParallelPlan) -> int:
     return training.global_batch_size // (plan.dp * plan.micro_batch_size)
 
 
-def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
-    """Layers of each global stage: the plan's, or as even as possible with the remainder given
-    to the middle stages (the end stages also carry the vocabulary layers)."""
-    if plan.layers_per_stage is not None:
-        return list(plan.layers_per_stage)
-    n, L = plan.num_stages, model.num_hidden_layers
-    base, extra = divmod(L, n)
-    out = [base] * n
-    order = sorted(range(n), key=lambda i: (abs(i - (n - 1) / 2), i))
+def rank_layer_split(num_layers: int, pp: int) -> list[int]:
+    """Layers per pipeline rank, as even as possible; the remainder goes to the middle ranks
+    first (the end ranks also carry the vocabulary layers)."""
+    base, extra = divmod(num_layers, pp)
+    out = [base] * pp
+    order = sorted(range(pp), key=lambda i: (abs(i - (pp - 1) / 2), i))
     for i in order[:extra]:
         out[i] += 1
+    return out
+
+
+def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
+    """Layers of each global stage: the plan's own ``layers_per_stage``, or an even split of
+    the layers over the pipeline ranks (:func:`rank_layer_split`) and of each rank's layers
+    over its chunks, earlier chunks first (placement from the schedule: loop or V)."""
+    if plan.layers_per_stage is not None:
+        return list(plan.layers_per_stage)
+    from costmodel.pipeline.schedules import stage_to_rank
+
+    per_rank = rank_layer_split(model.num_hidden_layers, plan.pp)
+    ranks = stage_to_rank(plan.schedule if plan.schedule != "custom" else "1F1B", plan.pp,
+                          plan.virtual_stages)
+    out = [0] * len(ranks)
+    for r in range(plan.pp):
+        mine = [j for j, rr in enumerate(ranks) if rr == r]
+        base, extra = divmod(per_rank[r], len(mine))
+        for k, j in enumerate(mine):
+            out[j] = base + (1 if k < extra else 0)
     return out
 
 

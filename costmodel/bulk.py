@@ -1,0 +1,377 @@
+"""Bulk evaluation of many candidate plans of one pool at once (the search's hot path).
+
+Candidates are numpy arrays (one entry per plan). The per-block, vocabulary-layer,
+collective, memory and data-parallel formulas are the very functions the single-plan
+:func:`costmodel.estimate` uses; only the pipeline differs: instead of simulating each
+schedule, closed forms give the makespan from the busiest rank's per-micro-batch time ``t``,
+the sum over ranks ``Σ`` and one chunk's forward / input-gradient / weight-gradient times:
+
+* GPipe, 1F1B (Narayanan et al. 2021 §2.2): ``(m − 1)·t + Σ``
+* Interleaved1F1B with v chunks (ibid. §2.2.2): ``m·t + (Σ − t)/v``
+* InterleavedZeroBubble (ZB-H1 for v = 1; Qi et al. 2023 §3): ``m·t + (p − 1)·(F + I − W)``
+  per chunk, floored at the start-up wait ``(p − 1)·max(F, I, W)``
+* ZBVZeroBubble, DualPipeV (ibid. §4; DeepSeek-V3 §3.2.1): ``m·t + (p − 1)·max(F, F + I − 2W)``
+
+plus send/recv: ``2(p − 1)·L`` to fill and drain and ``2(p − 1)/p·L`` for every further
+micro-batch of the 1F1B family (the round trip that paces rank 0; see the simulator tests).
+These equal the simulator for uniform stages (tested) and bound it closely otherwise; the
+search re-evaluates its finalists with the exact simulator.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from costmodel.data_parallel import (
+    dp_comm,
+    grad_comm_bytes,
+    optimizer_time,
+    zero3_per_microbatch,
+)
+from costmodel.flops import model_flops_per_token
+from costmodel.layer_cost import ELEM, RECOMPUTE_CODES, BlockCost, Shard, block_cost, edge_cost
+from costmodel.memory import (
+    GIB,
+    block_activation_bytes,
+    block_working_bytes,
+    embedding_activation_bytes,
+    logits_bytes,
+    overhead_bytes,
+    state_bytes,
+    usable_bytes,
+)
+from costmodel.ops import Device, collective_time
+from costmodel.profile import CalibrationProfile, default_profile
+from costmodel.specs.cluster import GPUPool
+from costmodel.specs.model import ModelSpec
+from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.training import TrainingSpec
+
+SCHEDULES = ("GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble", "ZBVZeroBubble",
+             "DualPipeV")
+SCHEDULE_CODES = {name: i for i, name in enumerate(SCHEDULES)}
+RECOMPUTES = ("none", "selective", "full")
+
+
+@dataclass
+class Candidates:
+    """Plans as parallel arrays (all of one pool)."""
+
+    tp: np.ndarray
+    pp: np.ndarray
+    dp: np.ndarray
+    cp: np.ndarray
+    ep: np.ndarray
+    mbs: np.ndarray
+    v: np.ndarray
+    schedule: np.ndarray
+    """Index into :data:`SCHEDULES`."""
+    recompute: np.ndarray
+    """Index into :data:`RECOMPUTES`."""
+    sp: np.ndarray
+    zero: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.tp)
+        for f in fields(self):
+            arr = np.asarray(getattr(self, f.name))
+            if arr.shape != (n,):
+                raise ValueError(f"candidate array {f.name} has shape {arr.shape}, want ({n},)")
+            setattr(self, f.name, arr)
+
+    def __len__(self) -> int:
+        return len(self.tp)
+
+    @classmethod
+    def grid(cls, **axes: list[Any]) -> Candidates:
+        """Cartesian product of per-field value lists (missing fields take plan defaults).
+        ``schedule`` and ``recompute`` accept names."""
+        defaults: dict[str, list[Any]] = {
+            "tp": [1], "pp": [1], "dp": [1], "cp": [1], "ep": [1], "mbs": [1], "v": [1],
+            "schedule": ["1F1B"], "recompute": ["none"], "sp": [False], "zero": [1]}
+        defaults.update(axes)
+        names = list(defaults)
+        combos = list(itertools.product(*(defaults[k] for k in names)))
+        cols = {k: [c[i] for c in combos] for i, k in enumerate(names)}
+        cols["schedule"] = [SCHEDULE_CODES[s] if isinstance(s, str) else s
+                            for s in cols["schedule"]]
+        cols["recompute"] = [RECOMPUTES.index(r) if isinstance(r, str) else r
+                             for r in cols["recompute"]]
+        return cls(**{k: np.array(v) for k, v in cols.items()})
+
+    @classmethod
+    def from_plans(cls, plans: list[ParallelPlan]) -> Candidates:
+        return cls(
+            tp=np.array([p.tp for p in plans]), pp=np.array([p.pp for p in plans]),
+            dp=np.array([p.dp for p in plans]), cp=np.array([p.cp for p in plans]),
+            ep=np.array([p.ep for p in plans]),
+            mbs=np.array([p.micro_batch_size for p in plans]),
+            v=np.array([p.virtual_stages for p in plans]),
+            schedule=np.array([SCHEDULE_CODES[p.schedule] for p in plans]),
+            recompute=np.array([RECOMPUTES.index(p.recompute) for p in plans]),
+            sp=np.array([p.sequence_parallel for p in plans]),
+            zero=np.array([p.zero_stage for p in plans]),
+        )
+
+    def plan(self, i: int, pool: str | None = None, **extra: Any) -> ParallelPlan:
+        return ParallelPlan(
+            pool=pool, tp=int(self.tp[i]), pp=int(self.pp[i]), dp=int(self.dp[i]),
+            cp=int(self.cp[i]), ep=int(self.ep[i]), micro_batch_size=int(self.mbs[i]),
+            schedule=SCHEDULES[int(self.schedule[i])],  # type: ignore[arg-type]
+            virtual_stages=int(self.v[i]),
+            recompute=RECOMPUTES[int(self.recompute[i])],  # type: ignore[arg-type]
+            sequence_parallel=bool(self.sp[i]), zero_stage=int(self.zero[i]), **extra)
+
+
+@dataclass
+class BulkResult:
+    valid: np.ndarray
+    """Plans that satisfy every divisibility and schedule rule (others have inf step time)."""
+    step_time_s: np.ndarray
+    tokens_per_s: np.ndarray
+    mfu: np.ndarray
+    peak_bytes: np.ndarray
+    fits: np.ndarray
+    cost_per_hour: np.ndarray
+    cost_per_million_tokens: np.ndarray
+    pipeline_s: np.ndarray
+    dp_exposed_s: np.ndarray
+    usable_bytes: float
+
+    @property
+    def peak_gib(self) -> np.ndarray:
+        return self.peak_bytes / GIB
+
+
+def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates
+               ) -> np.ndarray:
+    """The rules of :func:`costmodel.specs.request.check_plan`, vectorized."""
+    L = model.num_hidden_layers
+    a, g = model.num_attention_heads, model.kv_heads
+    tp, pp, dp, cp, ep, v = c.tp, c.pp, c.dp, c.cp, c.ep, c.v
+    ok = (a % tp == 0) & ((g % tp == 0) | (tp % g == 0))
+    ok &= model.intermediate_size % tp == 0
+    if model.is_moe:
+        ok &= model.expert_ffn % tp == 0
+        assert model.num_local_experts is not None
+        ok &= (model.num_local_experts % ep == 0) & ((dp * cp) % ep == 0)
+    else:
+        ok &= ep == 1
+    ok &= ~c.sp | (tp > 1)
+    ok &= pp * v <= L
+    per = dp * c.mbs
+    ok &= training.global_batch_size % per == 0
+    ok &= (cp == 1) | (training.seq_len % (2 * cp) == 0)
+    ok &= tp * pp * dp * cp <= pool.num_gpus
+    m = training.global_batch_size // np.maximum(per, 1)
+    s = c.schedule
+    single = (s == SCHEDULE_CODES["GPipe"]) | (s == SCHEDULE_CODES["1F1B"])
+    ok &= ~single | (v == 1)
+    # one pipeline rank: only the trivial schedule (multi-stage ones add nothing there)
+    ok &= (pp > 1) | ((s == SCHEDULE_CODES["1F1B"]) & (v == 1))
+    # the even split must leave every chunk a layer (costmodel.specs.request.check_plan)
+    ok &= (L // np.maximum(pp, 1)) >= v
+    ok &= (s != SCHEDULE_CODES["1F1B"]) | (m >= pp)
+    ok &= (s != SCHEDULE_CODES["Interleaved1F1B"]) | (v >= 2)
+    vsched = (s == SCHEDULE_CODES["ZBVZeroBubble"]) | (s == SCHEDULE_CODES["DualPipeV"])
+    ok &= ~vsched | (v == 2)
+    ok &= (s != SCHEDULE_CODES["DualPipeV"]) | (m >= 2 * pp)
+    inter = (s == SCHEDULE_CODES["Interleaved1F1B"]) | (s == SCHEDULE_CODES["InterleavedZeroBubble"])
+    rounds = np.maximum(1, m // np.maximum(pp, 1))
+    ok &= ~inter | (m % rounds == 0)
+    if training.precision not in pool.gpu_type.peak_tflops:
+        ok &= False
+    return np.asarray(ok, dtype=bool)
+
+
+def _per_layer_params(model: ModelSpec) -> tuple[float, float, float]:
+    """(dense-layer params, MoE-layer non-routed params, MoE-layer routed params)."""
+    norm = model.hidden_size * (2 if model.norm == "layernorm" else 1)
+    attn = model.attention_params() + 2 * norm
+    dense = attn + model.mlp_params(model.intermediate_size)
+    if not model.is_moe:
+        return float(dense), 0.0, 0.0
+    assert model.num_local_experts is not None
+    total, _ = model.moe_params()
+    routed = model.num_local_experts * model.mlp_params(model.expert_ffn)
+    return float(dense), float(attn + total - routed), float(routed)
+
+
+def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
+                  profile: CalibrationProfile | None = None, flash: bool = True,
+                  overlap: bool = True, tp_overlap: bool = False) -> BulkResult:
+    """Step time, throughput, MFU, cost and peak memory of every candidate (see the module
+    docstring for the pipeline closed forms)."""
+    prof = profile or default_profile()
+    valid = valid_mask(model, training, pool, c)
+    precision = training.precision if training.precision in pool.gpu_type.peak_tflops else "bf16"
+    dev = Device.from_pool(pool, precision, prof)
+    f64 = {k: np.asarray(getattr(c, k), dtype=float) for k in ("tp", "pp", "dp", "cp", "ep",
+                                                               "mbs", "v", "zero")}
+    tp, pp, dp, cp, ep, v = (f64[k] for k in ("tp", "pp", "dp", "cp", "ep", "v"))
+    zero = f64["zero"]
+    sh = Shard.of(training.seq_len, pool.gpus_per_node, b=f64["mbs"], tp=tp, cp=cp, ep=ep,
+                  sp=c.sp.astype(bool), rc=c.recompute, flash=flash, tp_overlap=tp_overlap)
+    L = float(model.num_hidden_layers)
+    n_moe = float(model.num_moe_layers)
+    n_dense = L - n_moe
+    blocks: list[tuple[float, BlockCost, bool]] = []
+    if n_dense:
+        blocks.append((n_dense / L, block_cost(model, sh, dev, moe=False), False))
+    if n_moe:
+        blocks.append((n_moe / L, block_cost(model, sh, dev, moe=True), True))
+
+    def per_layer(attr: str) -> np.ndarray:
+        return sum(w * getattr(b, attr) for w, b, _ in blocks)  # type: ignore[return-value]
+
+    lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")
+    edge = edge_cost(model, sh, dev)
+    m = training.global_batch_size / np.maximum(dp * f64["mbs"], 1.0)
+    sched = c.schedule
+    vshape = (sched == SCHEDULE_CODES["ZBVZeroBubble"]) | (sched == SCHEDULE_CODES["DualPipeV"])
+
+    # layers per rank of the even split (costmodel.specs.request.rank_layer_split): the
+    # remainder goes to the middle ranks first, the end ranks last
+    base = np.floor(L / pp)
+    extra = L - base * pp
+    mid_layers = base + (extra > 0)
+    first_layers = np.where(pp <= 2, base + (extra > 0), base + (extra >= pp - 1))
+    last_layers = np.where(pp == 1, L, base)
+    per_layer_t = lf + li + lw
+    emb = edge.embed_fwd + edge.embed_bwd
+    head = edge.head_fwd + edge.head_bwd_input + edge.head_bwd_weight
+    single = pp == 1
+    t_first = first_layers * per_layer_t + emb + np.where(vshape | single, head, 0.0)
+    t_last = last_layers * per_layer_t + head
+    t_mid = np.where(pp >= 3, mid_layers * per_layer_t, 0.0)
+    t_rank = np.where(single, L * per_layer_t + emb + head,
+                      np.maximum(np.maximum(t_first, np.where(vshape, 0.0, t_last)), t_mid))
+    rank_layers = np.where(single, L, np.maximum(np.maximum(first_layers, last_layers),
+                                                 np.where(pp >= 3, mid_layers, 0.0)))
+    # sum over ranks of one micro-batch's work
+    sum_ranks = L * per_layer_t + emb + head
+
+    # ZeRO-3: per micro-batch gathers / reduce-scatters folded into the rank time
+    lp_dense, lp_moe_shared, lp_routed = _per_layer_params(model)
+    per_layer_params = (n_dense * lp_dense + n_moe * (lp_moe_shared + lp_routed / ep)) / L / tp
+    emb_params = model.embedding_params() / tp
+    out_params = model.output_params() / tp + np.where(
+        (pp > 1) & model.tie_word_embeddings, model.vocab_size * model.hidden_size / tp, 0.0)
+    first_params = first_layers * per_layer_params + emb_params + np.where(
+        vshape | single, out_params, 0.0)
+    last_params = last_layers * per_layer_params + out_params
+    rank_params = np.where(single, L * per_layer_params + emb_params + out_params,
+                           np.maximum(np.maximum(first_params, np.where(vshape, 0.0, last_params)),
+                                      mid_layers * per_layer_params))
+    is_z3 = zero >= 3
+    if np.any(is_z3):
+        # per chunk, as the estimate does per stage: each chunk's first gather and last
+        # reduce-scatter are exposed
+        ef, eb, _, _ = zero3_per_microbatch(rank_params / v, rank_layers / v, dp * cp, tp,
+                                            rank_layers / v * lf, rank_layers / v * (li + lw),
+                                            training.precision, dev)
+        t_rank = t_rank + np.where(is_z3, v * (ef + eb), 0.0)
+
+    # pipeline closed forms (module docstring)
+    chunk = t_rank / v
+    cf = rank_layers / v * lf
+    ci = rank_layers / v * li
+    cw = rank_layers / v * lw
+    p1 = pp - 1.0
+    one_f_one_b = (m - 1) * t_rank + sum_ranks
+    interleaved = m * t_rank + (sum_ranks - t_rank) / v
+    zb_bubble = np.maximum(cf + ci - cw, np.maximum(np.maximum(cf, ci), cw))
+    zb = m * t_rank + p1 * np.minimum(zb_bubble, chunk)
+    zbv = m * t_rank + p1 * np.maximum(cf, cf + ci - 2 * cw)
+    pipe = np.select(
+        [sched <= SCHEDULE_CODES["1F1B"], sched == SCHEDULE_CODES["Interleaved1F1B"],
+         sched == SCHEDULE_CODES["InterleavedZeroBubble"]],
+        [one_f_one_b, interleaved, zb], default=zbv)
+    pipe = np.where(single, m * t_rank, pipe)
+
+    # send/recv between pipeline ranks (Megatron scatter/gather: T·h/tp bytes)
+    stride = tp * cp * dp
+    inter = stride >= pool.gpus_per_node
+    nbytes = sh.tokens * model.hidden_size * ELEM / tp
+    p2p = collective_time("send_recv", 2.0, nbytes, np.where(inter, 1.0, 2.0), dev)
+    extra_mb = np.maximum(0.0, m - pp)
+    gpipe = sched == SCHEDULE_CODES["GPipe"]
+    pipe = pipe + np.where(single, 0.0, 2 * p1 * p2p + np.where(gpipe, 0.0,
+                                                                   2 * p1 / pp * p2p * extra_mb))
+
+    # data parallel, optimizer, tied embeddings
+    window_f = t_rank * lf / np.maximum(lf + li + lw, 1e-30)
+    window_b = t_rank - window_f
+    _, dp_exp = dp_comm(rank_params * (1 - 0.0), np.zeros_like(rank_params), zero, dp, cp, ep,
+                        tp, window_f, window_b, np.asarray(overlap), np.asarray(overlap),
+                        training.precision, dev)
+    opt = optimizer_time(rank_params, np.zeros_like(rank_params), zero, dp, cp, ep,
+                         training.optimizer, dev)
+    tied = np.where(
+        (pp > 1) & model.tie_word_embeddings,
+        collective_time("all_reduce", 2.0, model.vocab_size * model.hidden_size / tp
+                        * grad_comm_bytes(training.precision), 1.0, dev), 0.0)
+    step = pipe + dp_exp + opt + tied
+
+    # memory: the first rank (most in-flight micro-batches) and the last (logits)
+    act_layer = sum(w * block_activation_bytes(model, sh, moe) for w, _, moe in blocks)
+    working = max((block_working_bytes(model, sh, moe) for _, _, moe in blocks),
+                  key=lambda a: float(np.max(a)))
+    inter_sched = ((sched == SCHEDULE_CODES["Interleaved1F1B"])
+                   | (sched == SCHEDULE_CODES["InterleavedZeroBubble"]))
+    # in-flight micro-batches in whole-rank units (torch's warm-up counts, in chunks / v)
+    warm = np.where(sched == SCHEDULE_CODES["Interleaved1F1B"], 2.0, 1.0)
+    infl_first = np.select(
+        [gpipe, sched == SCHEDULE_CODES["1F1B"], inter_sched,
+         sched == SCHEDULE_CODES["ZBVZeroBubble"]],
+        [m, np.minimum(pp, m),
+         np.minimum(m * v, (v - 1) * pp + warm * p1 + 1) / v, pp],
+        default=pp + 1)
+    # zero-bubble schedules keep activations until the delayed W: about as many on every rank
+    infl_last = np.select(
+        [gpipe, sched == SCHEDULE_CODES["1F1B"], sched == SCHEDULE_CODES["Interleaved1F1B"]],
+        [m, np.ones_like(m), np.minimum(m * v, (v - 1) * pp + 1) / v],
+        default=infl_first)
+    infl_first = np.where(single, 1.0, infl_first)
+    emb_act = embedding_activation_bytes(model, sh)
+    logit_b = logits_bytes(model, sh)
+    act_first = (first_layers * act_layer + emb_act) * infl_first + working + np.where(
+        vshape | single, logit_b, 0.0)
+    act_first = np.where(single, L * act_layer + emb_act + working + logit_b, act_first)
+    act_last = last_layers * act_layer * infl_last + working + logit_b
+    n_groups = (1.0 + (tp > 1) + (pp > 1) + (dp > 1) + (cp > 1) + (ep > 1))
+    over = overhead_bytes(prof, n_groups)
+    gathered = np.where(zero >= 3, 2.0 * per_layer_params, 0.0)
+    d_dense = dp * cp
+    d_exp = np.maximum(1.0, dp * cp / ep)
+
+    def states(params: np.ndarray) -> np.ndarray:
+        st = state_bytes(params, np.zeros_like(params), zero, d_dense, d_exp,
+                         training.optimizer, training.precision, gathered)
+        return st.weights + st.grads + st.optimizer
+
+    peak_first = states(np.where(single, rank_params, first_params)) + act_first
+    peak_last = np.where(single | vshape, 0.0, states(last_params) + act_last)
+    peak = np.maximum(peak_first, peak_last) + over
+    usable = usable_bytes(dev.memory_bytes, prof)
+    fits = peak <= usable
+
+    gpus = tp * pp * dp * cp
+    tokens = float(training.tokens_per_step)
+    step = np.where(valid, step, np.inf)
+    tps = tokens / step
+    mflops = model_flops_per_token(model, training.seq_len) * tokens
+    mfu = mflops / (step * gpus * dev.peak)
+    price = pool.price_per_gpu_hour * gpus
+    cost_m = np.where(tps > 0, price / 3600.0 / np.maximum(tps, 1e-30) * 1e6, np.inf)
+    return BulkResult(valid=valid, step_time_s=step, tokens_per_s=tps, mfu=mfu,
+                      peak_bytes=peak, fits=fits & valid, cost_per_hour=price,
+                      cost_per_million_tokens=cost_m, pipeline_s=pipe, dp_exposed_s=dp_exp,
+                      usable_bytes=usable)
+
+
+RECOMPUTE_INDEX = {name: RECOMPUTE_CODES[name] for name in RECOMPUTES}

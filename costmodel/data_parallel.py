@@ -1,0 +1,96 @@
+"""Data-parallel gradient reduction, ZeRO parameter gathering and the optimizer step.
+
+Vectorized over candidate plans; used by the single-plan estimate (per pipeline rank) and by
+the bulk evaluator.
+
+Overlap follows Megatron-Core's DDP (``megatron/core/distributed``): gradients are reduced in
+buckets of max(40M, 1M·dp) parameters while the last micro-batch's backward runs
+(``--overlap-grad-reduce``), so all but the last bucket can hide behind that backward; with the
+distributed optimizer the updated parameters are all-gathered bucket by bucket under the next
+step's first forward (``--overlap-param-gather``). Without overlap both are exposed in full.
+Gradients travel in fp32 for bf16 (Megatron's arguments.py sets
+``accumulate_allreduce_grads_in_fp32`` for bf16) and in fp16 for fp16 training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from costmodel.layer_cost import ELEM
+from costmodel.ops import Device, collective_time, mem_time, members_per_node
+
+MEGATRON_BUCKET_PARAMS = 40_000_000
+"""Megatron-Core DDP bucket size: max(40M, 1M × dp) parameters."""
+
+OPTIMIZER_BYTES_PER_PARAM = {"adamw": 34.0, "adam": 34.0, "sgd": 22.0}
+"""HBM traffic of one fused optimizer update per parameter: Adam reads the fp32 master
+weight, gradient and two moments (16 B), writes master and moments (12 B) and the bf16 weight
+(2 B), plus the gradient-norm pass (4 B); SGD with momentum: 12 read + 8 written + 2."""
+
+
+def grad_comm_bytes(precision: str) -> float:
+    return 2.0 if precision == "fp16" else 4.0
+
+
+def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
+            dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray,
+            window_f: np.ndarray, window_b: np.ndarray, overlap_grad: np.ndarray,
+            overlap_param: np.ndarray, precision: str, dev: Device
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(total, exposed) seconds per step of one rank's gradient reduction and (ZeRO ≥ 1)
+    parameter all-gather, for ZeRO stages 0–2 (stage 3 is per micro-batch: see
+    :func:`zero3_per_microbatch`). Dense parameters reduce over dp·cp ranks with stride tp in
+    Megatron's rank order; routed-expert parameters over dp·cp/ep ranks with stride tp·ep."""
+    gb = grad_comm_bytes(precision)
+    gpn = dev.gpus_per_node
+    total = np.zeros(np.broadcast(params_dense, zero, dp).shape)
+    exposed = np.zeros_like(total)
+    d = dp * cp
+    for params, group, stride in ((params_dense, d, tp), (params_expert, d / ep, tp * ep)):
+        active = (params > 0) & (group > 1) & (zero < 3)
+        if not np.any(active):
+            continue
+        k = members_per_node(stride, group, gpn)
+        safe = np.maximum(params, 1.0)
+        bucket = np.minimum(1.0, np.maximum(MEGATRON_BUCKET_PARAMS, 1e6 * group) / safe)
+        ar = collective_time("all_reduce", group, params * gb, k, dev)
+        rs = collective_time("reduce_scatter", group, params * gb, k, dev)
+        ag = collective_time("all_gather", group, params * ELEM, k, dev)
+        grad = np.where(zero == 0, ar, rs)
+        gather = np.where(zero == 0, 0.0, ag)
+        eg = np.where(overlap_grad, np.maximum(grad * bucket, grad - window_b), grad)
+        ea = np.where(overlap_param, np.maximum(gather * bucket, gather - window_f), gather)
+        total = total + np.where(active, grad + gather, 0.0)
+        exposed = exposed + np.where(active, eg + ea, 0.0)
+    return total, exposed
+
+
+def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarray,
+                         tp: np.ndarray, t_fwd: np.ndarray, t_bwd: np.ndarray,
+                         precision: str, dev: Device
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """FSDP / ZeRO-3 on one rank and micro-batch: parameters all-gathered before each block's
+    forward and backward, gradients reduce-scattered after its backward (FSDP's default, no
+    no_sync). Prefetch overlaps them with compute; what exceeds the stage's compute, plus the
+    first block's gather and the last block's reduce-scatter, is exposed (Zhao et al. 2023,
+    "PyTorch FSDP", §3.3). Returns (exposed_fwd, exposed_bwd, total_fwd, total_bwd)."""
+    k = members_per_node(tp, group, dev.gpus_per_node)
+    ag = collective_time("all_gather", group, params * ELEM, k, dev)
+    rs = collective_time("reduce_scatter", group, params * grad_comm_bytes(precision), k, dev)
+    n = np.maximum(layers, 1.0)
+    ef = np.maximum(0.0, ag - t_fwd) + ag / n
+    eb = np.maximum(0.0, ag + rs - t_bwd) + rs / n
+    on = group > 1
+    z = np.zeros_like(ef)
+    return (np.where(on, ef, z), np.where(on, eb, z), np.where(on, ag, z),
+            np.where(on, ag + rs, z))
+
+
+def optimizer_time(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
+                   dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, optimizer: str,
+                   dev: Device) -> np.ndarray:
+    """One fused optimizer step over this rank's (ZeRO-sharded) parameters: memory-bound."""
+    d = dp * cp
+    local = np.where(zero >= 1, params_dense / d + params_expert / np.maximum(1.0, d / ep),
+                     params_dense + params_expert)
+    return mem_time(local * OPTIMIZER_BYTES_PER_PARAM[optimizer], dev) + 3 * dev.kernel_latency
