@@ -43,6 +43,7 @@ from costmodel.memory import (
     overhead_bytes,
     state_bytes,
     usable_bytes,
+    zero3_gathered_params,
 )
 from costmodel.ops import Device, collective_time
 from costmodel.profile import CalibrationProfile, default_profile
@@ -345,7 +346,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     act_last = last_layers * act_layer * infl_last + working + logit_b
     n_groups = (1.0 + (tp > 1) + (pp > 1) + (dp > 1) + (cp > 1) + (ep > 1))
     over = overhead_bytes(prof, n_groups)
-    gathered = np.where(zero >= 3, 2.0 * per_layer_params, 0.0)
+    gathered = np.where(zero >= 3, zero3_gathered_params(model, "block", tp), 0.0)
     d_dense = dp * cp
     d_exp = np.maximum(1.0, dp * cp / ep)
 

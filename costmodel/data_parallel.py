@@ -43,6 +43,9 @@ def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarra
     Megatron's rank order; routed-expert parameters over dp·cp/ep ranks with stride tp·ep."""
     gb = grad_comm_bytes(precision)
     gpn = dev.gpus_per_node
+    coll = dev.profile.eff.collectives
+    u_intra = coll["intra_node"].overlap_compute_cost
+    u_inter = coll["inter_node"].overlap_compute_cost
     total = np.zeros(np.broadcast(params_dense, zero, dp).shape)
     exposed = np.zeros_like(total)
     d = dp * cp
@@ -58,8 +61,14 @@ def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarra
         ag = collective_time("all_gather", group, params * ELEM, k, dev)
         grad = np.where(zero == 0, ar, rs)
         gather = np.where(zero == 0, 0.0, ag)
-        eg = np.where(overlap_grad, np.maximum(grad * bucket, grad - window_b), grad)
-        ea = np.where(overlap_param, np.maximum(gather * bucket, gather - window_f), gather)
+        # overlapped parts still cost compute: the profile's overlap_compute_cost (Calculon's
+        # processor_usage) of the hidden time, per link class
+        u = np.where(k >= group, u_intra, u_inter)
+        hid_g = np.minimum(grad * (1 - bucket), window_b)
+        hid_a = np.minimum(gather * (1 - bucket), window_f)
+        eg = np.where(overlap_grad, np.maximum(grad * bucket, grad - window_b) + u * hid_g, grad)
+        ea = np.where(overlap_param, np.maximum(gather * bucket, gather - window_f) + u * hid_a,
+                      gather)
         total = total + np.where(active, grad + gather, 0.0)
         exposed = exposed + np.where(active, eg + ea, 0.0)
     return total, exposed

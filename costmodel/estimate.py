@@ -42,6 +42,7 @@ from costmodel.memory import (
     overhead_bytes,
     state_bytes,
     usable_bytes,
+    zero3_gathered_params,
 )
 from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.ops import Device, collective_time
@@ -433,16 +434,13 @@ class _Evaluation:
         per_block_full = max(
             _f(block_working_bytes(model, s, moe=False)) if self.dense is not None else 0.0,
             _f(block_working_bytes(model, s, moe=True)) if self.moe is not None else 0.0)
-        max_layer_params = max(model.layer_params(i)[0] for i in
-                               ({model.moe_layer_mask.index(True)} if model.is_moe else set())
-                               | ({model.moe_layer_mask.index(False)} if model.num_dense_layers
-                                  else set()))
         out: list[StageMemory] = []
         for r in range(plan.pp):
             mine = [j for j, rr in enumerate(self.ranks) if rr == r]
             pd = sum(self._stage_params(j)[0] for j in mine)
             pe = sum(self._stage_params(j)[1] for j in mine)
-            gathered = 2.0 * max_layer_params / plan.tp if plan.zero_stage >= 3 else 0.0
+            gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(plan.tp)))
+                        if plan.zero_stage >= 3 else 0.0)
             st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
                              np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),
                              c.training.optimizer, c.training.precision, np.asarray(gathered))

@@ -215,9 +215,15 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     gpu_fwd = gemm_fwd + a_fwd + t_mem_fwd
     comm_f = tp_fwd + cp_fwd + ep_fwd
     comm_b = tp_bwd + cp_bwd + ep_fwd
+    # TP overlap (TE userbuffers): the collective hides behind the GEMMs it feeds, but its
+    # kernels take SMs and HBM from them: a fraction of the hidden part is still paid
+    # (Calculon's processor_usage, calculon-ai/calculon systems/*.json).
     overl = s.tp_overlap & (s.tp > 1)
-    exposed_f = np.where(overl, np.maximum(0.0, tp_fwd - gemm_fwd), tp_fwd) + cp_fwd + ep_fwd
-    exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - gemm_fwd), tp_bwd) + cp_bwd + ep_fwd
+    u = dev.profile.eff.collectives["intra_node"].overlap_compute_cost
+    exposed_f = np.where(overl, np.maximum(0.0, tp_fwd - gemm_fwd)
+                         + u * np.minimum(tp_fwd, gemm_fwd), tp_fwd) + cp_fwd + ep_fwd
+    exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - 2 * gemm_fwd)
+                         + u * np.minimum(tp_bwd, 2 * gemm_fwd), tp_bwd) + cp_bwd + ep_fwd
     fwd = np.maximum(gpu_fwd + exposed_f, k_fwd * dev.host_dispatch)
     bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd
     bwd_in = np.maximum(bwd_in_gpu + exposed_b, k_bwd_in * dev.host_dispatch)

@@ -107,7 +107,7 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
 
     ``params_*`` are this rank's parameters after TP/PP/EP sharding; ``d_*`` the sizes of the
     groups ZeRO shards over; ``gathered_params`` the parameters ZeRO-3 holds unsharded at once
-    (the blocks being computed and prefetched). fp8 training keeps bf16 weights plus an fp8
+    (the unit being computed and the one prefetched). fp8 training keeps bf16 weights plus an fp8
     copy (Transformer Engine), one more byte per parameter.
     """
     opt = OPTIMIZER_STATE_BYTES[optimizer]
@@ -117,10 +117,26 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
     sharded_grad = params_dense * 4.0 / d_dense + params_expert * 4.0 / d_expert
     sharded_w = params_dense * w_bytes / d_dense + params_expert * w_bytes / d_expert
     weights = np.where(zero >= 3, sharded_w + gathered_params * w_bytes, p_all * w_bytes)
-    grads = np.where(zero >= 2, sharded_grad + np.where(zero >= 3, gathered_params * 4.0, 0.0),
+    # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
+    # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16)
+    unit_grads = gathered_params / 2.0 * 2.0
+    grads = np.where(zero >= 2, sharded_grad + np.where(zero >= 3, unit_grads, 0.0),
                      p_all * 4.0)
     optimizer_b = np.where(zero >= 1, sharded_opt, p_all * opt)
     return StateBytes(weights=weights, grads=grads, optimizer=optimizer_b)
+
+
+def zero3_gathered_params(model: ModelSpec, unit: str, tp: np.ndarray) -> np.ndarray:
+    """Parameters ZeRO-3 holds unsharded at once on one rank: the unit being computed plus
+    the one prefetched (FSDP2's default prefetch of one block, Zhao et al. 2023 §3.3;
+    DeepSpeed gathers per submodule, the largest being one MLP matrix)."""
+    if unit == "module":
+        widest = max(model.intermediate_size, model.expert_ffn) * (
+            2 if model.gated_mlp else 1)
+        return np.asarray(2.0 * model.hidden_size * widest) / tp
+    blocks = [model.layer_params(model.moe_layer_mask.index(k))[0]
+              for k in (False, True) if k in model.moe_layer_mask]
+    return np.asarray(2.0 * max(blocks)) / tp
 
 
 def overhead_bytes(profile: CalibrationProfile, n_groups: np.ndarray) -> np.ndarray:

@@ -122,6 +122,9 @@ class CollectiveEfficiency(BaseModel):
     busbw_fraction: PositiveFloat = Field(
         le=1, description="Large-message bus bandwidth / link rate (nccl-tests busbw).")
     latency_us: NonNegativeFloat = Field(description="Per-collective fixed latency.")
+    overlap_compute_cost: NonNegativeFloat = Field(
+        0.0, le=1, description="Fraction of an overlapped collective's duration added to the "
+        "compute it hides behind (its kernels occupy SMs and HBM).")
     half_bandwidth_MiB: NonNegativeFloat = Field(
         description="Message size at which half the large-message bus bandwidth is reached: "
         "busbw(S) = busbw_max · S / (S + S½), i.e. a latency that grows with the bus factor.")

@@ -63,6 +63,7 @@ class Era:
     dropout: float
     note: str
     zero_stage: int = 0
+    zero3_unit: str = "block"
     config_unsure: bool = False
     """The source's parallel config is a guess: also try the other plausible values."""
 
@@ -71,7 +72,8 @@ ERAS = {
     "narayanan21_t1": Era("unfused", False, False, 51200, 0.1,
                           "Megatron-LM 2021: unfused attention, DP all-reduce after the flush"),
     "narayanan21_t2": Era("unfused", False, False, 51200, 0.1,
-                          "Megatron-LM / DeepSpeed 2021: unfused attention, no DP overlap"),
+                          "Megatron-LM / DeepSpeed 2021: unfused attention, no DP overlap, "
+                          "ZeRO-3 gathers per submodule", zero3_unit="module"),
     "korthikanti22": Era("unfused", False, False, 51200, 0.1,
                          "Megatron-LM 2022: unfused attention, no DP overlap"),
     "nemo_launcher_a100": Era("unfused", False, False, 51200, 0.1,
@@ -184,7 +186,8 @@ def _recompute_options(raw: Any) -> list[str]:
     return ["none"]
 
 
-def _candidates(row: dict[str, Any], era: Era, gbs: int) -> list[ParallelPlan]:
+def _candidates(row: dict[str, Any], era: Era, gbs: int, widen: bool = False
+                ) -> list[ParallelPlan]:
     par = row["parallel"]
     tp, pp, dp = int(par["tp"]), int(par["pp"]), int(par["dp"])
     cp = int(par.get("cp") or 1)
@@ -192,7 +195,7 @@ def _candidates(row: dict[str, Any], era: Era, gbs: int) -> list[ParallelPlan]:
     mbs_opts = [int(par["microbatch"])] if par.get("microbatch") else [1, 2, 4]
     sp_opts = [bool(par["seq_parallel"])] if par.get("seq_parallel") is not None else [tp > 1]
     rc_opts = _recompute_options(par.get("recompute"))
-    if era.config_unsure:
+    if widen:
         mbs_opts = sorted({*mbs_opts, 1, 2, 4})
         rc_opts = sorted({*rc_opts, "none", "selective", "full"})
     if par.get("vpp"):
@@ -218,6 +221,7 @@ def _candidates(row: dict[str, Any], era: Era, gbs: int) -> list[ParallelPlan]:
             virtual_stages=v, recompute=rc, sequence_parallel=sp and tp > 1,  # type: ignore[arg-type]
             zero_stage=zero, overlap_grad_reduce=era.overlap, overlap_param_gather=era.overlap,
             tp_comm_overlap=era.tp_overlap, attention=era.attention,  # type: ignore[arg-type]
+            zero3_unit=era.zero3_unit,  # type: ignore[arg-type]
         ))
     return plans
 
@@ -268,11 +272,18 @@ def validate_row(index: int, file: str, row: dict[str, Any]) -> RowResult:
     training = TrainingSpec(global_batch_size=gbs, seq_len=seq, precision=precision)  # type: ignore[arg-type]
     results: list[tuple[ParallelPlan, Estimate]] = []
     errors: list[str] = []
-    for plan in _candidates(row, era, gbs):
-        try:
-            results.append((plan, evaluate(model, training, cluster, plan)))
-        except SpecError as exc:
-            errors.append(str(exc))
+    passes = [False, True] if era.config_unsure else [False]
+    for widen in passes:
+        for plan in _candidates(row, era, gbs, widen):
+            try:
+                results.append((plan, evaluate(model, training, cluster, plan)))
+            except SpecError as exc:
+                errors.append(str(exc))
+        if any(e.fits for _, e in results):
+            break
+        if widen is False and era.config_unsure:
+            notes.append("the stated (unsure) config does not fit or is invalid: plausible "
+                         "micro-batch sizes and recompute settings evaluated instead")
     if not results:
         res.skipped = "no valid plan: " + ("; ".join(sorted(set(errors)))[:200] or "none")
         return res

@@ -43,6 +43,9 @@ class ParallelPlan(BaseModel):
     overlap_grad_reduce: bool = Field(True, description="Megatron --overlap-grad-reduce.")
     overlap_param_gather: bool = Field(True, description="Megatron --overlap-param-gather.")
     tp_comm_overlap: bool = Field(False, description="Megatron/TE --tp-comm-overlap.")
+    zero3_unit: Literal["block", "module"] = Field(
+        "block", description="What ZeRO-3 gathers at once: a transformer block (FSDP2 as "
+        "torchtitan wraps it) or one submodule such as a Linear (DeepSpeed ZeRO-3).")
     attention: Literal["flash", "unfused"] = Field(
         "flash", description="flash = fused kernel skipping masked blocks; unfused = the "
         "batched-matmul + softmax kernels of Megatron-LM before flash attention."
