@@ -331,7 +331,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
          sched == SCHEDULE_CODES["ZBVZeroBubble"]],
         [m, np.minimum(pp, m),
          np.minimum(m * v, (v - 1) * pp + warm * p1 + 1) / v, pp],
-        default=pp + 1)
+        default=pp + 0.5)  # DualPipeV: 2p + 1 half-size chunks on rank 0 (simulator)
     # zero-bubble schedules keep activations until the delayed W: about as many on every rank
     infl_last = np.select(
         [gpipe, sched == SCHEDULE_CODES["1F1B"], sched == SCHEDULE_CODES["Interleaved1F1B"]],
