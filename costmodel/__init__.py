@@ -10,14 +10,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from costmodel.errors import FieldProblem, SpecError  # noqa: E402
-from costmodel.estimate import estimate, evaluate  # noqa: E402
-from costmodel.results import Estimate  # noqa: E402
-from costmodel.specs.cluster import Cluster, GPUPool  # noqa: E402
-from costmodel.specs.model import ModelSpec  # noqa: E402
-from costmodel.specs.plan import ParallelPlan  # noqa: E402
-from costmodel.specs.request import EstimateRequest  # noqa: E402
-from costmodel.specs.training import TrainingSpec  # noqa: E402
+from costmodel.errors import FieldProblem, SpecError
+from costmodel.estimate import estimate, evaluate
+from costmodel.results import Estimate
+from costmodel.specs.cluster import Cluster, GPUPool
+from costmodel.specs.model import ModelSpec
+from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.request import EstimateRequest
+from costmodel.specs.training import TrainingSpec
 
 __all__ = [
     "Cluster",

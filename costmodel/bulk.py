@@ -122,9 +122,9 @@ class Candidates:
         return ParallelPlan(
             pool=pool, tp=int(self.tp[i]), pp=int(self.pp[i]), dp=int(self.dp[i]),
             cp=int(self.cp[i]), ep=int(self.ep[i]), micro_batch_size=int(self.mbs[i]),
-            schedule=SCHEDULES[int(self.schedule[i])],  # type: ignore[arg-type]
+            schedule=SCHEDULES[int(self.schedule[i])],
             virtual_stages=int(self.v[i]),
-            recompute=RECOMPUTES[int(self.recompute[i])],  # type: ignore[arg-type]
+            recompute=RECOMPUTES[int(self.recompute[i])],
             sequence_parallel=bool(self.sp[i]), zero_stage=int(self.zero[i]), **extra)
 
 
@@ -181,25 +181,13 @@ def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candi
     vsched = (s == SCHEDULE_CODES["ZBVZeroBubble"]) | (s == SCHEDULE_CODES["DualPipeV"])
     ok &= ~vsched | (v == 2)
     ok &= (s != SCHEDULE_CODES["DualPipeV"]) | (m >= 2 * pp)
-    inter = (s == SCHEDULE_CODES["Interleaved1F1B"]) | (s == SCHEDULE_CODES["InterleavedZeroBubble"])
+    inter = ((s == SCHEDULE_CODES["Interleaved1F1B"])
+             | (s == SCHEDULE_CODES["InterleavedZeroBubble"]))
     rounds = np.maximum(1, m // np.maximum(pp, 1))
     ok &= ~inter | (m % rounds == 0)
     if training.precision not in pool.gpu_type.peak_tflops:
         ok &= False
     return np.asarray(ok, dtype=bool)
-
-
-def _per_layer_params(model: ModelSpec) -> tuple[float, float, float]:
-    """(dense-layer params, MoE-layer non-routed params, MoE-layer routed params)."""
-    norm = model.hidden_size * (2 if model.norm == "layernorm" else 1)
-    attn = model.attention_params() + 2 * norm
-    dense = attn + model.mlp_params(model.intermediate_size)
-    if not model.is_moe:
-        return float(dense), 0.0, 0.0
-    assert model.num_local_experts is not None
-    total, _ = model.moe_params()
-    routed = model.num_local_experts * model.mlp_params(model.expert_ffn)
-    return float(dense), float(attn + total - routed), float(routed)
 
 
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
@@ -227,7 +215,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         blocks.append((n_moe / L, block_cost(model, sh, dev, moe=True), True))
 
     def per_layer(attr: str) -> np.ndarray:
-        return sum(w * getattr(b, attr) for w, b, _ in blocks)  # type: ignore[return-value]
+        return sum(w * getattr(b, attr) for w, b, _ in blocks)
 
     lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")
     edge = edge_cost(model, sh, dev)
@@ -257,7 +245,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     sum_ranks = L * per_layer_t + emb + head
 
     # ZeRO-3: per micro-batch gathers / reduce-scatters folded into the rank time
-    lp_dense, lp_moe_shared, lp_routed = _per_layer_params(model)
+    lp_dense, lp_moe_shared, lp_routed = (float(x) for x in model.block_param_split())
     per_layer_params = (n_dense * lp_dense + n_moe * (lp_moe_shared + lp_routed / ep)) / L / tp
     emb_params = model.embedding_params() / tp
     out_params = model.output_params() / tp + np.where(

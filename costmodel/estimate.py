@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from costmodel import __version__
+from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.flops import model_flops_per_token
 from costmodel.layer_cost import (
@@ -44,7 +45,6 @@ from costmodel.memory import (
     usable_bytes,
     zero3_gathered_params,
 )
-from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.ops import Device, collective_time
 from costmodel.pipeline.schedules import ScheduleError, stage_to_rank
 from costmodel.pipeline.simulator import simulate_named
@@ -189,17 +189,9 @@ class _Evaluation:
     def _stage_params(self, j: int) -> tuple[float, float]:
         """(dense, routed-expert) parameters of global stage j on one rank."""
         model, plan = self.c.model, self.c.plan
-        dense = 0.0
-        expert = 0.0
-        attn = model.attention_params() + 2 * (model.hidden_size * (2 if model.norm == "layernorm" else 1))
-        if self.n_dense[j]:
-            dense += self.n_dense[j] * (attn + model.mlp_params(model.intermediate_size))
-        if self.n_moe[j]:
-            total, _ = model.moe_params()
-            assert model.num_local_experts is not None
-            routed = model.num_local_experts * model.mlp_params(model.expert_ffn)
-            dense += self.n_moe[j] * (attn + total - routed)
-            expert += self.n_moe[j] * routed
+        p_dense, p_moe_shared, p_routed = model.block_param_split()
+        dense = float(self.n_dense[j] * p_dense + self.n_moe[j] * p_moe_shared)
+        expert = float(self.n_moe[j] * p_routed)
         n = len(self.layers)
         emb = model.embedding_params()
         out = model.output_params()

@@ -61,7 +61,7 @@ class Shard:
     @classmethod
     def of(cls, seq: int, gpus_per_node: int, **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
-        return cls(seq=seq, gpus_per_node=gpus_per_node, **arrs)  # type: ignore[arg-type]
+        return cls(seq=seq, gpus_per_node=gpus_per_node, **arrs)
 
 
 @dataclass
@@ -132,15 +132,17 @@ def model_seq_q(s: Shard) -> float | np.ndarray:
     return s.seq / s.cp
 
 
-def _attn_proj_shapes(model: ModelSpec, tp: np.ndarray
-                      ) -> tuple[list[tuple[np.ndarray | float, float]], list[tuple[float, np.ndarray | float]]]:
+Shape = tuple[np.ndarray | float, np.ndarray | float]
+
+
+def _attn_proj_shapes(model: ModelSpec, tp: np.ndarray) -> tuple[list[Shape], list[Shape]]:
     """(input projections, output projection) GEMM (n, k) shapes on one TP rank."""
     h = float(model.hidden_size)
     if model.uses_mla:
         assert model.kv_lora_rank is not None and model.qk_rope_head_dim is not None
         a = model.num_attention_heads
         kv_up = a * (model.q_width / a - model.qk_rope_head_dim + model.v_width / a)
-        ins: list[tuple[np.ndarray | float, float]] = []
+        ins: list[Shape] = []
         if model.q_lora_rank:
             ins += [(float(model.q_lora_rank), h), (model.q_width / tp, float(model.q_lora_rank))]
         else:
@@ -171,7 +173,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     else:
         f = model.intermediate_size / s.tp
         t_ffn, fl_ffn = _gemms(T, [(gated * f, h), (h, f)], dev)
-        n_ffn, ep_fwd = 2.0, np.zeros_like(T)
+        n_ffn, ep_fwd = np.asarray(2.0), np.zeros_like(T)
     ffn_width = (model.expert_ffn * model.num_experts_per_tok if moe and model.num_experts_per_tok
                  else model.intermediate_size) / s.tp
 
@@ -243,14 +245,15 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
 
 
 def _moe_ffn(model: ModelSpec, s: Shard, dev: Device
-             ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Routed + shared experts of one MoE block: (time, flops, gemm count, all-to-all time).
 
     Tokens are assumed balanced across experts (the auxiliary-loss / bias balancing of
     Mixtral and DeepSeek-V3): each EP rank computes T·k token-expert pairs over E/ep local
     experts, as grouped GEMMs of T·k·ep/E rows each; expert weights are TP-sharded like the
     dense MLP (Megatron-Core's default expert_tensor_parallel_size = tp). Dispatch and combine
-    are all-to-alls of T·k·h elements over the EP group (Megatron-Core ``MoEAlltoAllTokenDispatcher``).
+    are all-to-alls of T·k·h elements over the EP group (Megatron-Core
+    ``MoEAlltoAllTokenDispatcher``).
     """
     assert model.num_local_experts is not None and model.num_experts_per_tok is not None
     h = float(model.hidden_size)
@@ -264,14 +267,16 @@ def _moe_ffn(model: ModelSpec, s: Shard, dev: Device
     fl = 2.0 * T * k * (gated * fe * h + h * fe)
     t_router = gemm_time(T, E, h, dev)
     fl = fl + 2.0 * T * E * h
-    shared_f = model.n_shared_experts * model.expert_ffn + (model.shared_expert_intermediate_size or 0)
+    shared_f = (model.n_shared_experts * model.expert_ffn
+                + (model.shared_expert_intermediate_size or 0))
     if shared_f:
         t_sh, fl_sh = _gemms(T, [(gated * shared_f / s.tp, h), (h, shared_f / s.tp)], dev)
         t_exp, fl = t_exp + t_sh, fl + fl_sh
     a2a_bytes = T * k * h * ELEM
     ep_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.ep)
     a2a = 2.0 * collective_time("all_to_all", s.ep, a2a_bytes, ep_node, dev)
-    return t_exp + t_router, fl, 2.0 * local + 1, a2a
+    n_kernels = 2.0 * local + 1.0  # two GEMMs per local expert + the router
+    return np.asarray(t_exp + t_router), np.asarray(fl), np.asarray(n_kernels), a2a
 
 
 @dataclass

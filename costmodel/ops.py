@@ -186,15 +186,17 @@ def collective_time(
     bw_inter = np.minimum(bw_intra, k * net * ce.busbw_fraction)
     busbw = np.where(inside, bw_intra, bw_inter)
     size = np.asarray(nbytes, dtype=float)
+    alpha = np.where(inside, ci.latency_us, ce.latency_us) * 1e-6
+    half = np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20
+    t = alpha + BUS_FACTOR[collective](n) * (size + half) / busbw
     if dev.measured:
+        # a measured bus bandwidth already contains latency and the small-message loss:
+        # nccl-tests defines it by t = factor · S / busbw
         for link, mask in (("intra_node", inside), ("inter_node", ~inside)):
             if np.any(mask):
                 meas = dev.profile.collective_busbw(collective, link, int(np.max(n)), size)
                 if meas is not None:
-                    busbw = np.where(mask, meas, busbw)
-    alpha = np.where(inside, ci.latency_us, ce.latency_us) * 1e-6
-    half = np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20
-    t = alpha + BUS_FACTOR[collective](n) * (size + half) / busbw
+                    t = np.where(mask, BUS_FACTOR[collective](n) * size / meas, t)
     return np.where(n > 1, t, 0.0)
 
 

@@ -25,9 +25,17 @@ from importlib import resources
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+)
 
-FORMAT = "meshplan-calibration/1"
+FORMAT: Literal["meshplan-calibration/1"] = "meshplan-calibration/1"
 Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
 LinkClass = Literal["intra_node", "inter_node"]
 
@@ -165,8 +173,16 @@ class CalibrationProfile(BaseModel):
 
     format: Literal["meshplan-calibration/1"] = FORMAT
     name: str
-    gpu: str | None = Field(None, description="GPU type it was measured on; null = any.")
+    gpu: str | None = Field(None, description="GPU type it was measured on (catalog name or "
+                            "alias); null = any.")
     provenance: Provenance
+
+    @field_validator("gpu")
+    @classmethod
+    def _canonical_gpu(cls, v: str | None) -> str | None:
+        from costmodel.specs.gpus import canonical_gpu_name
+
+        return None if v is None else canonical_gpu_name(v)
     measurements: Measurements = Measurements()
     efficiency: Efficiency | None = Field(
         None, description="Overrides of the default efficiency model; null = the default's.")
@@ -217,7 +233,7 @@ class CalibrationProfile(BaseModel):
         curves = self._coll_curves.get((collective, link))
         if not curves:
             return None
-        n, xs, ys = min(curves, key=lambda c: (abs(np.log(c[0]) - np.log(max(group, 1))), c[0]))
+        _, xs, ys = min(curves, key=lambda c: (abs(np.log(c[0]) - np.log(max(group, 1))), c[0]))
         return np.interp(np.log(np.maximum(nbytes, 1.0)), xs, ys)
 
 

@@ -217,11 +217,11 @@ def _candidates(row: dict[str, Any], era: Era, gbs: int, widen: bool = False
         else:
             sched = "1F1B" if m >= pp else "GPipe"
         plans.append(ParallelPlan(
-            tp=tp, pp=pp, dp=dp, cp=cp, micro_batch_size=mbs, schedule=sched,  # type: ignore[arg-type]
-            virtual_stages=v, recompute=rc, sequence_parallel=sp and tp > 1,  # type: ignore[arg-type]
+            tp=tp, pp=pp, dp=dp, cp=cp, micro_batch_size=mbs, schedule=sched,
+            virtual_stages=v, recompute=rc, sequence_parallel=sp and tp > 1,
             zero_stage=zero, overlap_grad_reduce=era.overlap, overlap_param_gather=era.overlap,
-            tp_comm_overlap=era.tp_overlap, attention=era.attention,  # type: ignore[arg-type]
-            zero3_unit=era.zero3_unit,  # type: ignore[arg-type]
+            tp_comm_overlap=era.tp_overlap, attention=era.attention,
+            zero3_unit=era.zero3_unit,
         ))
     return plans
 
@@ -269,7 +269,7 @@ def validate_row(index: int, file: str, row: dict[str, Any]) -> RowResult:
     res.measured_mem_gib = float(mp) if mp else None
     nodes = math.ceil(count / 8)
     cluster = Cluster(pools=[GPUPool(name="p", gpu=gpu, gpus_per_node=min(8, count), nodes=nodes)])
-    training = TrainingSpec(global_batch_size=gbs, seq_len=seq, precision=precision)  # type: ignore[arg-type]
+    training = TrainingSpec(global_batch_size=gbs, seq_len=seq, precision=precision)
     results: list[tuple[ParallelPlan, Estimate]] = []
     errors: list[str] = []
     passes = [False, True] if era.config_unsure else [False]
@@ -321,7 +321,7 @@ def scored(results: list[RowResult]) -> list[RowResult]:
 
 
 def mape(results: list[RowResult]) -> float:
-    errs = [abs(r.error) for r in scored(results)]
+    errs = [abs(r.error or 0.0) for r in scored(results)]
     return statistics.fmean(errs) if errs else math.nan
 
 

@@ -5,19 +5,20 @@ built from explicit fields, from a preset (``costmodel/data/presets.json``) or f
 ``config.json`` dict (:func:`ModelSpec.from_hf_config`), which accepts the field names of the
 Llama, Mistral, Mixtral, Qwen2, Qwen2-MoE, GPT-2 and DeepSeek-V2/V3 families as published.
 
-Parameter counts are exact sums over the weight tensors of each architecture (they reproduce
-GPT-2's 124,439,808 and Narayanan et al. 2021's ``P = 12·l·h²·(1 + 13/(12h) + (V+s)/(12·l·h))``
-for Megatron GPT models to the parameter).
+Parameter counts are exact sums over the weight tensors of each architecture: GPT-2's
+124,439,808, and for Megatron GPT models Narayanan et al. 2021's
+``P = 12·l·h²·(1 + 13/(12h) + (V+s)/(12·l·h))`` plus the 2h of the final LayerNorm, which
+that formula leaves out and Megatron's model (``final_layernorm``) has.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from costmodel.errors import ProblemCollector, SpecError, problem
+from costmodel.errors import FieldProblem, ProblemCollector, SpecError, problem
 
 GATED_ACTIVATIONS = frozenset({"silu", "swiglu", "swish", "geglu", "gelu_glu", "reglu"})
 """``hidden_act`` values whose MLP is gated (three weight matrices: gate, up, down)."""
@@ -61,7 +62,10 @@ class ModelSpec(BaseModel):
         None, description="Qwen2-MoE shared expert FFN size (one shared expert of this size)."
     )
     first_k_dense_replace: int = Field(0, ge=0, description="Leading dense layers (DeepSeek).")
-    moe_layer_freq: PositiveInt = Field(1, description="Every n-th layer after the dense ones is MoE.")
+    router_bias: bool = Field(False, description="Per-expert routing bias (DeepSeek-V3's "
+                              "e_score_correction_bias, topk_method noaux_tc).")
+    moe_layer_freq: PositiveInt = Field(
+        1, description="Every n-th layer after the dense ones is MoE.")
     # --- multi-head latent attention (DeepSeek-V2/V3) ---
     q_lora_rank: PositiveInt | None = None
     kv_lora_rank: PositiveInt | None = None
@@ -133,13 +137,11 @@ class ModelSpec(BaseModel):
     def is_moe(self) -> bool:
         return self.num_local_experts is not None
 
-    @cached_property
+    @property
     def moe_layer_mask(self) -> tuple[bool, ...]:
         """Per layer: True where the FFN is a mixture of experts (DeepSeek/Qwen2-MoE rule)."""
-        if not self.is_moe:
-            return tuple(False for _ in range(self.num_hidden_layers))
-        k, f = self.first_k_dense_replace, self.moe_layer_freq
-        return tuple(i >= k and (i - k) % f == 0 for i in range(self.num_hidden_layers))
+        return _moe_mask(self.num_hidden_layers, self.is_moe, self.first_k_dense_replace,
+                         self.moe_layer_freq)
 
     @property
     def num_moe_layers(self) -> int:
@@ -176,7 +178,8 @@ class ModelSpec(BaseModel):
     def attention_params(self) -> int:
         """Weights (and biases) of one attention block, without its norm."""
         h = self.hidden_size
-        out_bias = self.attention_bias if self.attention_out_bias is None else self.attention_out_bias
+        out_bias = (self.attention_bias if self.attention_out_bias is None
+                    else self.attention_out_bias)
         if self.uses_mla:
             # DeepSeek-V2 §2.1.2: q = W_UQ·norm(W_DQ·x), [k_nope, v] = W_UKV·norm(W_DKV·x),
             # k_rope = W_KR·x (shared across heads), o = W_O·attn.
@@ -221,6 +224,8 @@ class ModelSpec(BaseModel):
         assert self.num_local_experts is not None and self.num_experts_per_tok is not None
         expert = self.mlp_params(self.expert_ffn)
         router = self.hidden_size * self.num_local_experts
+        if self.router_bias:
+            router += self.num_local_experts
         shared = self.n_shared_experts * expert
         if self.shared_expert_intermediate_size:
             # Qwen2-MoE: one shared expert of its own size plus a sigmoid gate (hidden -> 1).
@@ -228,6 +233,18 @@ class ModelSpec(BaseModel):
         total = self.num_local_experts * expert + shared + router
         active = self.num_experts_per_tok * expert + shared + router
         return total, active
+
+    def block_param_split(self) -> tuple[int, int, int]:
+        """(dense block, MoE block without its routed experts, routed experts of an MoE block)
+        parameters — the three kinds that shard differently (routed experts also over ep)."""
+        base = self.attention_params() + 2 * self._norm_params()
+        dense = base + self.mlp_params(self.intermediate_size)
+        if not self.is_moe:
+            return dense, 0, 0
+        assert self.num_local_experts is not None
+        total, _ = self.moe_params()
+        routed = self.num_local_experts * self.mlp_params(self.expert_ffn)
+        return dense, base + total - routed, routed
 
     def layer_params(self, layer: int) -> tuple[int, int]:
         """(total, active) parameters of layer ``layer`` (attention + FFN + two norms)."""
@@ -249,7 +266,7 @@ class ModelSpec(BaseModel):
         head = 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
         return self._norm_params() + head
 
-    @cached_property
+    @property
     def _totals(self) -> tuple[int, int]:
         total = active = self.embedding_params() + self.output_params()
         # layers come in at most two kinds; count each kind once
@@ -326,6 +343,7 @@ class ModelSpec(BaseModel):
                 if mtype == "mixtral" or "moe_intermediate_size" not in cfg:
                     f["moe_intermediate_size"] = cfg.get("intermediate_size")
                 f["n_shared_experts"] = cfg.get("n_shared_experts") or 0
+                f["router_bias"] = cfg.get("topk_method") == "noaux_tc"
                 step = cfg.get("moe_layer_freq") or cfg.get("decoder_sparse_step") or 1
                 f["moe_layer_freq"] = step
                 if cfg.get("mlp_only_layers"):
@@ -337,8 +355,17 @@ class ModelSpec(BaseModel):
         missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
                                "intermediate_size", "vocab_size") if f.get(k) is None]
         if missing:
-            raise SpecError([
-                problem(f"model.hf_config.{k}", "required field missing from config.json").problems[0]
-                for k in missing
-            ])
+            raise SpecError([FieldProblem(f"model.hf_config.{k}",
+                                          "required field missing from config.json")
+                             for k in missing])
         return cls.model_validate(f)
+
+
+@lru_cache(maxsize=256)
+def _moe_mask(layers: int, moe: bool, first_dense: int, freq: int) -> tuple[bool, ...]:
+    """Which layers are MoE: after ``first_dense`` dense layers, every ``freq``-th
+    (DeepSeek ``first_k_dense_replace`` / ``moe_layer_freq``, Qwen2-MoE ``decoder_sparse_step``).
+    Memoised on the values, not the (copyable) spec, so a copied spec cannot see stale data."""
+    if not moe:
+        return tuple(False for _ in range(layers))
+    return tuple(i >= first_dense and (i - first_dense) % freq == 0 for i in range(layers))

@@ -31,5 +31,6 @@ def get_preset(name: str) -> ModelSpec:
     key = name.strip().lower()
     raw = _raw().get(key)
     if raw is None:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(preset_names())}")
+        known = ", ".join(preset_names())
+        raise ValueError(f"unknown model preset {name!r}; known presets: {known}")
     return ModelSpec.model_validate({k: v for k, v in raw.items() if not k.startswith("_")})

@@ -70,7 +70,21 @@ def parse(model: type[BaseModel], data: Any) -> Any:
     except SpecError:
         raise
     except ValidationError as exc:
-        problems = [FieldProblem(_loc(e["loc"]), _clean(e["msg"])) for e in exc.errors()]
+        problems: list[FieldProblem] = []
+        for e in exc.errors():
+            inner = (e.get("ctx") or {}).get("error")
+            if isinstance(inner, SpecError):
+                # raised by a spec's own consistency check: it knows the field path; prefix it
+                # with where that spec sits in the request when it is nested deeper
+                loc = _loc(e["loc"])
+                for p in inner.problems:
+                    field = p.field
+                    head = field.split(".", 1)[0]
+                    if loc != "body" and not field.startswith(loc) and head != loc.split(".")[0]:
+                        field = f"{loc}.{field}"
+                    problems.append(FieldProblem(field, p.rule))
+            else:
+                problems.append(FieldProblem(_loc(e["loc"]), _clean(e["msg"])))
         raise SpecError(problems) from None
 
 
@@ -142,14 +156,13 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     if plan.cp > 1:
         c.check(training.seq_len % (2 * plan.cp) == 0, "plan.cp",
                 f"seq_len={training.seq_len} must be divisible by 2·cp = {2 * plan.cp}")
-    if plan.ep > 1:
-        if c.check(model.is_moe, "plan.ep", "expert parallelism needs an MoE model"):
-            assert model.num_local_experts is not None
-            c.check(model.num_local_experts % plan.ep == 0, "plan.ep",
-                    f"num_local_experts={model.num_local_experts} must be divisible by "
-                    f"ep={plan.ep}")
-            c.check((plan.dp * plan.cp) % plan.ep == 0, "plan.ep",
-                    f"ep={plan.ep} must divide dp·cp = {plan.dp * plan.cp}")
+    if plan.ep > 1 and c.check(model.is_moe, "plan.ep", "expert parallelism needs an MoE model"):
+        assert model.num_local_experts is not None
+        c.check(model.num_local_experts % plan.ep == 0, "plan.ep",
+                f"num_local_experts={model.num_local_experts} must be divisible by "
+                f"ep={plan.ep}")
+        c.check((plan.dp * plan.cp) % plan.ep == 0, "plan.ep",
+                f"ep={plan.ep} must divide dp·cp = {plan.dp * plan.cp}")
     c.check(plan.num_gpus <= pool.num_gpus, "plan",
             f"tp·pp·dp·cp = {plan.num_gpus} GPUs exceed pool {pool.name!r} with "
             f"{pool.num_gpus}")

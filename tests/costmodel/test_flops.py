@@ -29,20 +29,20 @@ from costmodel.specs.presets import get_preset, preset_names
 GPT_PRESETS = sorted(n for n in preset_names() if n.startswith(("megatron", "gpt3")))
 
 
-def _gpt(l: int, h: int, a: int, V: int, s: int = 2048) -> ModelSpec:
-    return ModelSpec(num_hidden_layers=l, hidden_size=h, num_attention_heads=a,
+def _gpt(L: int, h: int, a: int, V: int, s: int = 2048) -> ModelSpec:
+    return ModelSpec(num_hidden_layers=L, hidden_size=h, num_attention_heads=a,
                      intermediate_size=4 * h, vocab_size=V, hidden_act="gelu",
                      tie_word_embeddings=True, max_position_embeddings=s,
                      position_embedding="learned", norm="layernorm", attention_bias=True,
                      mlp_bias=True)
 
 
-def _narayanan_72(B: int, s: int, l: int, h: int, V: int) -> Fraction:
-    return 72 * B * s * l * h * h * (1 + Fraction(s, 6 * h) + Fraction(V, 12 * l * h))
+def _narayanan_72(B: int, s: int, L: int, h: int, V: int) -> Fraction:
+    return 72 * B * s * L * h * h * (1 + Fraction(s, 6 * h) + Fraction(V, 12 * L * h))
 
 
-def _narayanan_96(B: int, s: int, l: int, h: int, V: int) -> Fraction:
-    return 96 * B * s * l * h * h * (1 + Fraction(s, 6 * h) + Fraction(V, 16 * l * h))
+def _narayanan_96(B: int, s: int, L: int, h: int, V: int) -> Fraction:
+    return 96 * B * s * L * h * h * (1 + Fraction(s, 6 * h) + Fraction(V, 16 * L * h))
 
 
 def _megatron_2024(B: int, s: int, L: int, h: int, a: int, g: int, q: int, ffn: int, V: int,
@@ -64,16 +64,16 @@ def test_gpt_presets_match_narayanan_72(name: str, B: int) -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(l=st.integers(1, 128), a=st.integers(1, 64), d=st.integers(1, 256),
+@given(L=st.integers(1, 128), a=st.integers(1, 64), d=st.integers(1, 256),
        V=st.integers(1, 256_000), s=st.integers(1, 65_536), B=st.integers(1, 4096))
-def test_dense_gpt_matches_narayanan_72_for_any_shape(l: int, a: int, d: int, V: int, s: int,
+def test_dense_gpt_matches_narayanan_72_for_any_shape(L: int, a: int, d: int, V: int, s: int,
                                                       B: int) -> None:
     """Property: per block 24h² (QKV, output, MLP GEMMs) + 4sh (scores and AV) forward FLOPs
     per token, ×3 for forward + backward, plus 6hV for the logits (Narayanan §5.1)."""
     h = a * d
-    m = _gpt(l, h, a, V, s)
+    m = _gpt(L, h, a, V, s)
     got = model_flops_per_token(m, s) * B * s
-    assert got == pytest.approx(float(_narayanan_72(B, s, l, h, V)), rel=1e-12)
+    assert got == pytest.approx(float(_narayanan_72(B, s, L, h, V)), rel=1e-12)
 
 
 def test_llama3_70b_matches_megatron_2024_formula() -> None:
@@ -125,10 +125,10 @@ def test_full_recompute_flops_exceed_model_flops_by_one_forward() -> None:
     the transformer part (4/3); the logits are not recomputed (V/(16lh)·96 = V/(12lh)·72)."""
     m = get_preset("megatron-gpt-18b")
     B, s = 1024, 2048
-    l, h = m.num_hidden_layers, m.hidden_size
+    L, h = m.num_hidden_layers, m.hidden_size
     hw = narayanan_flops_per_step(m, B, s)
     model = model_flops_per_token(m, s) * B * s
-    blocks = 72 * B * s * l * h * h * (1 + s / (6 * h))
+    blocks = 72 * B * s * L * h * h * (1 + s / (6 * h))
     assert hw - model == pytest.approx(blocks / 3, rel=1e-12)
 
 

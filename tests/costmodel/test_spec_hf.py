@@ -206,11 +206,6 @@ def test_hf_config_must_be_an_object() -> None:
     assert exc.value.field == "model.hf_config"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: costmodel/specs/request.py parse() loses SpecError field paths raised inside "
-    "pydantic validators: the ModelField 'model' validator's SpecError becomes a pydantic "
-    "ValidationError at loc ('model',), so field == 'model' and the real path is only in the "
-    "rule text"))
 def test_missing_hidden_size_through_the_request_names_the_field() -> None:
     cfg = _cfg("llama3-8b")
     del cfg["hidden_size"]

@@ -89,9 +89,9 @@ def test_gpt2_exact_count_from_hf_config() -> None:
     assert _hf("gpt2").num_params() == 124_439_808
 
 
-def _narayanan(l: int, h: int, V: int, s: int) -> Fraction:
+def _narayanan(L: int, h: int, V: int, s: int) -> Fraction:
     """Narayanan et al. 2021 §5.1, written as in the paper, in exact arithmetic."""
-    return 12 * l * h * h * (1 + Fraction(13, 12 * h) + Fraction(V + s, 12 * l * h))
+    return 12 * L * h * h * (1 + Fraction(13, 12 * h) + Fraction(V + s, 12 * L * h))
 
 
 @pytest.mark.parametrize("name", MEGATRON_GPT)
@@ -105,7 +105,7 @@ def test_megatron_gpt_presets_match_narayanan_formula(name: str) -> None:
     counts (its ``1 / (num_layers · hidden_size)`` term, i.e. 2h). So the exact count is
     P + 2h, and P agrees to 2h / P < 3e-6, far below the paper's 4-digit figures.
     (costmodel/specs/model.py's module docstring says the count reproduces P "to the
-    parameter"; it reproduces P + 2h — see the report.)"""
+    parameter"; it is P + 2h, which is the right count for Megatron's GPT.)"""
     m = get_preset(name)
     assert m.max_position_embeddings is not None
     h = m.hidden_size
@@ -121,22 +121,22 @@ def test_megatron_gpt_presets_are_all_checked() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(l=st.integers(1, 64), heads=st.integers(1, 32), head_dim=st.integers(1, 128),
+@given(L=st.integers(1, 64), heads=st.integers(1, 32), head_dim=st.integers(1, 128),
        V=st.integers(1, 200_000), s=st.integers(1, 32_768))
-def test_gpt_block_count_for_any_dense_gpt(l: int, heads: int, head_dim: int,
+def test_gpt_block_count_for_any_dense_gpt(L: int, heads: int, head_dim: int,
                                            V: int, s: int) -> None:
     """Property (Narayanan et al. 2021 Appendix): a GPT block (f = 4h, MHA, biases,
     LayerNorm) has 12h² + 13h parameters — QKV 3h² + 3h, output h² + h, MLP 8h² + 5h, two
     LayerNorms 4h; a GPT model adds (V + s)·h embeddings (tied head, learned positions) and
     the final LayerNorm 2h."""
     h = heads * head_dim
-    m = ModelSpec(num_hidden_layers=l, hidden_size=h, num_attention_heads=heads,
+    m = ModelSpec(num_hidden_layers=L, hidden_size=h, num_attention_heads=heads,
                   intermediate_size=4 * h, vocab_size=V, hidden_act="gelu",
                   tie_word_embeddings=True, max_position_embeddings=s,
                   position_embedding="learned", norm="layernorm", attention_bias=True,
                   mlp_bias=True)
     assert m.layer_params(0) == (12 * h * h + 13 * h, 12 * h * h + 13 * h)
-    assert m.num_params() == int(_narayanan(l, h, V, s)) + 2 * h
+    assert m.num_params() == int(_narayanan(L, h, V, s)) + 2 * h
 
 
 def test_mixtral_total_and_active() -> None:
@@ -161,19 +161,16 @@ def test_deepseek_v3_total_and_active() -> None:
     assert m.num_moe_layers == 58  # 61 layers, first_k_dense_replace = 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: ModelSpec omits DeepSeek-V3's router bias e_score_correction_bias (an nn.Parameter "
-    "of n_routed_experts per MoE layer when topk_method == 'noaux_tc', HF modeling_deepseek.py "
-    "MoEGate.__init__): 58 x 256 = 14,848 parameters missing"))
 def test_deepseek_v3_exact_count_includes_router_bias() -> None:
     """Exact HF count of deepseek-ai/DeepSeek-V3 (main model, no MTP): 671,026,419,200 total,
     37,552,297,472 activated (published_param_counts.json notes). Those include the
     ``e_score_correction_bias`` of each of the 58 MoE gates (256 each; HF
     ``modeling_deepseek.py``: ``if self.topk_method == "noaux_tc": self.e_score_correction_bias
-    = nn.Parameter(torch.empty((self.n_routed_experts)))``; the fixture has noaux_tc)."""
-    m = _hf("deepseek-v3")
-    assert m.num_params() == 671_026_419_200
-    assert m.num_active_params() == 37_552_297_472
+    = nn.Parameter(torch.empty((self.n_routed_experts)))``; the fixture has noaux_tc).
+    Regression test: ModelSpec first left these 58 × 256 = 14,848 parameters out."""
+    for m in (_hf("deepseek-v3"), get_preset("deepseek-v3")):
+        assert m.num_params() == 671_026_419_200
+        assert m.num_active_params() == 37_552_297_472
 
 
 @pytest.mark.parametrize(("fixture", "expected"), [
@@ -208,14 +205,11 @@ def test_tied_embeddings_are_counted_once() -> None:
     assert math.isclose(tied.num_params() / 1e9, PUBLISHED["gpt2"]["params_b"], rel_tol=0.01)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: ModelSpec caches derived counts in functools.cached_property (_totals, "
-    "moe_layer_mask, costmodel/specs/model.py); pydantic's model_copy(update=...) copies the "
-    "instance __dict__ with the cache, so the copy reports the original's num_params"))
 def test_model_copy_does_not_reuse_stale_counts() -> None:
     """A copy with 16 of Llama-3-8B's 32 layers has 16 fewer blocks of parameters: each block
     is 2·4096² + 2·4096·1024 (GQA attention) + 3·4096·14336 (SwiGLU) + 2·4096 (RMSNorms) =
-    218,112,000 (Dubey et al. 2024 Table 3 dims)."""
+    218,112,000 (Dubey et al. 2024 Table 3 dims). Regression test: counts were cached in
+    functools.cached_property, which pydantic's model_copy copied along with __dict__."""
     m = get_preset("llama3-8b")
     full = m.num_params()  # fills the cache, as any earlier caller (the solver, a report) does
     half = m.model_copy(update={"num_hidden_layers": 16})
