@@ -252,18 +252,33 @@ class _Evaluation:
 
     # ------------------------------------------------------------------ p2p per boundary
     def _p2p(self) -> np.ndarray:
+        """Send/recv time per stage boundary: NVLink inside a node, else the NIC or, where the
+        cluster gives a measured node-to-node bandwidth matrix, the measured pair rate (ranks
+        are placed in Megatron's order, pipeline outermost)."""
         c = self.c
         n = len(self.layers)
         stride = c.plan.tp * c.plan.cp * c.plan.dp
         gpn = c.pool.gpus_per_node
         nbytes = c.shard.tokens * self._h() * ELEM / c.plan.tp  # Megatron scatter/gather
+        matrix = c.cluster.node_bandwidth_Gbps
+        offset = 0
+        for p in c.cluster.pools:
+            if p.name == c.pool.name:
+                break
+            offset += p.nodes
         out = np.zeros(max(n - 1, 0))
         for j in range(n - 1):
             ra, rb = self.ranks[j], self.ranks[j + 1]
             if ra == rb:
                 continue
-            same = (ra * stride) // gpn == (rb * stride) // gpn
-            t = collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0, c.dev)
+            na, nb = (ra * stride) // gpn, (rb * stride) // gpn
+            same = na == nb
+            nic = None
+            if matrix is not None and not same:
+                # measured node-to-node rate (Pipette-style), capped by the NIC
+                measured = matrix[offset + na][offset + nb] / 8 * 1e9
+                nic = min(c.dev.nic, measured) if measured > 0 else c.dev.nic
+            t = collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0, c.dev, nic=nic)
             if not c.plan.sequence_parallel and c.plan.tp > 1:
                 t = t + collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
                                         min(c.plan.tp, gpn), c.dev)

@@ -231,6 +231,17 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     bwd_in = np.maximum(bwd_in_gpu + exposed_b, k_bwd_in * dev.host_dispatch)
     bwd_w = np.maximum(gemm_fwd, k_bwd_w * dev.host_dispatch)
 
+    # ---- a measured block of exactly this shape replaces the modelled compute (its measured
+    # forward/backward contain the kernels, launches and TP collectives of that run); the
+    # backward splits into input and weight gradient in the model's own ratio
+    measured = _measured_block(model, s, dev, moe)
+    if measured is not None:
+        m_f, m_b = measured
+        share_w = bwd_w / np.maximum(bwd_in + bwd_w, 1e-30)
+        fwd = np.full_like(np.asarray(fwd, dtype=float), m_f)
+        bwd_in = np.full_like(np.asarray(bwd_in, dtype=float), m_b) * (1 - share_w)
+        bwd_w = np.full_like(np.asarray(bwd_w, dtype=float), m_b) * share_w
+
     # ---- recompute (Korthikanti et al. 2022 §5): full re-runs the block forward in backward;
     # selective re-runs core attention only.
     sel = np.maximum(a_fwd, ka_fwd * dev.host_dispatch)
@@ -242,6 +253,18 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
         comm_fwd=comm_f, comm_bwd=comm_b, tp_comm=tp_fwd + tp_bwd, cp_comm=cp_fwd + cp_bwd,
         ep_comm=2 * ep_fwd, flops_fwd=flops_fwd, flops_recompute=flops_rc,
     )
+
+
+def _measured_block(model: ModelSpec, s: Shard, dev: Device, moe: bool
+                    ) -> tuple[float, float] | None:
+    """The profile's measured (fwd, bwd) of this dense block shape, for a single plan."""
+    if moe or not dev.measured or not dev.profile.measurements.layers or s.b.size != 1:
+        return None
+    if not (np.all(s.cp == 1) and not np.any(s.sp)):
+        return None
+    key = (model.hidden_size, model.intermediate_size, model.num_attention_heads,
+           model.kv_heads, s.seq, int(s.b), int(s.tp), dev.precision)
+    return dev.profile.layer_time(key)
 
 
 def _moe_ffn(model: ModelSpec, s: Shard, dev: Device

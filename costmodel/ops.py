@@ -154,6 +154,10 @@ def flash_attention_time(flops_fwd: Array, dev: Device) -> tuple[np.ndarray, np.
     §4.1) at the profile's backward efficiency.
     """
     f = np.asarray(flops_fwd, dtype=float)
+    if dev.measured:
+        rates = dev.profile.attention_rates(f, dev.precision)
+        if rates is not None:
+            return f / rates[0], 2.5 * f / rates[1]
     fwd = dev.kernel_latency + f / dev.attn_fwd_rate
     bwd = 2 * dev.kernel_latency + 2.5 * f / dev.attn_bwd_rate
     return fwd, bwd

@@ -216,6 +216,45 @@ class CalibrationProfile(BaseModel):
         return np.interp(np.log(np.maximum(flops, 1.0)), curve[0], curve[1])
 
     @cached_property
+    def _attn_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per dtype: sorted log(forward FLOPs actually computed) and achieved forward and
+        backward FLOP/s of the measured attention calls (causal work counted as half, as
+        FlashAttention's benchmark counts it; backward = 2.5 × forward FLOPs)."""
+        by: dict[str, list[tuple[float, float, float]]] = {}
+        for p in self.measurements.attention:
+            f = 4.0 * p.batch * p.heads * p.seq_q * p.seq_kv * p.head_dim
+            if p.causal:
+                f /= 2
+            by.setdefault(p.dtype, []).append((np.log(f), f / p.fwd_s, 2.5 * f / p.bwd_s))
+        out = {}
+        for dt, pts in by.items():
+            xs, fw = _mean_curve([(x, a) for x, a, _ in pts])
+            _, bw = _mean_curve([(x, b) for x, _, b in pts])
+            out[dt] = (xs, fw, bw)
+        return out
+
+    def attention_rates(self, flops_fwd: np.ndarray, dtype: str
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Measured (forward, backward) attention FLOP/s at these forward FLOPs, or None."""
+        curve = self._attn_curves.get(dtype)
+        if curve is None:
+            return None
+        x = np.log(np.maximum(flops_fwd, 1.0))
+        return np.interp(x, curve[0], curve[1]), np.interp(x, curve[0], curve[2])
+
+    def layer_time(self, model_key: tuple[int, int, int, int, int, int, int, str]
+                   ) -> tuple[float, float] | None:
+        """Measured (forward, backward) seconds of one block of exactly this shape
+        ``(hidden, ffn, heads, kv_heads, seq_len, micro_batch, tp, dtype)``, or None."""
+        hits = [p for p in self.measurements.layers
+                if (p.hidden_size, p.intermediate_size, p.num_attention_heads,
+                    p.num_key_value_heads, p.seq_len, p.micro_batch_size, p.tp, p.dtype)
+                == model_key]
+        if not hits:
+            return None
+        return (float(np.mean([p.fwd_s for p in hits])), float(np.mean([p.bwd_s for p in hits])))
+
+    @cached_property
     def _coll_curves(self) -> dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]]:
         by: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
         for p in self.measurements.collectives:
