@@ -54,12 +54,13 @@ def main() -> None:
         evaluate(model, training2, cluster, plan)  # warm the schedule cache
         t = bench(lambda plan=plan: evaluate(model, training2, cluster, plan), 20)  # type: ignore[misc]
         cold = bench(lambda plan=plan: _cold(model, training2, cluster, plan), 3)
-        print(f"estimate pp=16, 128 micro-batches, {sched:<22} median {statistics.median(t) * 1e3:6.2f} ms"
-              f" (schedule cache cold: {statistics.median(cold) * 1e3:6.2f} ms)")
+        warm_ms, cold_ms = statistics.median(t) * 1e3, statistics.median(cold) * 1e3
+        print(f"estimate pp=16, 128 micro-batches, {sched:<22} median {warm_ms:6.2f} ms"
+              f" (schedule cache cold: {cold_ms:6.2f} ms)")
 
 
 def _cold(model, training, cluster, plan):  # type: ignore[no-untyped-def]
-    from costmodel.pipeline import simulator, schedules
+    from costmodel.pipeline import schedules, simulator
 
     simulator.encoded_schedule.cache_clear()
     schedules.build_schedule_cached.cache_clear()
