@@ -33,7 +33,7 @@ from costmodel.data_parallel import (
     zero3_per_microbatch,
 )
 from costmodel.flops import model_flops_per_token
-from costmodel.layer_cost import ELEM, RECOMPUTE_CODES, BlockCost, Shard, block_cost, edge_cost
+from costmodel.layer_cost import ELEM, BlockCost, Shard, block_cost, edge_cost
 from costmodel.memory import (
     GIB,
     block_activation_bytes,
@@ -362,5 +362,3 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                       cost_per_million_tokens=cost_m, pipeline_s=pipe, dp_exposed_s=dp_exp,
                       usable_bytes=usable)
 
-
-RECOMPUTE_INDEX = {name: RECOMPUTE_CODES[name] for name in RECOMPUTES}

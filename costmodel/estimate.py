@@ -131,11 +131,8 @@ class _Evaluation:
         mask = np.array(model.moe_layer_mask, dtype=bool)
         self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
         self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
-        self.ranks = stage_to_rank(self._sched_name(), ctx.plan.pp, ctx.plan.virtual_stages)
+        self.ranks = stage_to_rank(ctx.plan.schedule, ctx.plan.pp, ctx.plan.virtual_stages)
         self.warnings: list[str] = []
-
-    def _sched_name(self) -> str:
-        return self.c.plan.schedule
 
     # ------------------------------------------------------------------ per stage
     def _sum(self, attr: str, j: int) -> float:
@@ -154,7 +151,8 @@ class _Evaluation:
         tf = np.array([self._sum("fwd", j) for j in range(n)])
         ti = np.array([self._sum("bwd_input", j) for j in range(n)])
         tw = np.array([self._sum("bwd_weight", j) for j in range(n)])
-        extra = {k: np.zeros(n) for k in ("zero3_f", "zero3_b", "offload_f", "offload_b", "vocab")}
+        extra = {k: np.zeros(n) for k in ("zero3_f", "zero3_b", "zero3_exposed", "offload_f",
+                                           "offload_b", "vocab")}
         if c.plan.vocab_placement == "split" and c.plan.pp > 1:
             # Vocabulary parallelism (Yeung et al. 2024): every pipeline rank computes V/pp of the
             # logits; the last hidden state is broadcast to, and softmax statistics reduced over,
@@ -368,11 +366,9 @@ class _Evaluation:
         def per_mb(attr: str) -> float:
             return sum(self._sum(attr, j) for j in mine)
 
-        zero3_exposed = float(sum(extra.get("zero3_exposed", np.zeros(1))[j] for j in mine)
-                              ) if "zero3_exposed" in extra else 0.0
+        zero3_exposed = float(sum(extra["zero3_exposed"][j] for j in mine))
         z3_total = float(sum(extra["zero3_b"][j] + extra["zero3_f"][j] for j in mine))
         offload = float(sum(extra["offload_f"][j] + extra["offload_b"][j] for j in mine))
-        layers_mine = sum(self.layers[j] for j in mine)
 
         def comm(attr: str) -> float:
             tot = 0.0
@@ -402,7 +398,6 @@ class _Evaluation:
             pipeline_bubble_s=max(0.0, makespan - float(busy[br])),
             offload_exposed_s=offload * m,
         )
-        del layers_mine
 
         # ---- memory per pipeline rank
         memory = self._memory(sim.peak_inflight)

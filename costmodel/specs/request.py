@@ -215,9 +215,3 @@ def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
         for k, j in enumerate(mine):
             out[j] = base + (1 if k < extra else 0)
     return out
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump()
-    return dict(obj)
