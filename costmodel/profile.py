@@ -160,10 +160,27 @@ class MemoryOverheads(BaseModel):
 
 
 class Efficiency(BaseModel):
-    archs: dict[str, ArchEfficiency]
-    collectives: dict[LinkClass, CollectiveEfficiency]
+    archs: dict[str, ArchEfficiency] = Field(
+        description="By GPU architecture (ampere, hopper, ...); must include 'default'.")
+    collectives: dict[LinkClass, CollectiveEfficiency] = Field(
+        description="Must give both intra_node and inter_node.")
     host: HostEfficiency
     memory: MemoryOverheads
+
+    @field_validator("archs")
+    @classmethod
+    def _has_default(cls, v: dict[str, ArchEfficiency]) -> dict[str, ArchEfficiency]:
+        if "default" not in v:
+            raise ValueError("needs a 'default' entry for GPUs of other architectures")
+        return v
+
+    @field_validator("collectives")
+    @classmethod
+    def _both_links(cls, v: dict[str, CollectiveEfficiency]) -> dict[str, CollectiveEfficiency]:
+        missing = {"intra_node", "inter_node"} - set(v)
+        if missing:
+            raise ValueError(f"missing link classes: {', '.join(sorted(missing))}")
+        return v
 
 
 class CalibrationProfile(BaseModel):

@@ -7,7 +7,6 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
-    PositiveFloat,
     PositiveInt,
     field_validator,
     model_validator,
@@ -23,12 +22,14 @@ class GPUPool(BaseModel):
     gpu: str = Field(description="Catalog GPU name or alias (see GET /v1/gpus).")
     gpus_per_node: PositiveInt = 8
     nodes: PositiveInt = 1
-    price_per_gpu_hour: NonNegativeFloat = 0.0
-    intra_node_GBps: PositiveFloat | None = Field(
-        None, description="One-direction per-GPU link rate inside a node; null = catalog."
+    price_per_gpu_hour: NonNegativeFloat = Field(0.0, le=1e6)
+    intra_node_GBps: float | None = Field(
+        None, ge=0.01, le=1e6, description="One-direction per-GPU link rate inside a node; "
+        "null = catalog."
     )
-    inter_node_Gbps: PositiveFloat | None = Field(
-        None, description="Per-GPU network rate between nodes; null = catalog reference node."
+    inter_node_Gbps: float | None = Field(
+        None, ge=0.01, le=1e7, description="Per-GPU network rate between nodes; null = catalog "
+        "reference node."
     )
 
     @field_validator("gpu")
@@ -58,8 +59,9 @@ class Cluster(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pools: list[GPUPool] = Field(min_length=1)
-    inter_pool_Gbps: PositiveFloat | None = Field(
-        None, description="Per-GPU rate between pools; null = the slower pool's NIC rate."
+    inter_pool_Gbps: float | None = Field(
+        None, ge=0.01, le=1e7,
+        description="Per-GPU rate between pools; null = the slower pool's NIC rate."
     )
     node_bandwidth_Gbps: list[list[NonNegativeFloat]] | None = Field(
         None, description="Measured node-to-node bandwidth matrix over all nodes, pools in "

@@ -30,7 +30,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("custom", description="Free-form name shown in plans and reports.")
-    num_hidden_layers: PositiveInt = Field(description="Transformer blocks (HF name).")
+    num_hidden_layers: PositiveInt = Field(le=100_000, description="Transformer blocks (HF name).")
     hidden_size: PositiveInt
     num_attention_heads: PositiveInt
     num_key_value_heads: PositiveInt | None = Field(
@@ -304,6 +304,20 @@ class ModelSpec(BaseModel):
         """
         if not isinstance(cfg, dict):
             raise problem("model.hf_config", "must be a JSON object (a config.json)")
+        used = ("n_layer", "n_embd", "n_head", "n_inner", "n_positions", "vocab_size",
+                "activation_function", "attn_pdrop", "resid_pdrop", "num_hidden_layers",
+                "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                "intermediate_size", "max_position_embeddings", "hidden_act",
+                "tie_word_embeddings", "attention_bias", "mlp_bias", "attention_dropout",
+                "hidden_dropout", "num_local_experts", "n_routed_experts", "num_experts",
+                "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
+                "shared_expert_intermediate_size", "first_k_dense_replace", "moe_layer_freq",
+                "decoder_sparse_step", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                "qk_rope_head_dim", "v_head_dim", "topk_method", "model_type")
+        bad = [k for k in used if isinstance(cfg.get(k), dict | list)]
+        if bad:
+            raise SpecError([FieldProblem(f"model.hf_config.{k}", "must be a single value, not "
+                                          "a list or object") for k in bad])
         mtype = str(cfg.get("model_type", "")).lower()
         label = name or cfg.get("_name_or_path") or mtype or "hf-model"
         f: dict[str, Any] = {"name": str(label)}

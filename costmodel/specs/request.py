@@ -20,6 +20,10 @@ from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.presets import get_preset
 from costmodel.specs.training import TrainingSpec
 
+MAX_PIPELINE_ACTIONS = 3_000_000
+"""Upper bound on simulated pipeline actions (~1 s of simulation); real jobs need far fewer
+(1024 micro-batches × 64 stages × 3 = 196,608)."""
+
 
 def resolve_model(value: Any) -> Any:
     """Turn ``{"preset": ...}`` / ``{"hf_config": ...}`` into a :class:`ModelSpec`."""
@@ -150,6 +154,10 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
                     f"an even split of {L} layers over pp={plan.pp} leaves a rank fewer layers "
                     f"than virtual_stages={plan.virtual_stages}")
     per_step = plan.dp * plan.micro_batch_size
+    actions = training.global_batch_size // max(1, per_step) * stages * 3
+    c.check(actions <= MAX_PIPELINE_ACTIONS, "training.global_batch_size",
+            f"the schedule would have {actions:,} actions (micro-batches × stages × 3); the "
+            f"simulator takes at most {MAX_PIPELINE_ACTIONS:,}: raise micro_batch_size or dp")
     c.check(training.global_batch_size % per_step == 0, "training.global_batch_size",
             f"global_batch_size={training.global_batch_size} must be divisible by dp × "
             f"micro_batch_size = {plan.dp} × {plan.micro_batch_size}")

@@ -1,0 +1,1 @@
+"""Estimates of one explicit plan (``POST /v1/estimates``)."""

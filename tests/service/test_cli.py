@@ -1,0 +1,285 @@
+"""The ``meshplan`` CLI: in-process (``service.cli.main``) and as ``python -m service``.
+
+Exit codes: 0 ok, 2 invalid input, 3 the plan does not fit, 1 server unreachable.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from costmodel.results import Estimate
+from costmodel.specs.gpus import catalog
+from costmodel.specs.presets import preset_names
+from service.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_module(*args: str, stdin: str | None = None, timeout: float = 120
+               ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=ROOT, env=env,
+                          input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def request_file(tmp_path: Path, example: dict[str, Any]) -> Path:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(example))
+    return path
+
+
+@pytest.fixture
+def not_fitting(tmp_path: Path, example: dict[str, Any]) -> Path:
+    example = copy.deepcopy(example)
+    example["plan"] = {"pool": "h100", "tp": 1, "pp": 1, "dp": 16, "schedule": "1F1B"}
+    path = tmp_path / "too-big.json"
+    path.write_text(json.dumps(example))
+    return path
+
+
+@pytest.fixture
+def invalid(tmp_path: Path, example: dict[str, Any]) -> Path:
+    example = copy.deepcopy(example)
+    example["plan"]["tp"] = 3
+    example["cluster"]["pools"][1]["gpu"] = "A1000"
+    path = tmp_path / "invalid.json"
+    path.write_text(json.dumps(example))
+    return path
+
+
+# ---------------------------------------------------------------------------- estimate, in-process
+def test_estimate_human_output(request_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(request_file)]) == 0
+    out = capsys.readouterr().out
+    for label in ("step time", "tokens/s", "MFU", "fits in memory", "cost",
+                  "peak memory per pipeline rank"):
+        assert label in out, out
+    assert "512 × H100-SXM-80GB (pool h100)" in out
+    assert "per million tokens" in out
+    assert out.count("\n  rank ") == 4
+
+
+def test_estimate_json(request_file: Path, example: dict[str, Any],
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(request_file), "--json"]) == 0
+    est = Estimate.model_validate_json(capsys.readouterr().out)
+    assert est.fits and est.num_gpus == 512
+
+
+def test_estimate_from_stdin(example: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(example)))
+    assert main(["estimate", "-", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fits"] is True
+
+
+def test_invalid_input_exits_2_with_every_field(invalid: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(invalid)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "cluster.pools.1.gpu: unknown GPU 'A1000'" in captured.err
+
+
+def test_cross_field_errors_exit_2(request_file: Path, example: dict[str, Any],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    example["plan"]["tp"] = 3
+    request_file.write_text(json.dumps(example))
+    assert main(["estimate", str(request_file)]) == 2
+    err = capsys.readouterr().err
+    assert "  plan.tp: num_attention_heads=64 must be divisible by tp=3" in err
+    assert err.startswith("meshplan: invalid input (")
+
+
+def test_model_rule_keeps_field_path(request_file: Path, example: dict[str, Any],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    example["model"] = {"name": "m", "num_hidden_layers": 2, "hidden_size": 64,
+                        "num_attention_heads": 8, "num_key_value_heads": 3,
+                        "intermediate_size": 128, "vocab_size": 100}
+    request_file.write_text(json.dumps(example))
+    assert main(["estimate", str(request_file)]) == 2
+    assert "model.num_key_value_heads: num_attention_heads=8 must be divisible" in (
+        capsys.readouterr().err)
+
+
+def test_malformed_json_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"model": \n  }')
+    assert main(["estimate", str(path)]) == 2
+    assert f"{path}: malformed JSON: Expecting value at line 2, column 3" in (
+        capsys.readouterr().err)
+
+
+def test_not_an_object_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "list.json"
+    path.write_text("[]")
+    assert main(["estimate", str(path)]) == 2
+    assert "body: must be a JSON object" in capsys.readouterr().err
+
+
+def test_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\xfa")
+    assert main(["estimate", str(binary)]) == 2
+
+
+def test_plan_that_does_not_fit_exits_3(not_fitting: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(not_fitting)]) == 3
+    captured = capsys.readouterr()
+    assert "NO" in captured.out
+    assert "does not fit" in captured.err
+    assert "pipeline rank 0 needs" in captured.err and "optimizer" in captured.err
+
+
+def test_not_fitting_json_still_prints_the_estimate(not_fitting: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(not_fitting), "--json"]) == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["fits"] is False
+    assert "does not fit" in captured.err
+
+
+# ---------------------------------------------------------------------------- catalog commands
+def test_gpus(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gpus"]) == 0
+    out = capsys.readouterr().out
+    for name in catalog():
+        assert name in out
+    assert main(["gpus", "--json"]) == 0
+    assert [g["name"] for g in json.loads(capsys.readouterr().out)] == list(catalog())
+
+
+def test_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "llama3-70b" in out and "70.6B" in out
+    assert main(["models", "--json"]) == 0
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)] == preset_names()
+
+
+@pytest.mark.parametrize("command", ["plan", "worker", "launch", "db"])
+def test_commands_of_later_versions_are_not_offered(command: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_no_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------------- python -m service
+def test_module_estimate_json(request_file: Path) -> None:
+    proc = run_module("estimate", str(request_file), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert Estimate.model_validate_json(proc.stdout).fits
+
+
+def test_module_exit_codes(request_file: Path, invalid: Path, not_fitting: Path) -> None:
+    assert run_module("estimate", str(invalid)).returncode == 2
+    assert run_module("estimate", str(not_fitting)).returncode == 3
+    proc = run_module("estimate", "-", stdin="{not json")
+    assert proc.returncode == 2 and "stdin: malformed JSON" in proc.stderr
+    assert run_module("--version").stdout.startswith("meshplan ")
+
+
+# ---------------------------------------------------------------------------- serve + --server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m service serve`` on a free port, for the --server tests."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHPLAN_LOG_LEVEL": "warning"}
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port",
+             str(port)], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_server_answers_like_in_process(server: str, request_file: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(request_file), "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["estimate", str(request_file), "--json", "--server", server]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote == local
+
+
+def test_server_invalid_input_exits_2(server: str, invalid: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", str(invalid), "--server", server]) == 2
+    assert "cluster.pools.1.gpu: unknown GPU 'A1000'" in capsys.readouterr().err
+
+
+def test_server_not_fitting_exits_3(server: str, not_fitting: Path) -> None:
+    proc = run_module("estimate", str(not_fitting), "--server", server)
+    assert proc.returncode == 3, proc.stderr
+    assert "does not fit" in proc.stderr
+
+
+def test_server_serves_docs_and_metrics(server: str) -> None:
+    assert httpx.get(f"{server}/docs").status_code == 200
+    assert httpx.get(f"{server}/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert "meshplan_http_requests_total" in httpx.get(f"{server}/metrics").text
+
+
+def test_server_body_limit_over_a_real_socket(server: str) -> None:
+    resp = httpx.post(f"{server}/v1/estimates", content=b"{" + b" " * (2 << 20) + b"}",
+                      headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_unreachable_server_exits_1(request_file: Path, capsys: pytest.CaptureFixture[str]
+                                    ) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    assert main(["estimate", str(request_file), "--server", url, "--timeout", "5"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
