@@ -33,7 +33,7 @@ from costmodel.data_parallel import (
     zero3_per_microbatch,
 )
 from costmodel.flops import model_flops_per_token
-from costmodel.layer_cost import ELEM, BlockCost, Shard, block_cost, edge_cost
+from costmodel.layer_cost import ELEM, BlockCost, EdgeCost, Shard, block_cost, edge_cost
 from costmodel.memory import (
     GIB,
     block_activation_bytes,
@@ -141,6 +141,22 @@ class BulkResult:
     cost_per_million_tokens: np.ndarray
     pipeline_s: np.ndarray
     dp_exposed_s: np.ndarray
+    busy_s: np.ndarray
+    """The busiest rank's work per step (m × its per-micro-batch time): the simulated makespan
+    of the same plan cannot be shorter."""
+    serial_s: np.ndarray
+    """Work after the pipeline drains: exposed data-parallel communication, optimizer step and
+    tied-embedding reduction."""
+    lower_bound_s: np.ndarray
+    """A step time no layer partition, schedule or overlap of this plan's degrees can beat:
+    the average rank's work m·Σ/pp (the busiest rank does at least that), plus the optimizer
+    step on the average rank's parameters and the last gradient bucket's reduction, which no
+    overlap hides. Valid for the simulated estimate too (same per-layer costs)."""
+    lower_bound_even_s: np.ndarray
+    """A tighter bound for this plan with the default (even) layer split, for any schedule
+    order: the last rank cannot start before micro-batch 0 has crossed every earlier stage
+    (the pipeline fill), and then does all its own work; the busiest rank's work; the same
+    serial part as :attr:`lower_bound_s`."""
     usable_bytes: float
 
     @property
@@ -203,6 +219,18 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                                                                "mbs", "v", "zero")}
     tp, pp, dp, cp, ep, v = (f64[k] for k in ("tp", "pp", "dp", "cp", "ep", "v"))
     zero = f64["zero"]
+    # Per-layer physics depends only on (mbs, tp, cp, ep, sp, recompute): evaluate each
+    # distinct combination once and gather (the same formulas, far fewer array elements).
+    cols = [np.asarray(x, dtype=np.int64) for x in (c.mbs, c.tp, c.cp, c.ep, c.sp, c.recompute)]
+    code = np.zeros(len(c), dtype=np.int64)
+    for col in cols:  # mixed-radix code of the six small integers (each < 2**10)
+        code = code * 1024 + col
+    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    uniq = np.stack([col[first].astype(float) for col in cols])
+    ush = Shard.of(training.seq_len, pool.gpus_per_node, b=uniq[0], tp=uniq[1], cp=uniq[2],
+                   ep=uniq[3], sp=uniq[4].astype(bool), rc=uniq[5].astype(np.int64), flash=flash,
+                   tp_overlap=tp_overlap)
     sh = Shard.of(training.seq_len, pool.gpus_per_node, b=f64["mbs"], tp=tp, cp=cp, ep=ep,
                   sp=c.sp.astype(bool), rc=c.recompute, flash=flash, tp_overlap=tp_overlap)
     L = float(model.num_hidden_layers)
@@ -210,15 +238,18 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     n_dense = L - n_moe
     blocks: list[tuple[float, BlockCost, bool]] = []
     if n_dense:
-        blocks.append((n_dense / L, block_cost(model, sh, dev, moe=False), False))
+        blocks.append((n_dense / L, block_cost(model, ush, dev, moe=False), False))
     if n_moe:
-        blocks.append((n_moe / L, block_cost(model, sh, dev, moe=True), True))
+        blocks.append((n_moe / L, block_cost(model, ush, dev, moe=True), True))
+    ushape = uniq[0].shape
 
     def per_layer(attr: str) -> np.ndarray:
-        return sum(w * getattr(b, attr) for w, b, _ in blocks)
+        total = sum(w * np.broadcast_to(getattr(b, attr), ushape) for w, b, _ in blocks)
+        return np.asarray(total)[inv]
 
     lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")
-    edge = edge_cost(model, sh, dev)
+    uedge = edge_cost(model, ush, dev)
+    edge = EdgeCost(**{k: np.broadcast_to(v, ushape)[inv] for k, v in vars(uedge).items()})
     m = training.global_batch_size / np.maximum(dp * f64["mbs"], 1.0)
     sched = c.schedule
     vshape = (sched == SCHEDULE_CODES["ZBVZeroBubble"]) | (sched == SCHEDULE_CODES["DualPipeV"])
@@ -304,12 +335,27 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         (pp > 1) & model.tie_word_embeddings,
         collective_time("all_reduce", 2.0, model.vocab_size * model.hidden_size / tp
                         * grad_comm_bytes(training.precision), 1.0, dev), 0.0)
-    step = pipe + dp_exp + opt + tied
+    serial = dp_exp + opt + tied
+    step = pipe + serial
+    # lower bound for branch and bound (see BulkResult.lower_bound_s)
+    avg_params = (L * per_layer_params + emb_params + model.output_params() / tp) / pp
+    inf = np.full_like(avg_params, np.inf)
+    _, last_bucket = dp_comm(avg_params, np.zeros_like(avg_params), zero, dp, cp, ep, tp, inf,
+                             inf, np.asarray(True), np.asarray(True), training.precision, dev)
+    opt_lb = optimizer_time(avg_params, np.zeros_like(avg_params), zero, dp, cp, ep,
+                            training.optimizer, dev)
+    serial_lb = opt_lb + np.where(zero >= 3, 0.0, last_bucket)
+    lower = m * sum_ranks / pp + serial_lb
+    chunk_layers = np.floor(base / v)
+    fill = np.where(single, 0.0, edge.embed_fwd + p1 * chunk_layers * lf)
+    t_last_rank = np.where(vshape, last_layers * per_layer_t, t_last)
+    lower_even = np.maximum(m * t_rank, fill + m * t_last_rank) + serial_lb
 
     # memory: the first rank (most in-flight micro-batches) and the last (logits)
-    act_layer = sum(w * block_activation_bytes(model, sh, moe) for w, _, moe in blocks)
-    working = max((block_working_bytes(model, sh, moe) for _, _, moe in blocks),
-                  key=lambda a: float(np.max(a)))
+    act_layer = np.asarray(sum(w * block_activation_bytes(model, ush, moe)
+                               for w, _, moe in blocks))[inv]
+    working = np.max(np.stack([np.broadcast_to(block_working_bytes(model, ush, moe), ushape)
+                               for _, _, moe in blocks]), axis=0)[inv]
     inter_sched = ((sched == SCHEDULE_CODES["Interleaved1F1B"])
                    | (sched == SCHEDULE_CODES["InterleavedZeroBubble"]))
     # in-flight micro-batches in whole-rank units (torch's warm-up counts, in chunks / v)
@@ -326,8 +372,8 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         [m, np.ones_like(m), np.minimum(m * v, (v - 1) * pp + 1) / v],
         default=infl_first)
     infl_first = np.where(single, 1.0, infl_first)
-    emb_act = embedding_activation_bytes(model, sh)
-    logit_b = logits_bytes(model, sh)
+    emb_act = np.broadcast_to(embedding_activation_bytes(model, ush), ushape)[inv]
+    logit_b = np.broadcast_to(logits_bytes(model, ush), ushape)[inv]
     act_first = (first_layers * act_layer + emb_act) * infl_first + working + np.where(
         vshape | single, logit_b, 0.0)
     act_first = np.where(single, L * act_layer + emb_act + working + logit_b, act_first)
@@ -360,5 +406,8 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     return BulkResult(valid=valid, step_time_s=step, tokens_per_s=tps, mfu=mfu,
                       peak_bytes=peak, fits=fits & valid, cost_per_hour=price,
                       cost_per_million_tokens=cost_m, pipeline_s=pipe, dp_exposed_s=dp_exp,
+                      busy_s=np.where(valid, m * t_rank, np.inf), serial_s=serial,
+                      lower_bound_s=np.where(valid, lower, np.inf),
+                      lower_bound_even_s=np.where(valid, lower_even, np.inf),
                       usable_bytes=usable)
 

@@ -47,7 +47,7 @@ from costmodel.memory import (
 )
 from costmodel.ops import Device, collective_time
 from costmodel.pipeline.schedules import ScheduleError, stage_to_rank
-from costmodel.pipeline.simulator import simulate_named
+from costmodel.pipeline.simulator import SimResult, simulate_named
 from costmodel.profile import CalibrationProfile, default_profile
 from costmodel.results import (
     Breakdown,
@@ -118,6 +118,35 @@ def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
     return _Evaluation(ctx).run()
 
 
+@dataclass
+class _Step:
+    step: float
+    makespan: float
+    sim: SimResult
+    tf: np.ndarray
+    ti: np.ndarray
+    tw: np.ndarray
+    extra: dict[str, np.ndarray]
+    p2p: np.ndarray
+    dp_total: np.ndarray
+    dp_exposed: np.ndarray
+    opt: np.ndarray
+    tied: float
+    crit: int
+
+
+def step_time(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
+              profile: CalibrationProfile | None = None) -> float:
+    """The estimate's step time alone (same computation, no memory report or result object):
+    what a search needs for the many plans it only ranks."""
+    pool = check_plan(model, training, cluster, plan)
+    prof = profile or default_profile()
+    dev = Device.from_pool(pool, training.precision, prof)
+    ctx = _Ctx(model, training, cluster, plan, pool, dev, prof, _shard(plan, training, pool),
+               num_microbatches(training, plan))
+    return _Evaluation(ctx).step().step
+
+
 class _Evaluation:
     def __init__(self, ctx: _Ctx) -> None:
         self.c = ctx
@@ -133,6 +162,7 @@ class _Evaluation:
         self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
         self.ranks = stage_to_rank(ctx.plan.schedule, ctx.plan.pp, ctx.plan.virtual_stages)
         self.warnings: list[str] = []
+        self._params_cache: dict[int, tuple[float, float]] = {}
 
     # ------------------------------------------------------------------ per stage
     def _sum(self, attr: str, j: int) -> float:
@@ -186,6 +216,11 @@ class _Evaluation:
     # ------------------------------------------------------------------ parameters per stage
     def _stage_params(self, j: int) -> tuple[float, float]:
         """(dense, routed-expert) parameters of global stage j on one rank."""
+        if j not in self._params_cache:
+            self._params_cache[j] = self._compute_stage_params(j)
+        return self._params_cache[j]
+
+    def _compute_stage_params(self, j: int) -> tuple[float, float]:
         model, plan = self.c.model, self.c.plan
         p_dense, p_moe_shared, p_routed = model.block_param_split()
         dense = float(self.n_dense[j] * p_dense + self.n_moe[j] * p_moe_shared)
@@ -265,6 +300,11 @@ class _Evaluation:
                 break
             offset += p.nodes
         out = np.zeros(max(n - 1, 0))
+        gather = 0.0
+        if not c.plan.sequence_parallel and c.plan.tp > 1:
+            gather = _f(collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
+                                        min(c.plan.tp, gpn), c.dev))
+        memo: dict[tuple[bool, float | None], float] = {}
         for j in range(n - 1):
             ra, rb = self.ranks[j], self.ranks[j + 1]
             if ra == rb:
@@ -276,11 +316,11 @@ class _Evaluation:
                 # measured node-to-node rate (Pipette-style), capped by the NIC
                 measured = matrix[offset + na][offset + nb] / 8 * 1e9
                 nic = min(c.dev.nic, measured) if measured > 0 else c.dev.nic
-            t = collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0, c.dev, nic=nic)
-            if not c.plan.sequence_parallel and c.plan.tp > 1:
-                t = t + collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
-                                        min(c.plan.tp, gpn), c.dev)
-            out[j] = _f(t)
+            key = (same, nic)
+            if key not in memo:
+                memo[key] = _f(collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0,
+                                               c.dev, nic=nic)) + gather
+            out[j] = memo[key]
         return out
 
     # ------------------------------------------------------------------ data parallel
@@ -292,25 +332,29 @@ class _Evaluation:
                 pd, pe = pd + a, pe + b
         return pd, pe
 
-    def _dp_and_optimizer(self, rank: int, window_f: float, window_b: float
-                          ) -> tuple[float, float, float]:
-        """(DP comm total, DP comm exposed, optimizer step) seconds of one pipeline rank."""
+    def _dp_and_optimizer(self, window_f: np.ndarray, window_b: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(DP comm total, DP comm exposed, optimizer step) seconds of every pipeline rank."""
         c = self.c
         plan = c.plan
-        pd, pe = self._rank_params(rank)
+        params = np.array([self._rank_params(r) for r in range(plan.pp)])
         a = {k: np.asarray(float(v)) for k, v in (
             ("zero", plan.zero_stage), ("dp", plan.dp), ("cp", plan.cp), ("ep", plan.ep),
             ("tp", plan.tp))}
         total, exposed = dp_comm(
-            np.asarray(pd), np.asarray(pe), a["zero"], a["dp"], a["cp"], a["ep"], a["tp"],
-            np.asarray(window_f), np.asarray(window_b), np.asarray(plan.overlap_grad_reduce),
+            params[:, 0], params[:, 1], a["zero"], a["dp"], a["cp"], a["ep"], a["tp"],
+            window_f, window_b, np.asarray(plan.overlap_grad_reduce),
             np.asarray(plan.overlap_param_gather), c.training.precision, c.dev)
-        opt = optimizer_time(np.asarray(pd), np.asarray(pe), a["zero"], a["dp"], a["cp"],
-                             a["ep"], c.training.optimizer, c.dev)
-        return _f(total), _f(exposed), _f(opt)
+        opt = optimizer_time(params[:, 0], params[:, 1], a["zero"], a["dp"], a["cp"], a["ep"],
+                             c.training.optimizer, c.dev)
+        shape = (plan.pp,)
+        return (np.broadcast_to(total, shape).astype(float),
+                np.broadcast_to(exposed, shape).astype(float),
+                np.broadcast_to(opt, shape).astype(float))
 
     # ------------------------------------------------------------------ run
-    def run(self) -> Estimate:
+    def step(self) -> _Step:
+        """The step time and the intermediate values the report needs."""
         c = self.c
         plan, model, training = c.plan, c.model, c.training
         tf, ti, tw, extra = self._stage_times()
@@ -329,12 +373,7 @@ class _Evaluation:
         for j, r in enumerate(self.ranks):
             per_rank_f[r] += tf[j]
             per_rank_b[r] += ti[j] + tw[j]
-        dp_total = np.zeros(pp)
-        dp_exposed = np.zeros(pp)
-        opt = np.zeros(pp)
-        for r in range(pp):
-            dp_total[r], dp_exposed[r], opt[r] = self._dp_and_optimizer(
-                r, per_rank_f[r], per_rank_b[r])
+        dp_total, dp_exposed, opt = self._dp_and_optimizer(per_rank_f, per_rank_b)
         tied = 0.0
         if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":
             tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / plan.tp
@@ -342,6 +381,17 @@ class _Evaluation:
         tail = dp_exposed + opt
         crit = int(np.argmax(tail))
         step = makespan + float(tail[crit]) + tied
+        return _Step(step, makespan, sim, tf, ti, tw, extra, p2p, dp_total, dp_exposed, opt,
+                     tied, crit)
+
+    def run(self) -> Estimate:
+        c = self.c
+        plan, model, training = c.plan, c.model, c.training
+        st = self.step()
+        step, makespan, sim, crit, tied = st.step, st.makespan, st.sim, st.crit, st.tied
+        tf, ti, tw, extra, p2p = st.tf, st.ti, st.tw, st.extra, st.p2p
+        dp_total, dp_exposed, opt = st.dp_total, st.dp_exposed, st.opt
+        sched = plan.schedule
 
         # ---- throughput and MFU
         n_gpus = plan.num_gpus

@@ -1,0 +1,152 @@
+"""Explanations: what binds each plan, why the next one ranks lower, why nothing fits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from costmodel.results import Estimate
+from costmodel.specs.plan import ParallelPlan
+from solver.results import Explanation
+
+if TYPE_CHECKING:
+    from solver.request import SearchRequest
+
+NEAR = 0.9
+"""A limit 'binds' when a plan uses at least this fraction of it."""
+
+_BREAKDOWN_LABELS = {
+    "forward_s": "forward compute", "backward_input_s": "input-gradient compute",
+    "backward_weight_s": "weight-gradient compute", "recompute_s": "recompute",
+    "pp_comm_s": "pipeline send/recv", "dp_comm_exposed_s": "exposed data-parallel traffic",
+    "optimizer_s": "optimizer step", "pipeline_bubble_s": "pipeline bubble",
+    "tp_comm_s": "tensor-parallel collectives", "cp_comm_s": "context-parallel exchange",
+    "ep_comm_s": "expert all-to-all",
+}
+
+
+def describe(plan: ParallelPlan) -> str:
+    """A plan in one line."""
+    sched = plan.schedule + (f"×{plan.virtual_stages}" if plan.virtual_stages > 1 else "")
+    parts = [f"tp={plan.tp}", f"pp={plan.pp}", f"dp={plan.dp}"]
+    if plan.cp > 1:
+        parts.append(f"cp={plan.cp}")
+    if plan.ep > 1:
+        parts.append(f"ep={plan.ep}")
+    parts += [f"mbs={plan.micro_batch_size}", sched, f"recompute={plan.recompute}",
+              f"ZeRO-{plan.zero_stage}"]
+    if plan.sequence_parallel:
+        parts.append("SP")
+    if plan.layers_per_stage is not None:
+        parts.append(f"layers {plan.layers_per_stage}")
+    return f"{plan.pool}: " + " ".join(parts)
+
+
+def binding_constraint(req: SearchRequest, est: Estimate, cap_gib: float) -> tuple[str, list[str]]:
+    """The limit closest to binding, and notes on the others."""
+    cons = req.constraints
+    pool = req.cluster.pool(est.plan.pool)
+    notes: list[str] = []
+    worst = max(est.memory.per_stage, key=lambda s: s.total_gib)
+    mem_use = worst.total_gib / cap_gib
+    share = 100 * worst.total_gib / worst.capacity_gib
+    mem = (f"pipeline rank {worst.rank} memory at {share:.0f}% "
+           f"of {worst.capacity_gib:.0f} GiB ({worst.total_gib:.1f} GiB; the limit is "
+           f"{cap_gib:.1f} GiB = {cons.max_memory_fraction:.2f} of it)")
+    candidates: list[tuple[float, str]] = [(mem_use, mem)]
+    gpu_limit = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
+    candidates.append((est.num_gpus / gpu_limit,
+                       f"uses {est.num_gpus} of the {gpu_limit} GPUs allowed in pool "
+                       f"{pool.name!r}"))
+    if cons.max_cost_per_hour:
+        candidates.append((est.cost_per_hour / cons.max_cost_per_hour,
+                           f"costs ${est.cost_per_hour:,.2f}/hour of the "
+                           f"${cons.max_cost_per_hour:,.2f} budget"))
+    candidates.sort(key=lambda c: -c[0])
+    if candidates[0][0] >= NEAR:
+        head = candidates[0][1]
+        notes += [c[1] for c in candidates[1:] if c[0] >= NEAR]
+    else:
+        head = "no hard limit binds; " + _time_profile(est)
+    notes.append(_time_profile(est))
+    return head, notes
+
+
+def _time_profile(est: Estimate) -> str:
+    b = est.breakdown.model_dump()
+    step = est.step_time_s
+    comp = b["forward_s"] + b["backward_input_s"] + b["backward_weight_s"] + b["recompute_s"]
+    parts = [f"compute {100 * comp / step:.0f}% of the {step:.2f} s step"]
+    for key in ("pipeline_bubble_s", "dp_comm_exposed_s", "optimizer_s"):
+        if b[key] / step >= 0.01:
+            parts.append(f"{_BREAKDOWN_LABELS[key]} {100 * b[key] / step:.0f}%")
+    return ", ".join(parts) + f", MFU {100 * est.mfu:.1f}%"
+
+
+def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
+              b: tuple[float, ParallelPlan, Estimate]) -> str:
+    """Why plan b ranks below plan a: objective difference and the component that differs
+    most, plus what differs in the plans."""
+    (va, pa, ea), (vb, pb, eb) = a, b
+    name = req.objective
+    rel = abs(vb - va) / max(abs(va), 1e-30)
+    worse = {"throughput": "lower throughput", "cost": "higher cost per token",
+             "time_to_train": "longer time to train", "cost_to_train": "higher cost to train"}[
+        name]
+    da, db = ea.breakdown.model_dump(), eb.breakdown.model_dump()
+    diffs = sorted(((db[k] - da[k], k) for k in _BREAKDOWN_LABELS), reverse=True)
+    reason = ""
+    if diffs and diffs[0][0] > 0:
+        d, k = diffs[0]
+        reason = f"; most of it is {_BREAKDOWN_LABELS[k]} (+{d:.3f} s per step)"
+    if name in ("cost", "cost_to_train") and eb.cost_per_hour != ea.cost_per_hour:
+        reason += f"; ${eb.cost_per_hour:,.2f}/hour against ${ea.cost_per_hour:,.2f}"
+    changed = [f"{k} {getattr(pa, k)}→{getattr(pb, k)}" for k in (
+        "pool", "tp", "pp", "dp", "cp", "ep", "micro_batch_size", "schedule", "virtual_stages",
+        "recompute", "sequence_parallel", "zero_stage", "layers_per_stage")
+        if getattr(pa, k) != getattr(pb, k)]
+    return (f"the next plan ({', '.join(changed) or 'same degrees'}) has {100 * rel:.1f}% "
+            f"{worse}{reason}")
+
+
+def explain_plans(req: SearchRequest, ranked: list[tuple[float, ParallelPlan, Estimate]],
+                  caps: dict[str, float]) -> list[Explanation]:
+    out = []
+    for i, (v, plan, est) in enumerate(ranked):
+        head, notes = binding_constraint(req, est, caps[str(plan.pool)])
+        nxt = runner_up(req, (v, plan, est), ranked[i + 1]) if i + 1 < len(ranked) else None
+        out.append(Explanation(binding_constraint=head, vs_runner_up=nxt, notes=notes))
+    return out
+
+
+def infeasibility(req: SearchRequest, summary: list[dict[str, Any]]) -> str:
+    """Why no plan qualifies, with the numbers of the closest miss."""
+    cons = req.constraints
+    model = req.model.name
+    if not summary:
+        pools = ", ".join(f"{p.name} ({p.gpu})" for p in req.cluster.pools)
+        return (f"no pool can run {model} in {req.training.precision} under the constraints "
+                f"(pools: {pools}; allowed: {cons.pools or 'all'}; fixed: {cons.fixed or 'none'})")
+    lines = []
+    fitting_costs = [s["cheapest_fitting_cost"] for s in summary
+                     if s.get("cheapest_fitting_cost") is not None]
+    if cons.max_cost_per_hour is not None and fitting_costs and min(fitting_costs) > (
+            cons.max_cost_per_hour):
+        return (f"the cheapest plan of {model} that fits costs ${min(fitting_costs):,.2f}/hour, "
+                f"over max_cost_per_hour ${cons.max_cost_per_hour:,.2f}")
+    for s in summary:
+        pool = s["pool"]
+        cap = pool.gpu_type.memory_gib * cons.max_memory_fraction
+        if s["plan"] is None:
+            lines.append(f"pool {pool.name!r}: no plan satisfies the parallelism rules with "
+                         f"fixed degrees {cons.fixed or 'none'} and at most "
+                         f"{min(pool.num_gpus, cons.max_gpus or pool.num_gpus)} GPUs")
+            continue
+        p: ParallelPlan = s["plan"]
+        lines.append(
+            f"{model} needs at least {s['peak_gib']:.1f} GiB per GPU even at tp={p.tp}, "
+            f"pp={p.pp}, dp={p.dp}, cp={p.cp}, recompute={p.recompute}, ZeRO-{p.zero_stage}, "
+            f"micro-batch {p.micro_batch_size}; pool {pool.name!r} has {pool.gpu} with "
+            f"{pool.gpu_type.memory_gib:.0f} GiB (limit {cap:.1f} GiB at max_memory_fraction "
+            f"{cons.max_memory_fraction:.2f}) and {pool.num_gpus} GPUs")
+    largest = max(p.gpu_type.memory_gib for p in req.cluster.pools)
+    return "; ".join(lines) + f". The largest GPU in the inventory has {largest:.0f} GiB."

@@ -1,0 +1,81 @@
+"""The search request: ``{model, training, cluster, objective, constraints, top_k,
+time_limit_s}`` as in the contract, plus an optional calibration profile and a seed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from costmodel.profile import CalibrationProfile
+from costmodel.specs.cluster import Cluster
+from costmodel.specs.plan import Recompute, ScheduleName
+from costmodel.specs.request import ModelField
+from costmodel.specs.training import TrainingSpec
+
+Objective = Literal["throughput", "cost", "time_to_train", "cost_to_train"]
+
+DEFAULT_MAX_MEMORY_FRACTION = 0.90
+"""Default ceiling on predicted peak memory as a fraction of device memory: the cost model's
+own allocator reserve (5%) plus a further 5% against what it does not model (framework
+workspaces that grow with shapes, memory spikes of collectives, fragmentation above the
+average). A plan predicted at 95% of an 80 GiB GPU is too close to call."""
+
+FIXABLE = ("tp", "pp", "dp", "cp", "ep", "micro_batch_size", "virtual_stages", "zero_stage")
+
+
+class Constraints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_gpus: PositiveInt | None = Field(None, description="Use at most this many GPUs.")
+    max_cost_per_hour: float | None = Field(
+        None, gt=0, description="Budget in $ per hour for the GPUs (whole nodes) a plan uses.")
+    schedules: list[ScheduleName] | None = Field(
+        None, min_length=1, description="Allowed pipeline schedules; null = all named ones.")
+    recompute: list[Recompute] | None = Field(None, min_length=1)
+    max_memory_fraction: float = Field(
+        DEFAULT_MAX_MEMORY_FRACTION, gt=0, le=1,
+        description="Predicted peak memory must stay under this fraction of each GPU's memory "
+        "(default 0.90: see solver.request.DEFAULT_MAX_MEMORY_FRACTION).")
+    pools: list[str] | None = Field(None, min_length=1, description="Pools the search may use.")
+    fixed: dict[str, PositiveInt] = Field(
+        default_factory=dict, description=f"Degrees that must take a value, e.g. {{'tp': 8}}; "
+        f"keys: {', '.join(FIXABLE)}.")
+    max_micro_batch_size: PositiveInt = Field(8, le=64)
+    max_pp: PositiveInt = Field(64, le=256)
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> Constraints:
+        unknown = sorted(set(self.fixed) - set(FIXABLE))
+        if unknown:
+            raise ValueError(f"fixed: unknown keys {unknown}; allowed: {', '.join(FIXABLE)}")
+        if "zero_stage" in self.fixed and self.fixed["zero_stage"] > 3:
+            raise ValueError("fixed: zero_stage must be 0..3")
+        return self
+
+
+class SearchRequest(ModelField):
+    """Body of ``POST /v1/searches`` and argument of :func:`solver.search`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    training: TrainingSpec
+    cluster: Cluster
+    objective: Objective = "throughput"
+    constraints: Constraints = Field(default_factory=Constraints)
+    top_k: PositiveInt = Field(5, le=50)
+    time_limit_s: float = Field(10.0, gt=0, le=600)
+    seed: int = Field(0, ge=0)
+    calibration: CalibrationProfile | None = None
+
+    @model_validator(mode="after")
+    def _needs_train_tokens(self) -> SearchRequest:
+        if self.objective in ("time_to_train", "cost_to_train") and not self.training.train_tokens:
+            raise ValueError(f"objective {self.objective!r} needs training.train_tokens")
+        if self.constraints.pools:
+            names = {p.name for p in self.cluster.pools}
+            unknown = [p for p in self.constraints.pools if p not in names]
+            if unknown:
+                raise ValueError(f"constraints.pools names unknown pools {unknown}; "
+                                 f"pools: {', '.join(sorted(names))}")
+        return self

@@ -1,0 +1,67 @@
+"""Search results; ``model_dump(mode="json")`` is the ``result`` of ``GET /v1/searches/{id}``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from costmodel.results import Estimate
+from costmodel.specs.plan import ParallelPlan
+
+OPTIMALITY_MEANING = (
+    "optimal = no plan in the enumerated space (every allowed pool, GPU count, tp, pp, dp, cp, "
+    "ep, micro-batch size, schedule and virtual stages, recompute, sequence parallelism and "
+    "ZeRO stage, with the default even layer split, within the constraints) has a better "
+    "objective under meshplan's cost model: every plan whose proven bound could beat the k-th "
+    "best was simulated (branch and bound). The finalists' layer splits are then re-balanced "
+    "with CP-SAT, which can only improve them; bound and gap refer to the even-split space.")
+
+
+class Explanation(BaseModel):
+    binding_constraint: str = Field(description="What limits this plan, in words and numbers.")
+    vs_runner_up: str | None = Field(None, description="Why the next plan ranks lower.")
+    notes: list[str] = []
+
+
+class RankedPlan(BaseModel):
+    rank: int
+    plan: ParallelPlan
+    objective_value: float
+    estimate: Estimate
+    explanation: Explanation
+
+
+class ParetoPoint(BaseModel):
+    plan: ParallelPlan
+    gpus: int
+    tokens_per_s: float
+    cost_per_million_tokens: float
+    cost_per_hour: float
+
+
+class Optimality(BaseModel):
+    status: Literal["optimal", "feasible", "infeasible"]
+    objective: str
+    value: float | None = Field(None, description="Objective of the best plan.")
+    bound: float | None = Field(None, description="Proven bound on the best achievable value.")
+    gap: float | None = Field(None, description="|value − bound| / |bound|.")
+    meaning: str = OPTIMALITY_MEANING
+
+
+class SearchStats(BaseModel):
+    candidates: int = Field(description="Plans enumerated (before validity and memory filters).")
+    valid: int
+    fitting: int
+    simulated: int
+    partitions_solved: int
+    elapsed_s: float
+    timed_out: bool
+
+
+class SearchResult(BaseModel):
+    plans: list[RankedPlan]
+    pareto: list[ParetoPoint]
+    optimality: Optimality
+    infeasible_reason: str | None = None
+    stats: SearchStats

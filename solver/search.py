@@ -1,0 +1,334 @@
+"""Plan search: exhaustive bulk enumeration, branch and bound with the exact estimate, CP-SAT
+layer partitioning of the finalists, Pareto front and explanations.
+
+1. Every pool the constraints allow is enumerated (:mod:`solver.space`) and evaluated in bulk
+   (:func:`costmodel.bulk.evaluate_bulk`); plans that break a rule, do not fit under
+   ``max_memory_fraction`` or exceed the GPU or budget limits are dropped.
+2. Each remaining plan has a proven lower bound on its step time
+   (:attr:`costmodel.bulk.BulkResult.lower_bound_s`: valid for every layer partition and
+   schedule order), hence an optimistic objective. Plans are simulated with the full
+   estimate in order of that bound; the search stops when the next bound cannot beat the k-th
+   best simulated plan — then the top k are optimal in the enumerated space under the cost
+   model — or at the time limit, with the best bound left and the gap.
+3. The finalists' layer partitions are re-balanced with CP-SAT (:mod:`solver.partition`),
+   keeping the result when the simulated estimate improves.
+
+Deterministic for a given request and seed: candidates are ordered by (bound, index) and
+CP-SAT runs single-threaded with the seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from costmodel.bulk import BulkResult, Candidates, evaluate_bulk
+from costmodel.errors import SpecError
+from costmodel.estimate import evaluate, step_time
+from costmodel.results import Estimate
+from costmodel.specs.cluster import GPUPool
+from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.request import parse
+from solver.explain import explain_plans, infeasibility
+from solver.request import SearchRequest
+from solver.results import (
+    Optimality,
+    ParetoPoint,
+    RankedPlan,
+    SearchResult,
+    SearchStats,
+)
+from solver.space import enumerate_pool
+
+BOUND_SAFETY = 1.0 - 1e-9
+"""Shave float round-off off the lower bounds so that they stay below the estimate."""
+PARETO_MAX = 12
+"""Pareto points re-evaluated with the full estimate (the rest of the front is not listed)."""
+
+
+@dataclass
+class _PoolSpace:
+    pool: GPUPool
+    cands: Candidates
+    bulk: BulkResult
+    ok: np.ndarray
+    """Indices of plans that are valid, fit and meet the constraints."""
+
+
+def _objective(name: str, tps: np.ndarray, cost_per_hour: np.ndarray,
+               train_tokens: int | None) -> np.ndarray:
+    """Objective values, all to MINIMISE (throughput is negated)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "throughput":
+            return -tps
+        if name == "cost":
+            return cost_per_hour / 3600.0 / tps * 1e6  # $ per million tokens
+        assert train_tokens is not None
+        seconds = train_tokens / tps
+        if name == "time_to_train":
+            return seconds
+        return seconds / 3600.0 * cost_per_hour  # cost_to_train in $
+
+
+def _public_value(name: str, v: float) -> float:
+    return -v if name == "throughput" else v
+
+
+def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
+    """Find the best plans (the ``POST /v1/searches`` body, as a dict or the model)."""
+    req: SearchRequest = parse(SearchRequest, request)
+    t0 = time.perf_counter()
+    deadline = t0 + req.time_limit_s
+    cons = req.constraints
+    pools = [p for p in req.cluster.pools if not cons.pools or p.name in cons.pools]
+    spaces: list[_PoolSpace] = []
+    n_cands = n_valid = n_fit = 0
+    for pool in pools:
+        if req.training.precision not in pool.gpu_type.peak_tflops:
+            continue
+        cands = enumerate_pool(req.model, req.training, pool, cons)
+        if len(cands) == 0:
+            continue
+        bulk = evaluate_bulk(req.model, req.training, pool, cands, req.calibration)
+        cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
+        fit = bulk.fits & (bulk.peak_bytes <= cap)
+        if cons.max_cost_per_hour is not None:
+            fit &= bulk.cost_per_hour <= cons.max_cost_per_hour
+        n_cands += len(cands)
+        n_valid += int(bulk.valid.sum())
+        n_fit += int(fit.sum())
+        spaces.append(_PoolSpace(pool, cands, bulk, np.flatnonzero(fit)))
+
+    objective = req.objective
+    if n_fit == 0:
+        return SearchResult(
+            plans=[], pareto=[],
+            optimality=Optimality(status="infeasible", objective=objective),
+            infeasible_reason=infeasibility(req, spaces_summary(spaces, req)),
+            stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=0, simulated=0,
+                              partitions_solved=0, elapsed_s=time.perf_counter() - t0,
+                              timed_out=False))
+
+    # ---- optimistic objectives of every fitting plan, across pools
+    opt_vals, sp_idx, c_idx = [], [], []
+    for k, sp in enumerate(spaces):
+        b = sp.bulk
+        tps_ub = req.training.tokens_per_step / (b.lower_bound_even_s[sp.ok] * BOUND_SAFETY)
+        opt_vals.append(_objective(objective, tps_ub, b.cost_per_hour[sp.ok],
+                                   req.training.train_tokens))
+        sp_idx.append(np.full(len(sp.ok), k))
+        c_idx.append(sp.ok)
+    optimistic = np.concatenate(opt_vals)
+    which = np.concatenate(sp_idx)
+    cand = np.concatenate(c_idx)
+    order = np.lexsort((np.arange(len(optimistic)), optimistic))
+
+    # ---- branch and bound over the exact (simulated) step time
+    top: list[tuple[float, int, ParallelPlan]] = []  # (value, order position, plan)
+    simulated = 0
+    timed_out = False
+    stop_bound: float | None = None
+    k_best = req.top_k
+    for pos in order:
+        bound = float(optimistic[pos])
+        if len(top) >= k_best and bound >= top[k_best - 1][0]:
+            stop_bound = bound
+            break
+        if time.perf_counter() > deadline:
+            timed_out = True
+            stop_bound = bound
+            break
+        sp = spaces[int(which[pos])]
+        i = int(cand[pos])
+        plan = sp.cands.plan(i, pool=sp.pool.name)
+        step = _step_time(req, plan)
+        simulated += 1
+        if step is None:
+            continue
+        # memory and cost are the bulk values: the same formulas as the estimate's
+        val = float(_objective(objective, np.asarray(req.training.tokens_per_step / step),
+                               np.asarray(sp.bulk.cost_per_hour[i]), req.training.train_tokens))
+        top.append((val, int(pos), plan))
+        top.sort(key=lambda t: (t[0], t[1]))
+        del top[k_best:]
+
+    # ---- CP-SAT re-partitioning of the finalists (pipeline plans only)
+    partitions = 0
+    refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
+    for val, pos, plan in top:
+        est = _estimate(req, plan)
+        if est is None or not _meets(est, req.cluster.pool(plan.pool), req):
+            continue  # cannot happen when bulk and estimate agree; kept as a guard
+        val = float(_objective(objective, np.asarray(est.tokens_per_s),
+                               np.asarray(est.cost_per_hour), req.training.train_tokens))
+        better = None
+        if plan.pp > 1 and time.perf_counter() < deadline:
+            better = _repartition(req, plan, est, deadline, req.seed)
+            partitions += 1
+        if better is not None:
+            nplan, nest = better
+            nval = float(_objective(objective, np.asarray(nest.tokens_per_s),
+                                    np.asarray(nest.cost_per_hour), req.training.train_tokens))
+            if nval < val:
+                refined.append((nval, pos, nplan, nest))
+                continue
+        refined.append((val, pos, plan, est))
+    refined.sort(key=lambda t: (t[0], t[1]))
+
+    best = refined[0][0] if refined else math.inf
+    if stop_bound is None:  # every fitting plan was simulated
+        stop_bound = best
+    status = "optimal" if (not timed_out and refined) else ("feasible" if refined else
+                                                               "infeasible")
+    # the bound covers the even-split space; a CP-SAT re-partition may beat it (gap 0 then)
+    bound = min(best, stop_bound)
+    gap = abs(best - bound) / abs(bound) if refined and bound not in (0.0, math.inf) else None
+    optimality = Optimality(
+        status=status, objective=objective,
+        value=_public_value(objective, best) if refined else None,
+        bound=_public_value(objective, bound) if refined else None,
+        gap=gap if status != "optimal" else 0.0)
+
+    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in refined], spaces_caps(spaces, req))
+    plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
+                        estimate=e, explanation=x)
+             for i, ((v, _, p, e), x) in enumerate(zip(refined, ranked, strict=True))]
+    pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
+    infeasible = None if plans else infeasibility(req, spaces_summary(spaces, req))
+    return SearchResult(
+        plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
+        stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
+                          partitions_solved=partitions, elapsed_s=time.perf_counter() - t0,
+                          timed_out=timed_out))
+
+
+def _step_time(req: SearchRequest, plan: ParallelPlan) -> float | None:
+    try:
+        return step_time(req.model, req.training, req.cluster, plan, req.calibration)
+    except SpecError:
+        return None
+
+
+def _estimate(req: SearchRequest, plan: ParallelPlan) -> Estimate | None:
+    try:
+        return evaluate(req.model, req.training, req.cluster, plan, req.calibration)
+    except SpecError:
+        return None  # the simulator's own rules (e.g. torch's micro-batch rules) reject it
+
+
+def _meets(est: Estimate, pool: GPUPool, req: SearchRequest) -> bool:
+    cons = req.constraints
+    cap = pool.gpu_type.memory_gib * cons.max_memory_fraction
+    if not est.fits or est.memory.peak_gib > cap:
+        return False
+    return cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour
+
+
+def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline: float,
+                 seed: int) -> tuple[ParallelPlan, Estimate] | None:
+    """Balance the stages with CP-SAT (vocabulary layers on the end stages make an even split
+    uneven in time; early ranks hold more in-flight activations)."""
+    from solver.partition import PartitionProblem, solve_partition
+
+    pool = req.cluster.pool(plan.pool)
+    layers = est.pipeline.layers_per_stage
+    n = len(layers)
+    ranks = [0] * n
+    for r, sm in enumerate(est.memory.per_stage):
+        for s in sm.stages:
+            ranks[s] = r
+    fwd, bi, bw = (est.pipeline.stage_forward_s, est.pipeline.stage_backward_input_s,
+                   est.pipeline.stage_backward_weight_s)
+    mid = [s for s in range(n) if 0 < s < n - 1 and layers[s] > 0] or [
+        s for s in range(n) if layers[s] > 0]
+    per_layer = min((fwd[s] + bi[s] + bw[s]) / layers[s] for s in mid)
+    if not per_layer > 0:
+        return None
+    fixed_time = [max(0.0, fwd[s] + bi[s] + bw[s] - layers[s] * per_layer) for s in range(n)]
+    gib = 2.0**30
+    cap = min(pool.gpu_type.memory_gib * req.constraints.max_memory_fraction,
+              est.memory.usable_gib) * gib
+    act, state, fixed_b = [], [], []
+    for sm in est.memory.per_stage:
+        n_l = max(1, sm.layers)
+        act.append(sm.activations_gib * gib / n_l)
+        state.append((sm.weights_gib + sm.grads_gib + sm.optimizer_gib) * gib / n_l)
+        fixed_b.append((sm.logits_gib + sm.comm_buffers_gib + sm.cuda_context_gib) * gib)
+    problem = PartitionProblem(
+        num_layers=req.model.num_hidden_layers, stage_ranks=tuple(ranks),
+        layer_time=per_layer, fixed_time=tuple(fixed_time), act_bytes_per_layer=tuple(act),
+        state_bytes_per_layer=float(min(state)), fixed_bytes=tuple(fixed_b),
+        capacity_bytes=cap)
+    budget = max(0.05, min(1.0, deadline - time.perf_counter()))
+    result = solve_partition(problem, time_limit_s=budget, seed=seed, num_workers=1)
+    if result.layers is None or list(result.layers) == list(layers):
+        return None
+    nplan = plan.model_copy(update={"layers_per_stage": list(result.layers)})
+    nest = _estimate(req, nplan)
+    if nest is None or not _meets(nest, pool, req):
+        return None
+    return nplan, nest
+
+
+def spaces_caps(spaces: list[_PoolSpace], req: SearchRequest) -> dict[str, float]:
+    return {sp.pool.name: sp.pool.gpu_type.memory_gib * req.constraints.max_memory_fraction
+            for sp in spaces}
+
+
+def spaces_summary(spaces: list[_PoolSpace], req: SearchRequest) -> list[dict[str, Any]]:
+    """Per pool: the plan with the least memory among valid ones, for infeasibility reports."""
+    out: list[dict[str, Any]] = []
+    for sp in spaces:
+        b = sp.bulk
+        valid = np.flatnonzero(b.valid)
+        if len(valid) == 0:
+            out.append({"pool": sp.pool, "plan": None, "peak_gib": None})
+            continue
+        i = int(valid[np.argmin(b.peak_bytes[valid])])
+        cheapest_fit = np.flatnonzero(b.fits & b.valid)
+        cost = float(np.min(b.cost_per_hour[cheapest_fit])) if len(cheapest_fit) else None
+        out.append({"pool": sp.pool, "plan": sp.cands.plan(i, pool=sp.pool.name),
+                    "peak_gib": float(b.peak_gib[i]), "cheapest_fitting_cost": cost})
+    return out
+
+
+def _pareto(req: SearchRequest, spaces: list[_PoolSpace], deadline: float,
+            finalists: list[tuple[ParallelPlan, Estimate]]) -> list[ParetoPoint]:
+    """Non-dominated plans in (tokens/s ↑, $ per token ↓) from the bulk values, the best
+    per GPU count re-evaluated with the full estimate (at most :data:`PARETO_MAX`)."""
+    tps = np.concatenate([sp.bulk.tokens_per_s[sp.ok] for sp in spaces])
+    cost = np.concatenate([sp.bulk.cost_per_million_tokens[sp.ok] for sp in spaces])
+    which = np.concatenate([np.full(len(sp.ok), k) for k, sp in enumerate(spaces)])
+    idx = np.concatenate([sp.ok for sp in spaces])
+    order = np.lexsort((idx, which, cost, -tps))  # by throughput down, then cost up
+    cost_sorted = cost[order]
+    prev_min = np.concatenate([[np.inf], np.minimum.accumulate(cost_sorted)[:-1]])
+    on_front = order[cost_sorted < prev_min - 1e-12]
+    front = [(float(tps[j]), float(cost[j]), int(which[j]), int(idx[j])) for j in on_front]
+    if len(front) > PARETO_MAX:
+        idx = np.linspace(0, len(front) - 1, PARETO_MAX).round().astype(int)
+        front = [front[i] for i in sorted(set(idx.tolist()))]
+    out = [ParetoPoint(plan=p, gpus=e.num_gpus, tokens_per_s=e.tokens_per_s,
+                       cost_per_million_tokens=e.cost_per_million_tokens,
+                       cost_per_hour=e.cost_per_hour) for p, e in finalists]
+    for _, _, k, i in front:
+        if time.perf_counter() > deadline:
+            break
+        sp = spaces[k]
+        plan = sp.cands.plan(i, pool=sp.pool.name)
+        est = _estimate(req, plan)
+        if est is None:
+            continue
+        out.append(ParetoPoint(plan=plan, gpus=est.num_gpus, tokens_per_s=est.tokens_per_s,
+                               cost_per_million_tokens=est.cost_per_million_tokens,
+                               cost_per_hour=est.cost_per_hour))
+    out.sort(key=lambda p: (-p.tokens_per_s, p.cost_per_million_tokens))
+    kept: list[ParetoPoint] = []
+    for q in out:  # the exact values may reorder a few points: keep the non-dominated ones
+        if not kept or q.cost_per_million_tokens < kept[-1].cost_per_million_tokens:
+            kept.append(q)
+    return kept

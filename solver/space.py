@@ -1,0 +1,101 @@
+"""The discrete search space of one pool, enumerated as candidate arrays.
+
+Degrees: tp up to the GPUs of one node (powers of two dividing heads, KV heads and FFN);
+cp ∈ {1, 2, 4, 8} where the sequence splits into 2·cp chunks; pp among the divisors of the
+layer count and the powers of two (Megatron needs L divisible by pp·v unless first/last
+stages are uneven; powers of two match node counts); dp among the divisors of the global
+batch; ep among the divisors of the expert count that divide dp·cp. Then micro-batch sizes
+dividing the per-replica batch, every (schedule, virtual stages) pair the schedules allow,
+recompute, sequence parallelism (tp > 1) and ZeRO stages (dp·cp > 1). Rules that the cost
+model checks per plan are applied afterwards, vectorized (:func:`costmodel.bulk.valid_mask`).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from costmodel.bulk import RECOMPUTES, SCHEDULE_CODES, Candidates
+from costmodel.specs.cluster import GPUPool
+from costmodel.specs.model import ModelSpec
+from costmodel.specs.training import TrainingSpec
+from solver.request import Constraints
+
+SCHEDULE_VARIANTS: tuple[tuple[str, int], ...] = (
+    ("GPipe", 1), ("1F1B", 1),
+    ("Interleaved1F1B", 2), ("Interleaved1F1B", 3), ("Interleaved1F1B", 4),
+    ("Interleaved1F1B", 6), ("Interleaved1F1B", 8),
+    ("InterleavedZeroBubble", 1), ("InterleavedZeroBubble", 2),
+    ("ZBVZeroBubble", 2), ("DualPipeV", 2),
+)
+"""(schedule, virtual stages) pairs searched when pp > 1."""
+
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def degree_tuples(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
+                  cons: Constraints) -> np.ndarray:
+    """(tp, pp, cp, dp, ep) rows that fit the pool and the fixed degrees."""
+    max_gpus = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
+    fixed = cons.fixed
+    L = model.num_hidden_layers
+    a, g, f = model.num_attention_heads, model.kv_heads, model.intermediate_size
+    tps = [t for t in (1, 2, 4, 8, 16, 32) if t <= pool.gpus_per_node and a % t == 0
+           and (g % t == 0 or t % g == 0) and f % t == 0
+           and (not model.is_moe or model.expert_ffn % t == 0)]
+    cps = [c for c in (1, 2, 4, 8) if c == 1 or training.seq_len % (2 * c) == 0]
+    pow2 = {1 << k for k in range(12)}
+    pps = sorted({p for p in range(1, min(L, cons.max_pp) + 1)
+                  if L % p == 0 or p in pow2})
+    dps = _divisors(training.global_batch_size)
+    eps = _divisors(model.num_local_experts) if model.is_moe and model.num_local_experts else [1]
+    rows = []
+    for tp, pp, cp, dp, ep in itertools.product(tps, pps, cps, dps, eps):
+        if tp * pp * cp * dp > max_gpus or (dp * cp) % ep:
+            continue
+        vals = {"tp": tp, "pp": pp, "cp": cp, "dp": dp, "ep": ep}
+        if any(k in fixed and fixed[k] != v for k, v in vals.items()):
+            continue
+        rows.append((tp, pp, cp, dp, ep))
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def enumerate_pool(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
+                   cons: Constraints) -> Candidates:
+    """Every candidate plan of ``pool`` (before the per-plan validity and memory checks)."""
+    deg = degree_tuples(model, training, pool, cons)
+    fixed = cons.fixed
+    scheds: list[str] = list(cons.schedules) if cons.schedules else list(SCHEDULE_CODES)
+    variants = [(SCHEDULE_CODES[s], v) for s, v in SCHEDULE_VARIANTS if s in scheds
+                and ("virtual_stages" not in fixed or fixed["virtual_stages"] == v)]
+    mbs = [b for b in MICRO_BATCHES if b <= cons.max_micro_batch_size
+           and ("micro_batch_size" not in fixed or fixed["micro_batch_size"] == b)]
+    allowed_rc: list[str] = list(cons.recompute) if cons.recompute else list(RECOMPUTES)
+    rcs = [RECOMPUTES.index(r) for r in allowed_rc]
+    zeros = [z for z in ZERO_STAGES if "zero_stage" not in fixed or fixed["zero_stage"] == z]
+    if len(deg) == 0 or not variants or not mbs or not zeros:
+        return Candidates.grid(tp=[], pp=[], dp=[], cp=[], ep=[], mbs=[], v=[], schedule=[],
+                               recompute=[], sp=[], zero=[])
+    # outer product of degree rows × the other axes, then the cheap structural masks
+    var = np.array(variants, dtype=np.int64)
+    axes = [np.arange(len(deg)), np.array(mbs), np.arange(len(var)), np.array(rcs),
+            np.array([False, True]), np.array(zeros)]
+    grids = np.meshgrid(*axes, indexing="ij")
+    d_i, b, v_i, rc, sp, zero = (x.ravel() for x in grids)
+    tp, pp, cp, dp, ep = (deg[d_i, k] for k in range(5))
+    sched, v = var[v_i, 0], var[v_i, 1]
+    gbs = training.global_batch_size
+    keep = (gbs % (dp * b) == 0)
+    keep &= (pp > 1) | ((sched == SCHEDULE_CODES["1F1B"]) & (v == 1))
+    keep &= ~sp | (tp > 1)
+    keep &= (tp > 1) | ~sp
+    keep &= (dp * cp > 1) | (zero == 0)
+    return Candidates(tp=tp[keep], pp=pp[keep], dp=dp[keep], cp=cp[keep], ep=ep[keep],
+                      mbs=b[keep], v=v[keep], schedule=sched[keep], recompute=rc[keep],
+                      sp=sp[keep], zero=zero[keep])
