@@ -1,8 +1,8 @@
 """The ``meshplan`` command line.
 
 ``meshplan serve`` runs the HTTP service; ``meshplan estimate FILE`` evaluates one plan
-(in-process, or against ``--server URL``); ``meshplan gpus`` and ``meshplan models`` list the
-catalog and the presets.
+(in-process, or against ``--server URL``); ``meshplan plan FILE`` searches the best plans
+(in-process); ``meshplan gpus`` and ``meshplan models`` list the catalog and the presets.
 
 Exit codes (ARCHITECTURE.md): 0 ok, 2 invalid input (each ``field: rule`` on stderr; also an
 unreadable file or malformed JSON), 3 the plan does not fit in memory (the reason on stderr),
@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--timeout", type=float, default=120.0, metavar="S",
                      help="seconds to wait for --server (default 120)")
     est.set_defaults(func=cmd_estimate)
+
+    plan = sub.add_parser(
+        "plan", help="search the best plans for a job and an inventory",
+        description="Search FILE: the JSON body of POST /v1/searches ({model, training, "
+        "cluster, objective, constraints, top_k, time_limit_s}), in-process. Exit 0 when a "
+        "plan is found, 2 on invalid input, 3 when nothing fits (the reason on stderr).")
+    plan.add_argument("file", metavar="FILE", help="request JSON file, or - for stdin")
+    plan.add_argument("--json", action="store_true", help="print the search result as JSON")
+    plan.set_defaults(func=cmd_plan)
 
     gpus = sub.add_parser("gpus", help="list the GPU catalog")
     gpus.add_argument("--json", action="store_true", help="print the catalog as JSON")
@@ -133,6 +142,42 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if not est.fits:
         for line in why_not_fits(est):
             print(line, file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import solver
+    from solver.explain import describe
+
+    data = _read_json(args.file)
+    try:
+        result = solver.search(data)
+    except SpecError as exc:
+        raise _invalid([(p.field, p.rule) for p in exc.problems]) from None
+    if args.json:
+        json.dump(result.model_dump(mode="json"), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        o = result.optimality
+        print(f"objective {o.objective}: {o.status}"
+              + (f" (value {o.value:.6g}, bound {o.bound:.6g}, gap {o.gap:.2%})"
+                 if o.value is not None and o.bound is not None and o.gap is not None else ""))
+        for rp in result.plans:
+            e = rp.estimate
+            print(f"#{rp.rank}  {describe(rp.plan)}")
+            print(f"    {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, "
+                  f"step {e.step_time_s:.3f} s,"
+                  f" peak {e.memory.peak_gib:.1f} GiB, ${e.cost_per_hour:,.2f}/hour, "
+                  f"${e.cost_per_million_tokens:.4f}/M tokens")
+            print(f"    binding: {rp.explanation.binding_constraint}")
+            if rp.explanation.vs_runner_up:
+                print(f"    vs next: {rp.explanation.vs_runner_up}")
+        s = result.stats
+        print(f"searched {s.candidates:,} plans ({s.fitting:,} fit), simulated {s.simulated}, "
+              f"{s.elapsed_s:.2f} s")
+    if not result.plans:
+        print(f"meshplan: no feasible plan: {result.infeasible_reason}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return EXIT_OK
 

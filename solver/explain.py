@@ -24,6 +24,11 @@ _BREAKDOWN_LABELS = {
 }
 
 
+_ADDITIVE = ("forward_s", "backward_input_s", "backward_weight_s", "recompute_s",
+             "pipeline_bubble_s", "dp_comm_exposed_s", "optimizer_s")
+"""Breakdown parts that sum to the step time on the critical rank."""
+
+
 def describe(plan: ParallelPlan) -> str:
     """A plan in one line."""
     sched = plan.schedule + (f"×{plan.virtual_stages}" if plan.virtual_stages > 1 else "")
@@ -93,7 +98,8 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
              "time_to_train": "longer time to train", "cost_to_train": "higher cost to train"}[
         name]
     da, db = ea.breakdown.model_dump(), eb.breakdown.model_dump()
-    diffs = sorted(((db[k] - da[k], k) for k in _BREAKDOWN_LABELS), reverse=True)
+    # only the parts that add up to the step time (communication that overlaps is inside them)
+    diffs = sorted(((db[k] - da[k], k) for k in _ADDITIVE), reverse=True)
     reason = ""
     if diffs and diffs[0][0] > 0:
         d, k = diffs[0]
@@ -102,9 +108,11 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
         reason += f"; ${eb.cost_per_hour:,.2f}/hour against ${ea.cost_per_hour:,.2f}"
     changed = [f"{k} {getattr(pa, k)}→{getattr(pb, k)}" for k in (
         "pool", "tp", "pp", "dp", "cp", "ep", "micro_batch_size", "schedule", "virtual_stages",
-        "recompute", "sequence_parallel", "zero_stage", "layers_per_stage")
+        "recompute", "sequence_parallel", "zero_stage")
         if getattr(pa, k) != getattr(pb, k)]
-    return (f"the next plan ({', '.join(changed) or 'same degrees'}) has {100 * rel:.1f}% "
+    if pa.layers_per_stage != pb.layers_per_stage:
+        changed.append("layer split")
+    return (f"the next plan ({', '.join(changed) or 'same degrees'}) has {100 * rel:.2g}% "
             f"{worse}{reason}")
 
 
@@ -142,11 +150,12 @@ def infeasibility(req: SearchRequest, summary: list[dict[str, Any]]) -> str:
                          f"{min(pool.num_gpus, cons.max_gpus or pool.num_gpus)} GPUs")
             continue
         p: ParallelPlan = s["plan"]
+        n = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
         lines.append(
-            f"{model} needs at least {s['peak_gib']:.1f} GiB per GPU even at tp={p.tp}, "
-            f"pp={p.pp}, dp={p.dp}, cp={p.cp}, recompute={p.recompute}, ZeRO-{p.zero_stage}, "
-            f"micro-batch {p.micro_batch_size}; pool {pool.name!r} has {pool.gpu} with "
-            f"{pool.gpu_type.memory_gib:.0f} GiB (limit {cap:.1f} GiB at max_memory_fraction "
-            f"{cons.max_memory_fraction:.2f}) and {pool.num_gpus} GPUs")
+            f"{model} needs at least {s['peak_gib']:.1f} GiB per GPU on the {n} GPUs of pool "
+            f"{pool.name!r}: its leanest plan is tp={p.tp}, pp={p.pp}, dp={p.dp}, cp={p.cp}, "
+            f"recompute={p.recompute}, ZeRO-{p.zero_stage}, micro-batch {p.micro_batch_size}; "
+            f"{pool.gpu} has {pool.gpu_type.memory_gib:.0f} GiB (limit {cap:.1f} GiB at "
+            f"max_memory_fraction {cons.max_memory_fraction:.2f})")
     largest = max(p.gpu_type.memory_gib for p in req.cluster.pools)
     return "; ".join(lines) + f". The largest GPU in the inventory has {largest:.0f} GiB."

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from costmodel.errors import ProblemCollector
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import Cluster
 from costmodel.specs.plan import Recompute, ScheduleName
@@ -70,12 +71,14 @@ class SearchRequest(ModelField):
 
     @model_validator(mode="after")
     def _needs_train_tokens(self) -> SearchRequest:
-        if self.objective in ("time_to_train", "cost_to_train") and not self.training.train_tokens:
-            raise ValueError(f"objective {self.objective!r} needs training.train_tokens")
+        c = ProblemCollector()
+        if self.objective in ("time_to_train", "cost_to_train"):
+            c.check(bool(self.training.train_tokens), "training.train_tokens",
+                    f"objective {self.objective!r} needs the tokens of the whole run")
         if self.constraints.pools:
             names = {p.name for p in self.cluster.pools}
             unknown = [p for p in self.constraints.pools if p not in names]
-            if unknown:
-                raise ValueError(f"constraints.pools names unknown pools {unknown}; "
-                                 f"pools: {', '.join(sorted(names))}")
+            c.check(not unknown, "constraints.pools",
+                    f"unknown pools {unknown}; pools: {', '.join(sorted(names))}")
+        c.raise_if_any()
         return self
