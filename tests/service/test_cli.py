@@ -174,7 +174,7 @@ def test_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == preset_names()
 
 
-@pytest.mark.parametrize("command", ["plan", "worker", "launch", "db"])
+@pytest.mark.parametrize("command", ["worker", "launch", "db"])
 def test_commands_of_later_versions_are_not_offered(command: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -283,3 +283,39 @@ def test_unreachable_server_exits_1(request_file: Path, capsys: pytest.CaptureFi
     url = f"http://127.0.0.1:{_free_port()}"
     assert main(["estimate", str(request_file), "--server", url, "--timeout", "5"]) == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+SMALL_SEARCH = {"model": {"preset": "llama3-8b"},
+                "training": {"global_batch_size": 64, "seq_len": 4096},
+                "cluster": {"pools": [{"name": "h100", "gpu": "H100", "nodes": 2,
+                                       "price_per_gpu_hour": 2.0}]},
+                "top_k": 2, "time_limit_s": 20}
+
+
+def test_plan_finds_plans_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(SMALL_SEARCH))
+    assert main(["plan", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["optimality"]["status"] == "optimal"
+    assert len(result["plans"]) == 2
+    assert result["plans"][0]["estimate"]["fits"] is True
+
+
+def test_plan_nothing_fits_exits_3_with_the_reason(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    req = {**SMALL_SEARCH, "model": {"preset": "llama3-405b"},
+           "cluster": {"pools": [{"name": "l4", "gpu": "L4", "nodes": 1}]}}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(req))
+    assert main(["plan", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert "needs at least" in err and "GiB" in err
+
+
+def test_plan_invalid_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = {**SMALL_SEARCH, "objective": "cost_to_train"}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(req))
+    assert main(["plan", str(path)]) == 2
+    assert "training.train_tokens" in capsys.readouterr().err
