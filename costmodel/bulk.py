@@ -141,12 +141,6 @@ class BulkResult:
     cost_per_million_tokens: np.ndarray
     pipeline_s: np.ndarray
     dp_exposed_s: np.ndarray
-    busy_s: np.ndarray
-    """The busiest rank's work per step (m × its per-micro-batch time): the simulated makespan
-    of the same plan cannot be shorter."""
-    serial_s: np.ndarray
-    """Work after the pipeline drains: exposed data-parallel communication, optimizer step and
-    tied-embedding reduction."""
     lower_bound_s: np.ndarray
     """A step time no layer partition, schedule or overlap of this plan's degrees can beat:
     the average rank's work m·Σ/pp (the busiest rank does at least that), plus the optimizer
@@ -406,7 +400,6 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     return BulkResult(valid=valid, step_time_s=step, tokens_per_s=tps, mfu=mfu,
                       peak_bytes=peak, fits=fits & valid, cost_per_hour=price,
                       cost_per_million_tokens=cost_m, pipeline_s=pipe, dp_exposed_s=dp_exp,
-                      busy_s=np.where(valid, m * t_rank, np.inf), serial_s=serial,
                       lower_bound_s=np.where(valid, lower, np.inf),
                       lower_bound_even_s=np.where(valid, lower_even, np.inf),
                       usable_bytes=usable)

@@ -429,7 +429,7 @@ class _Evaluation:
                     tot += self.n_moe[j] * _f(getattr(self.moe, attr))
             return tot * m
 
-        pp_comm = 0.0
+        pp_comm = float(sum(extra["vocab"][j] for j in mine))  # vocabulary-split broadcast
         for j in range(len(p2p)):
             if self.ranks[j] == br or self.ranks[j + 1] == br:
                 pp_comm += p2p[j]

@@ -4,9 +4,9 @@ layer partitioning of the finalists, Pareto front and explanations.
 1. Every pool the constraints allow is enumerated (:mod:`solver.space`) and evaluated in bulk
    (:func:`costmodel.bulk.evaluate_bulk`); plans that break a rule, do not fit under
    ``max_memory_fraction`` or exceed the GPU or budget limits are dropped.
-2. Each remaining plan has a proven lower bound on its step time
-   (:attr:`costmodel.bulk.BulkResult.lower_bound_s`: valid for every layer partition and
-   schedule order), hence an optimistic objective. Plans are simulated with the full
+2. Each remaining plan has a proven lower bound on its step time with the even layer split
+   (:attr:`costmodel.bulk.BulkResult.lower_bound_even_s`: valid for every schedule order),
+   hence an optimistic objective. Plans are simulated with the full
    estimate in order of that bound; the search stops when the next bound cannot beat the k-th
    best simulated plan — then the top k are optimal in the enumerated space under the cost
    model — or at the time limit, with the best bound left and the gap.
