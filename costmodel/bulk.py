@@ -30,6 +30,7 @@ from costmodel.data_parallel import (
     dp_comm,
     grad_comm_bytes,
     optimizer_time,
+    zero3_exposure_floor,
     zero3_per_microbatch,
 )
 from costmodel.flops import model_flops_per_token
@@ -271,7 +272,11 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
 
     # ZeRO-3: per micro-batch gathers / reduce-scatters folded into the rank time
     lp_dense, lp_moe_shared, lp_routed = (float(x) for x in model.block_param_split())
-    per_layer_params = (n_dense * lp_dense + n_moe * (lp_moe_shared + lp_routed / ep)) / L / tp
+    # routed experts shard over ep as well and reduce over dp·cp/ep ranks: kept apart
+    per_layer_dense = (n_dense * lp_dense + n_moe * lp_moe_shared) / L / tp
+    per_layer_expert = n_moe * lp_routed / L / (tp * ep)
+    per_layer_params = per_layer_dense + per_layer_expert
+    expert_share = per_layer_expert / np.maximum(per_layer_params, 1e-30)
     emb_params = model.embedding_params() / tp
     out_params = model.output_params() / tp + np.where(
         (pp > 1) & model.tie_word_embeddings, model.vocab_size * model.hidden_size / tp, 0.0)
@@ -281,6 +286,9 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     rank_params = np.where(single, L * per_layer_params + emb_params + out_params,
                            np.maximum(np.maximum(first_params, np.where(vshape, 0.0, last_params)),
                                       mid_layers * per_layer_params))
+    # the busiest rank's time without ZeRO-3 exposure, for the lower bounds: the estimate may
+    # hide the gathers behind more compute (the vocabulary layers), exposure is never negative
+    t_rank_base = t_rank
     is_z3 = zero >= 3
     if np.any(is_z3):
         # per chunk, as the estimate does per stage: each chunk's first gather and last
@@ -320,11 +328,11 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # data parallel, optimizer, tied embeddings
     window_f = t_rank * lf / np.maximum(lf + li + lw, 1e-30)
     window_b = t_rank - window_f
-    _, dp_exp = dp_comm(rank_params * (1 - 0.0), np.zeros_like(rank_params), zero, dp, cp, ep,
-                        tp, window_f, window_b, np.asarray(overlap), np.asarray(overlap),
-                        training.precision, dev)
-    opt = optimizer_time(rank_params, np.zeros_like(rank_params), zero, dp, cp, ep,
-                         training.optimizer, dev)
+    rank_expert = rank_params * expert_share
+    rank_dense = rank_params - rank_expert
+    _, dp_exp = dp_comm(rank_dense, rank_expert, zero, dp, cp, ep, tp, window_f, window_b,
+                        np.asarray(overlap), np.asarray(overlap), training.precision, dev)
+    opt = optimizer_time(rank_dense, rank_expert, zero, dp, cp, ep, training.optimizer, dev)
     tied = np.where(
         (pp > 1) & model.tie_word_embeddings,
         collective_time("all_reduce", 2.0, model.vocab_size * model.hidden_size / tp
@@ -332,18 +340,20 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     serial = dp_exp + opt + tied
     step = pipe + serial
     # lower bound for branch and bound (see BulkResult.lower_bound_s)
-    avg_params = (L * per_layer_params + emb_params + model.output_params() / tp) / pp
-    inf = np.full_like(avg_params, np.inf)
-    _, last_bucket = dp_comm(avg_params, np.zeros_like(avg_params), zero, dp, cp, ep, tp, inf,
-                             inf, np.asarray(True), np.asarray(True), training.precision, dev)
-    opt_lb = optimizer_time(avg_params, np.zeros_like(avg_params), zero, dp, cp, ep,
-                            training.optimizer, dev)
+    avg_expert = L * per_layer_expert / pp
+    avg_dense = (L * per_layer_dense + emb_params + model.output_params() / tp) / pp
+    inf = np.full_like(avg_dense, np.inf)
+    _, last_bucket = dp_comm(avg_dense, avg_expert, zero, dp, cp, ep, tp, inf, inf,
+                             np.asarray(True), np.asarray(True), training.precision, dev)
+    opt_lb = optimizer_time(avg_dense, avg_expert, zero, dp, cp, ep, training.optimizer, dev)
     serial_lb = opt_lb + np.where(zero >= 3, 0.0, last_bucket)
     lower = m * sum_ranks / pp + serial_lb
     chunk_layers = np.floor(base / v)
     fill = np.where(single, 0.0, edge.embed_fwd + p1 * chunk_layers * lf)
     t_last_rank = np.where(vshape, last_layers * per_layer_t, t_last)
-    lower_even = np.maximum(m * t_rank, fill + m * t_last_rank) + serial_lb
+    z3_floor = np.where(is_z3, m * v * zero3_exposure_floor(
+        per_layer_params, dp * cp, tp, training.precision, dev), 0.0)
+    lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
 
     # memory: the first rank (most in-flight micro-batches) and the last (logits)
     act_layer = np.asarray(sum(w * block_activation_bytes(model, ush, moe)
@@ -378,13 +388,15 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     d_dense = dp * cp
     d_exp = np.maximum(1.0, dp * cp / ep)
 
-    def states(params: np.ndarray) -> np.ndarray:
-        st = state_bytes(params, np.zeros_like(params), zero, d_dense, d_exp,
+    def states(params: np.ndarray, layers: np.ndarray) -> np.ndarray:
+        expert = layers * per_layer_expert
+        st = state_bytes(params - expert, expert, zero, d_dense, d_exp,
                          training.optimizer, training.precision, gathered)
         return st.weights + st.grads + st.optimizer
 
-    peak_first = states(np.where(single, rank_params, first_params)) + act_first
-    peak_last = np.where(single | vshape, 0.0, states(last_params) + act_last)
+    peak_first = states(np.where(single, rank_params, first_params),
+                        np.where(single, L, first_layers)) + act_first
+    peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
     peak = np.maximum(peak_first, peak_last) + over
     usable = usable_bytes(dev.memory_bytes, prof)
     fits = peak <= usable

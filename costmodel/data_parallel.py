@@ -95,6 +95,23 @@ def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarr
             np.where(on, ag + rs, z))
 
 
+def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
+                         precision: str, dev: Device) -> np.ndarray:
+    """A floor under :func:`zero3_per_microbatch`'s exposure of one stage and micro-batch: the
+    first block's gather and the last block's reduce-scatter are never hidden, and each takes
+    at least the bandwidth time of one block's parameters. Collective time is affine in the
+    message size, so that marginal time is ``t(2p) − t(p)`` (no latency term); a stage's
+    ``t(P)/n`` with P ≥ n·p is at least that. For lower bounds in the search."""
+    k = members_per_node(tp, group, dev.gpus_per_node)
+    p = layer_params
+    ag = (collective_time("all_gather", group, 2 * p * ELEM, k, dev)
+          - collective_time("all_gather", group, p * ELEM, k, dev))
+    gb = grad_comm_bytes(precision)
+    rs = (collective_time("reduce_scatter", group, 2 * p * gb, k, dev)
+          - collective_time("reduce_scatter", group, p * gb, k, dev))
+    return np.where(group > 1, np.maximum(ag, 0.0) + np.maximum(rs, 0.0), 0.0)
+
+
 def optimizer_time(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
                    dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, optimizer: str,
                    dev: Device) -> np.ndarray:

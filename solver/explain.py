@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from costmodel.results import Estimate
@@ -126,15 +127,14 @@ def explain_plans(req: SearchRequest, ranked: list[tuple[float, ParallelPlan, Es
     return out
 
 
-def infeasibility(req: SearchRequest, summary: list[dict[str, Any]]) -> str:
+def infeasibility(req: SearchRequest, summary: list[dict[str, Any]],
+                  empty: Sequence[tuple[Any, str]] = ()) -> str:
     """Why no plan qualifies, with the numbers of the closest miss."""
     cons = req.constraints
     model = req.model.name
+    lines = [f"pool {pool.name!r}: {why}" for pool, why in empty]
     if not summary:
-        pools = ", ".join(f"{p.name} ({p.gpu})" for p in req.cluster.pools)
-        return (f"no pool can run {model} in {req.training.precision} under the constraints "
-                f"(pools: {pools}; allowed: {cons.pools or 'all'}; fixed: {cons.fixed or 'none'})")
-    lines = []
+        return f"no pool can run {model}: " + "; ".join(lines) + "."
     fitting_costs = [s["cheapest_fitting_cost"] for s in summary
                      if s.get("cheapest_fitting_cost") is not None]
     if cons.max_cost_per_hour is not None and fitting_costs and min(fitting_costs) > (

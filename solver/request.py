@@ -30,9 +30,10 @@ class Constraints(BaseModel):
 
     max_gpus: PositiveInt | None = Field(None, description="Use at most this many GPUs.")
     max_cost_per_hour: float | None = Field(
-        None, gt=0, description="Budget in $ per hour for the GPUs (whole nodes) a plan uses.")
+        None, gt=0, description="Budget in $ per hour: price per GPU-hour × the GPUs a plan uses.")
     schedules: list[ScheduleName] | None = Field(
-        None, min_length=1, description="Allowed pipeline schedules; null = all named ones.")
+        None, min_length=1, description="Allowed pipeline schedules; null = all named ones. "
+        "Plans without pipelining (pp = 1) are always allowed.")
     recompute: list[Recompute] | None = Field(None, min_length=1)
     max_memory_fraction: float = Field(
         DEFAULT_MAX_MEMORY_FRACTION, gt=0, le=1,

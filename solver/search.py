@@ -87,11 +87,16 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     pools = [p for p in req.cluster.pools if not cons.pools or p.name in cons.pools]
     spaces: list[_PoolSpace] = []
     n_cands = n_valid = n_fit = 0
+    empty: list[tuple[GPUPool, str]] = []
     for pool in pools:
         if req.training.precision not in pool.gpu_type.peak_tflops:
+            empty.append((pool, f"{pool.gpu} has no {req.training.precision} tensor cores"))
             continue
         cands = enumerate_pool(req.model, req.training, pool, cons)
         if len(cands) == 0:
+            limit = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
+            empty.append((pool, f"no combination of degrees satisfies the parallelism rules "
+                                f"with fixed {cons.fixed or 'nothing'} on at most {limit} GPUs"))
             continue
         bulk = evaluate_bulk(req.model, req.training, pool, cands, req.calibration)
         cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
@@ -108,7 +113,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         return SearchResult(
             plans=[], pareto=[],
             optimality=Optimality(status="infeasible", objective=objective),
-            infeasible_reason=infeasibility(req, spaces_summary(spaces, req)),
+            infeasible_reason=infeasibility(req, spaces_summary(spaces, req), empty),
             stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=0, simulated=0,
                               partitions_solved=0, elapsed_s=time.perf_counter() - t0,
                               timed_out=False))
@@ -128,7 +133,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     order = np.lexsort((np.arange(len(optimistic)), optimistic))
 
     # ---- branch and bound over the exact (simulated) step time
-    top: list[tuple[float, int, ParallelPlan]] = []  # (value, order position, plan)
+    top: list[tuple[float, int, ParallelPlan, Estimate]] = []  # (value, position, plan, est)
     simulated = 0
     timed_out = False
     stop_bound: float | None = None
@@ -138,7 +143,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         if len(top) >= k_best and bound >= top[k_best - 1][0]:
             stop_bound = bound
             break
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline and top:
             timed_out = True
             stop_bound = bound
             break
@@ -149,20 +154,22 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         simulated += 1
         if step is None:
             continue
-        # memory and cost are the bulk values: the same formulas as the estimate's
         val = float(_objective(objective, np.asarray(req.training.tokens_per_step / step),
                                np.asarray(sp.bulk.cost_per_hour[i]), req.training.train_tokens))
-        top.append((val, int(pos), plan))
+        if len(top) >= k_best and val >= top[k_best - 1][0]:
+            continue
+        # entering the top k: confirm with the full estimate (memory per rank, cost)
+        est = _estimate(req, plan)
+        if est is None or not _meets(est, sp.pool, req):
+            continue
+        top.append((val, int(pos), plan, est))
         top.sort(key=lambda t: (t[0], t[1]))
         del top[k_best:]
 
     # ---- CP-SAT re-partitioning of the finalists (pipeline plans only)
     partitions = 0
     refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
-    for val, pos, plan in top:
-        est = _estimate(req, plan)
-        if est is None or not _meets(est, req.cluster.pool(plan.pool), req):
-            continue  # cannot happen when bulk and estimate agree; kept as a guard
+    for val, pos, plan, est in top:
         val = float(_objective(objective, np.asarray(est.tokens_per_s),
                                np.asarray(est.cost_per_hour), req.training.train_tokens))
         better = None
@@ -198,7 +205,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
                         estimate=e, explanation=x)
              for i, ((v, _, p, e), x) in enumerate(zip(refined, ranked, strict=True))]
     pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
-    infeasible = None if plans else infeasibility(req, spaces_summary(spaces, req))
+    infeasible = None if plans else infeasibility(req, spaces_summary(spaces, req), empty)
     return SearchResult(
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
         stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
@@ -321,7 +328,7 @@ def _pareto(req: SearchRequest, spaces: list[_PoolSpace], deadline: float,
         sp = spaces[k]
         plan = sp.cands.plan(i, pool=sp.pool.name)
         est = _estimate(req, plan)
-        if est is None:
+        if est is None or not _meets(est, sp.pool, req):
             continue
         out.append(ParetoPoint(plan=plan, gpus=est.num_gpus, tokens_per_s=est.tokens_per_s,
                                cost_per_million_tokens=est.cost_per_million_tokens,

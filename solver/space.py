@@ -74,6 +74,10 @@ def enumerate_pool(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
     scheds: list[str] = list(cons.schedules) if cons.schedules else list(SCHEDULE_CODES)
     variants = [(SCHEDULE_CODES[s], v) for s, v in SCHEDULE_VARIANTS if s in scheds
                 and ("virtual_stages" not in fixed or fixed["virtual_stages"] == v)]
+    # a plan without pipelining has no schedule to restrict: pp = 1 is always "1F1B"
+    trivial = (SCHEDULE_CODES["1F1B"], 1)
+    if trivial not in variants and fixed.get("virtual_stages", 1) == 1:
+        variants.append(trivial)
     mbs = [b for b in MICRO_BATCHES if b <= cons.max_micro_batch_size
            and ("micro_batch_size" not in fixed or fixed["micro_batch_size"] == b)]
     allowed_rc: list[str] = list(cons.recompute) if cons.recompute else list(RECOMPUTES)
@@ -93,6 +97,8 @@ def enumerate_pool(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
     gbs = training.global_batch_size
     keep = (gbs % (dp * b) == 0)
     keep &= (pp > 1) | ((sched == SCHEDULE_CODES["1F1B"]) & (v == 1))
+    if "1F1B" not in scheds:  # 1F1B was added for pp = 1 only
+        keep &= (pp == 1) | (sched != SCHEDULE_CODES["1F1B"])
     keep &= ~sp | (tp > 1)
     keep &= (tp > 1) | ~sp
     keep &= (dp * cp > 1) | (zero == 0)
