@@ -333,7 +333,9 @@ def _prepare(problem: PlacementProblem) -> _PlacementData:
     np.fill_diagonal(link, -np.inf)
     values = np.unique(link[np.triu_indices(n, 1)]) if n > 1 else np.empty(0)
     top = float(values[-1]) if len(values) else 0.0
-    unit = top / WEIGHT_RESOLUTION if top > 0 else 1.0
+    unit = top / WEIGHT_RESOLUTION
+    if not unit > 0:                # no positive link, or one so small the step underflows
+        unit = 1.0
     weights = np.rint(np.where(np.isfinite(link), link, 0.0) / unit).astype(np.int64)
     pairs = tuple(communicating_pairs(problem))
     u = problem.n_positions
