@@ -284,14 +284,27 @@ class _Evaluation:
         return total
 
     # ------------------------------------------------------------------ p2p per boundary
+    def _rank_nodes(self, rank: int) -> list[int]:
+        """Nodes (pool indices) hosting pipeline rank ``rank``, in GPU order (plan.node_order,
+        or index order; Megatron's rank order puts pp outermost)."""
+        c = self.c
+        gpn = c.pool.gpus_per_node
+        stride = c.plan.tp * c.plan.cp * c.plan.dp
+        order = c.plan.node_order
+        if stride >= gpn:
+            k = stride // gpn if stride % gpn == 0 else -(-stride // gpn)
+            idx = [rank * k + i for i in range(k)]
+        else:
+            idx = [rank * stride // gpn]
+        return [order[i] if order is not None and i < len(order) else i for i in idx]
+
     def _p2p(self) -> np.ndarray:
         """Send/recv time per stage boundary: NVLink inside a node, else the NIC or, where the
-        cluster gives a measured node-to-node bandwidth matrix, the measured pair rate (ranks
-        are placed in Megatron's order, pipeline outermost)."""
+        cluster gives a measured node-to-node bandwidth matrix, the slowest measured link
+        between the two stages' nodes (the slower direction of each pair), capped by the NIC.
+        Nodes come from ``plan.node_order`` (or index order), pipeline outermost."""
         c = self.c
         n = len(self.layers)
-        stride = c.plan.tp * c.plan.cp * c.plan.dp
-        gpn = c.pool.gpus_per_node
         nbytes = c.shard.tokens * self._h() * ELEM / c.plan.tp  # Megatron scatter/gather
         matrix = c.cluster.node_bandwidth_Gbps
         offset = 0
@@ -299,6 +312,7 @@ class _Evaluation:
             if p.name == c.pool.name:
                 break
             offset += p.nodes
+        gpn = c.pool.gpus_per_node
         out = np.zeros(max(n - 1, 0))
         gather = 0.0
         if not c.plan.sequence_parallel and c.plan.tp > 1:
@@ -309,12 +323,13 @@ class _Evaluation:
             ra, rb = self.ranks[j], self.ranks[j + 1]
             if ra == rb:
                 continue
-            na, nb = (ra * stride) // gpn, (rb * stride) // gpn
+            na, nb = self._rank_nodes(ra), self._rank_nodes(rb)
             same = na == nb
             nic = None
             if matrix is not None and not same:
-                # measured node-to-node rate (Pipette-style), capped by the NIC
-                measured = matrix[offset + na][offset + nb] / 8 * 1e9
+                links = [min(matrix[offset + a][offset + b], matrix[offset + b][offset + a])
+                         for a, b in zip(na, nb, strict=True)]
+                measured = min(links) / 8 * 1e9
                 nic = min(c.dev.nic, measured) if measured > 0 else c.dev.nic
             key = (same, nic)
             if key not in memo:

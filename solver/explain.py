@@ -44,6 +44,8 @@ def describe(plan: ParallelPlan) -> str:
         parts.append("SP")
     if plan.layers_per_stage is not None:
         parts.append(f"layers {plan.layers_per_stage}")
+    if plan.node_order is not None:
+        parts.append(f"nodes {plan.node_order}")
     return f"{plan.pool}: " + " ".join(parts)
 
 
@@ -113,6 +115,8 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
         if getattr(pa, k) != getattr(pb, k)]
     if pa.layers_per_stage != pb.layers_per_stage:
         changed.append("layer split")
+    if pa.node_order != pb.node_order:
+        changed.append("node placement")
     return (f"the next plan ({', '.join(changed) or 'same degrees'}) has {100 * rel:.2g}% "
             f"{worse}{reason}")
 

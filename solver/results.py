@@ -55,6 +55,7 @@ class SearchStats(BaseModel):
     fitting: int
     simulated: int
     partitions_solved: int
+    placements_solved: int = 0
     elapsed_s: float
     timed_out: bool
 

@@ -167,7 +167,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         del top[k_best:]
 
     # ---- CP-SAT re-partitioning of the finalists (pipeline plans only)
-    partitions = 0
+    partitions = placements = 0
     refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
     for val, pos, plan, est in top:
         val = float(_objective(objective, np.asarray(est.tokens_per_s),
@@ -181,8 +181,18 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
             nval = float(_objective(objective, np.asarray(nest.tokens_per_s),
                                     np.asarray(nest.cost_per_hour), req.training.train_tokens))
             if nval < val:
-                refined.append((nval, pos, nplan, nest))
-                continue
+                val, plan, est = nval, nplan, nest
+        if (plan.pp > 1 and req.cluster.node_bandwidth_Gbps is not None
+                and time.perf_counter() < deadline):
+            placed = _place(req, plan, deadline, req.seed)
+            placements += 1
+            if placed is not None:
+                pplan, pest = placed
+                pval = float(_objective(objective, np.asarray(pest.tokens_per_s),
+                                        np.asarray(pest.cost_per_hour),
+                                        req.training.train_tokens))
+                if pval < val:
+                    val, plan, est = pval, pplan, pest
         refined.append((val, pos, plan, est))
     refined.sort(key=lambda t: (t[0], t[1]))
 
@@ -209,8 +219,8 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     return SearchResult(
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
         stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
-                          partitions_solved=partitions, elapsed_s=time.perf_counter() - t0,
-                          timed_out=timed_out))
+                          partitions_solved=partitions, placements_solved=placements,
+                          elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
 
 
 def _step_time(req: SearchRequest, plan: ParallelPlan) -> float | None:
@@ -275,6 +285,38 @@ def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline
     if result.layers is None or list(result.layers) == list(layers):
         return None
     nplan = plan.model_copy(update={"layers_per_stage": list(result.layers)})
+    nest = _estimate(req, nplan)
+    if nest is None or not _meets(nest, pool, req):
+        return None
+    return nplan, nest
+
+
+def _place(req: SearchRequest, plan: ParallelPlan, deadline: float, seed: int
+           ) -> tuple[ParallelPlan, Estimate] | None:
+    """Put the pipeline on the pool's best-connected nodes (measured matrix, Pipette-style):
+    maximise the slowest link between consecutive stages (:mod:`solver.placement`)."""
+    from solver.placement import PlacementProblem, solve_placement
+
+    matrix = req.cluster.node_bandwidth_Gbps
+    assert matrix is not None
+    pool = req.cluster.pool(plan.pool)
+    offset = 0
+    for p in req.cluster.pools:
+        if p.name == pool.name:
+            break
+        offset += p.nodes
+    sub_matrix = [row[offset:offset + pool.nodes] for row in matrix[offset:offset + pool.nodes]]
+    try:
+        problem = PlacementProblem(bandwidth_Gbps=tuple(tuple(r) for r in sub_matrix),
+                                   pp=plan.pp, stride=plan.tp * plan.cp * plan.dp,
+                                   gpus_per_node=pool.gpus_per_node)
+    except ValueError:
+        return None  # a layout placement cannot express (stages neither fill nor share nodes)
+    budget = max(0.05, min(2.0, deadline - time.perf_counter()))
+    result = solve_placement(problem, time_limit_s=budget, seed=seed, num_workers=1)
+    if result.nodes is None or list(result.nodes) == list(range(len(result.nodes))):
+        return None
+    nplan = plan.model_copy(update={"node_order": list(result.nodes)})
     nest = _estimate(req, nplan)
     if nest is None or not _meets(nest, pool, req):
         return None

@@ -43,6 +43,11 @@ class ParallelPlan(BaseModel):
     overlap_grad_reduce: bool = Field(True, description="Megatron --overlap-grad-reduce.")
     overlap_param_gather: bool = Field(True, description="Megatron --overlap-param-gather.")
     tp_comm_overlap: bool = Field(False, description="Megatron/TE --tp-comm-overlap.")
+    node_order: list[int] | None = Field(
+        None, description="Nodes of the pool (0-based, in the pool's part of the cluster's "
+        "node_bandwidth_Gbps) that host the pipeline in order: with k = tp·cp·dp/gpus_per_node "
+        "nodes per stage, entry s·k+i is node i of stage s; when g stages share a node, entry "
+        "u hosts stages u·g … u·g+g−1. null = nodes in index order.")
     zero3_unit: Literal["block", "module"] = Field(
         "block", description="What ZeRO-3 gathers at once: a transformer block (FSDP2 as "
         "torchtitan wraps it) or one submodule such as a Linear (DeepSpeed ZeRO-3).")

@@ -171,6 +171,18 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
                 f"ep={plan.ep}")
         c.check((plan.dp * plan.cp) % plan.ep == 0, "plan.ep",
                 f"ep={plan.ep} must divide dp·cp = {plan.dp * plan.cp}")
+    if plan.node_order is not None:
+        units = pipeline_node_units(plan, pool.gpus_per_node)
+        order = plan.node_order
+        if units is None:
+            c.add("plan.node_order", f"tp·cp·dp = {plan.tp * plan.cp * plan.dp} GPUs per stage "
+                  f"neither fill whole nodes of {pool.gpus_per_node} GPUs nor share them evenly")
+        else:
+            c.check(len(order) == units, "plan.node_order",
+                    f"needs {units} entries (one per node the pipeline occupies), got {len(order)}")
+            c.check(len(set(order)) == len(order), "plan.node_order", "nodes must be distinct")
+            c.check(all(0 <= n < pool.nodes for n in order), "plan.node_order",
+                    f"nodes must be in 0..{pool.nodes - 1} (pool {pool.name!r})")
     c.check(plan.num_gpus <= pool.num_gpus, "plan",
             f"tp·pp·dp·cp = {plan.num_gpus} GPUs exceed pool {pool.name!r} with "
             f"{pool.num_gpus}")
@@ -188,6 +200,19 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
               "use a named schedule")
     c.raise_if_any()
     return pool
+
+
+def pipeline_node_units(plan: ParallelPlan, gpus_per_node: int) -> int | None:
+    """Nodes a plan's pipeline occupies in Megatron's rank order (pp outermost): pp·k when
+    each stage fills k whole nodes, ceil(pp/g) when g stages share a node; None when the
+    stage size does neither."""
+    stride = plan.tp * plan.cp * plan.dp
+    if stride % gpus_per_node == 0:
+        return plan.pp * (stride // gpus_per_node)
+    if gpus_per_node % stride == 0:
+        g = gpus_per_node // stride
+        return -(-plan.pp // g)
+    return None
 
 
 def num_microbatches(training: TrainingSpec, plan: ParallelPlan) -> int:
