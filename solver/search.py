@@ -166,33 +166,28 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         top.sort(key=lambda t: (t[0], t[1]))
         del top[k_best:]
 
-    # ---- CP-SAT re-partitioning of the finalists (pipeline plans only)
+    # ---- finalists: CP-SAT layer re-partition, then node placement on measured links
+    def value_of(est: Estimate) -> float:
+        return float(_objective(objective, np.asarray(est.tokens_per_s),
+                                np.asarray(est.cost_per_hour), req.training.train_tokens))
+
     partitions = placements = 0
     refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
-    for val, pos, plan, est in top:
-        val = float(_objective(objective, np.asarray(est.tokens_per_s),
-                               np.asarray(est.cost_per_hour), req.training.train_tokens))
-        better = None
+    for _, pos, plan, est in top:
+        val = value_of(est)
         if plan.pp > 1 and time.perf_counter() < deadline:
-            better = _repartition(req, plan, est, deadline, req.seed)
             partitions += 1
-        if better is not None:
-            nplan, nest = better
-            nval = float(_objective(objective, np.asarray(nest.tokens_per_s),
-                                    np.asarray(nest.cost_per_hour), req.training.train_tokens))
-            if nval < val:
-                val, plan, est = nval, nplan, nest
+            better = _repartition(req, plan, est, deadline, req.seed)
+            if better is not None and value_of(better[1]) < val:
+                plan, est = better
+                val = value_of(est)
         if (plan.pp > 1 and req.cluster.node_bandwidth_Gbps is not None
                 and time.perf_counter() < deadline):
-            placed = _place(req, plan, deadline, req.seed)
             placements += 1
-            if placed is not None:
-                pplan, pest = placed
-                pval = float(_objective(objective, np.asarray(pest.tokens_per_s),
-                                        np.asarray(pest.cost_per_hour),
-                                        req.training.train_tokens))
-                if pval < val:
-                    val, plan, est = pval, pplan, pest
+            placed = _place(req, plan, deadline, req.seed)
+            if placed is not None and value_of(placed[1]) < val:
+                plan, est = placed
+                val = value_of(est)
         refined.append((val, pos, plan, est))
     refined.sort(key=lambda t: (t[0], t[1]))
 
