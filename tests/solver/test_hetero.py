@@ -1,0 +1,135 @@
+"""CP-SAT assignment of pipeline stages to GPU pools against brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solver.hetero import HeteroProblem, solve_hetero, stage_times
+
+GIB = 2.0**30
+
+
+def _problem(**kw: object) -> HeteroProblem:
+    base: dict[str, object] = dict(
+        num_layers=8, pp=4, gpus_per_stage=8, pools=("fast", "slow"), pool_gpus=(16, 32),
+        layer_time=(1.0, 2.0), first_time=(0.1, 0.2), last_time=(0.5, 1.0),
+        layer_bytes=((GIB,) * 4, (GIB,) * 4), fixed_bytes=((GIB,) * 4, (GIB,) * 4),
+        capacity_bytes=(80 * GIB, 80 * GIB))
+    base.update(kw)
+    return HeteroProblem(**base)  # type: ignore[arg-type]
+
+
+def _compositions(n: int, k: int) -> list[tuple[int, ...]]:
+    """Every way to write n as k positive parts (cut points between 1 and n−1)."""
+    return [tuple(b - a for a, b in zip((0, *c), (*c, n), strict=True))
+            for c in itertools.combinations(range(1, n), k - 1)]
+
+
+def test_compositions_oracle() -> None:
+    assert sorted(_compositions(4, 2)) == [(1, 3), (2, 2), (3, 1)]
+    assert all(sum(c) == 12 for c in _compositions(12, 4))
+    assert len(_compositions(12, 4)) == math.comb(11, 3)
+
+
+def brute_force(pr: HeteroProblem) -> float | None:
+    best: float | None = None
+    P = len(pr.pools)
+    for pools in itertools.product(range(P), repeat=pr.pp):
+        counts = [pools.count(p) for p in range(P)]
+        if any(c * pr.gpus_per_stage > g for c, g in zip(counts, pr.pool_gpus, strict=True)):
+            continue
+        if len(set(pools)) < pr.min_pools:
+            continue
+        for layers in _compositions(pr.num_layers, pr.pp):
+            ok = all(math.ceil(pr.layer_bytes[p][s] / 2**20) * n
+                     + math.ceil(pr.fixed_bytes[p][s] / 2**20)
+                     <= math.floor(pr.capacity_bytes[p] / 2**20)
+                     for s, (p, n) in enumerate(zip(pools, layers, strict=True)))
+            if not ok:
+                continue
+            t = max(stage_times(pr, pools, layers))
+            best = t if best is None else min(best, t)
+    return best
+
+
+def test_slower_pool_gets_fewer_layers() -> None:
+    """Two stages on a 2x faster pool, two on the slower one: the slow stages get about half
+    the layers, which beats an even split (the point of Metis' heterogeneous stages)."""
+    pr = _problem(num_layers=12)
+    res = solve_hetero(pr)
+    assert res.status == "optimal" and res.pools is not None and res.layers is not None
+    fast = [n for p, n in zip(res.pools, res.layers, strict=True) if p == "fast"]
+    slow = [n for p, n in zip(res.pools, res.layers, strict=True) if p == "slow"]
+    assert sum(fast) > sum(slow)
+    assert res.max_stage_time == pytest.approx(brute_force(pr))
+
+
+def test_gpu_counts_are_respected() -> None:
+    pr = _problem(pool_gpus=(8, 32))  # the fast pool holds only one stage
+    res = solve_hetero(pr)
+    assert res.pools is not None and res.pools.count("fast") <= 1
+
+
+def test_memory_moves_layers_off_a_small_gpu() -> None:
+    """The fast pool's GPUs hold at most 2 layers: its stages stay within that."""
+    pr = _problem(capacity_bytes=(3.5 * GIB, 80 * GIB))
+    res = solve_hetero(pr)
+    assert res.pools is not None and res.layers is not None
+    assert all(n <= 2 for p, n in zip(res.pools, res.layers, strict=True) if p == "fast")
+    assert res.max_stage_time == pytest.approx(brute_force(pr))
+
+
+def test_infeasible_is_explained() -> None:
+    res = solve_hetero(_problem(pool_gpus=(8, 8)))
+    assert res.status == "infeasible" and res.pools is None
+    assert res.explanation is not None and "needs 4" in res.explanation
+    res = solve_hetero(_problem(capacity_bytes=(GIB, GIB)))
+    assert res.status == "infeasible" and "memory" in (res.explanation or "")
+
+
+def test_min_pools_forces_a_mixed_pipeline() -> None:
+    res = solve_hetero(_problem(min_pools=2, pool_gpus=(64, 64)))
+    assert res.pools is not None and len(set(res.pools)) == 2
+
+
+def test_invalid_inputs() -> None:
+    with pytest.raises(ValueError, match="pool_gpus"):
+        _problem(pool_gpus=(8,))
+    with pytest.raises(ValueError, match="layer_time"):
+        _problem(layer_time=(0.0, 1.0))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_matches_brute_force(data: st.DataObject) -> None:
+    P = data.draw(st.integers(1, 3))
+    pp = data.draw(st.integers(1, 4))
+    L = data.draw(st.integers(pp, 8))
+    g = data.draw(st.sampled_from([1, 2]))
+    cap = tuple(data.draw(st.floats(2.0, 12.0)) * GIB for _ in range(P))
+    pr = HeteroProblem(
+        num_layers=L, pp=pp, gpus_per_stage=g, pools=tuple(f"p{i}" for i in range(P)),
+        pool_gpus=tuple(data.draw(st.integers(0, 4)) * g for _ in range(P)),
+        layer_time=tuple(data.draw(st.floats(0.5, 3.0)) for _ in range(P)),
+        first_time=tuple(data.draw(st.floats(0.0, 1.0)) for _ in range(P)),
+        last_time=tuple(data.draw(st.floats(0.0, 2.0)) for _ in range(P)),
+        layer_bytes=tuple(tuple(data.draw(st.floats(0.2, 2.0)) * GIB for _ in range(pp))
+                          for _ in range(P)),
+        fixed_bytes=tuple(tuple(data.draw(st.floats(0.0, 2.0)) * GIB for _ in range(pp))
+                          for _ in range(P)),
+        capacity_bytes=cap, min_pools=data.draw(st.sampled_from([1, 1, 2])))
+    expected = brute_force(pr)
+    res = solve_hetero(pr, time_limit_s=5)
+    if expected is None:
+        assert res.status == "infeasible"
+    else:
+        assert res.status == "optimal"
+        assert res.max_stage_time is not None
+        # integer time scaling: within one unit per layer term of the float optimum
+        assert res.max_stage_time == pytest.approx(expected, rel=1e-5, abs=1e-5)
+        assert res.bound is not None and res.bound <= res.max_stage_time + 1e-12
