@@ -188,3 +188,34 @@ def test_bulk_candidates_are_homogeneous() -> None:
     grid = Candidates.grid(tp=[2, 4], pp=[1, 2], dp=[1, 2], mbs=[1], v=[1],
                            schedule=["1F1B"], recompute=["selective"], sp=[True], zero=[1])
     assert all(grid.plan(i).stages is None for i in range(len(grid)))
+
+
+# every per-stage and per-rank quantity is its own pool's
+@pytest.mark.parametrize("extra", [{}, {"zero_stage": 3}, {"activation_offload": 0.5},
+                                   {"vocab_placement": "split"}, {"zero_stage": 0}])
+def test_each_stage_and_rank_is_computed_on_its_own_pool(extra: dict[str, Any]) -> None:
+    from costmodel.estimate import _context, _Evaluation
+
+    slow_net = {**A100_40, "inter_node_Gbps": 50.0}
+    cluster = {"pools": [H100, slow_net]}
+    mixed = _mixed(last="a100-40", cluster=cluster, **extra)
+    all_h = _req([("h100", n) for n in EVEN], cluster=cluster, **extra)
+    all_a = _req([("a100-40", n) for n in EVEN], cluster=cluster, **extra)
+    em, eh, ea = estimate(mixed), estimate(all_h), estimate(all_a)
+    for attr in ("stage_forward_s", "stage_backward_input_s", "stage_backward_weight_s"):
+        m, h, a = (getattr(e.pipeline, attr) for e in (em, eh, ea))
+        assert m[:3] == h[:3]
+        assert m[3] == a[3]
+    ms, hs, as_ = (e.memory.per_stage for e in (em, eh, ea))
+    assert [x.model_dump() for x in ms[:3]] == [x.model_dump() for x in hs[:3]]
+    assert ms[3].model_dump() == as_[3].model_dump()
+
+    def dp_opt(body: dict[str, Any]) -> tuple[np.ndarray, ...]:
+        p = _parsed(body)
+        ev = _Evaluation(_context(p["model"], p["training"], p["cluster"], p["plan"], None))
+        st = ev.step()
+        return st.dp_total, st.dp_exposed, st.opt
+
+    for m, h, a in zip(dp_opt(mixed), dp_opt(all_h), dp_opt(all_a), strict=True):
+        assert list(m[:3]) == list(h[:3])
+        assert m[3] == a[3]
