@@ -11,6 +11,14 @@ Pipeline of the computation:
    (``megatron/core/distributed``: buckets of max(40M, 1M·dp) parameters, the first/last
    bucket exposed), then the optimizer step (memory-bound);
 5. memory per pipeline rank (:mod:`memory`) with the simulated in-flight micro-batches.
+
+A heterogeneous pipeline (``plan.stages``: each stage on its own pool, as Metis, AMP and Sailor
+place them) goes through the same steps: the device, shard and block costs are built once per
+pool used, and every per-stage or per-rank quantity (stage times, ZeRO-3 and offload exposure,
+DP communication and optimizer, memory against the rank's own capacity) uses its stage's pool.
+Send/recv between stages on different pools runs at ``cluster.inter_pool_Gbps`` per GPU (null:
+the slower of the two pools' NICs). Totals: GPUs and price summed over the stages, MFU against
+the GPU-count-weighted mean peak, ``Estimate.gpu`` the distinct GPU names joined by ``+``.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from costmodel.specs.request import (
     num_microbatches,
     parse,
     stage_layers,
+    stage_pools,
 )
 from costmodel.specs.training import TrainingSpec
 
@@ -84,6 +93,8 @@ class _Ctx:
     profile: CalibrationProfile
     shard: Shard
     m: int
+    stage_pools: list[GPUPool] | None = None
+    """Pool of every global stage (``plan.stages``); None = every stage on ``pool``."""
 
 
 def _shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool) -> Shard:
@@ -110,12 +121,19 @@ def estimate(request: EstimateRequest | dict[str, Any]) -> Estimate:
 
 def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
              profile: CalibrationProfile | None = None) -> Estimate:
+    return _Evaluation(_context(model, training, cluster, plan, profile)).run()
+
+
+def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
+             profile: CalibrationProfile | None) -> _Ctx:
+    """Checked inputs of one evaluation; ``pool``/``dev``/``shard`` are those of the first
+    stage (of the plan's one pool when it has no ``stages``)."""
     pool = check_plan(model, training, cluster, plan)
     prof = profile or default_profile()
     dev = Device.from_pool(pool, training.precision, prof)
-    ctx = _Ctx(model, training, cluster, plan, pool, dev, prof, _shard(plan, training, pool),
-               num_microbatches(training, plan))
-    return _Evaluation(ctx).run()
+    pools = stage_pools(cluster, plan) if plan.stages is not None else None
+    return _Ctx(model, training, cluster, plan, pool, dev, prof, _shard(plan, training, pool),
+                num_microbatches(training, plan), pools)
 
 
 @dataclass
@@ -139,23 +157,35 @@ def step_time(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: 
               profile: CalibrationProfile | None = None) -> float:
     """The estimate's step time alone (same computation, no memory report or result object):
     what a search needs for the many plans it only ranks."""
-    pool = check_plan(model, training, cluster, plan)
-    prof = profile or default_profile()
-    dev = Device.from_pool(pool, training.precision, prof)
-    ctx = _Ctx(model, training, cluster, plan, pool, dev, prof, _shard(plan, training, pool),
-               num_microbatches(training, plan))
-    return _Evaluation(ctx).step().step
+    return _Evaluation(_context(model, training, cluster, plan, profile)).step().step
+
+
+@dataclass
+class _PoolCosts:
+    """Device, shard and per-block costs of one pool (a heterogeneous pipeline has several)."""
+
+    pool: GPUPool
+    dev: Device
+    shard: Shard
+    dense: BlockCost | None
+    moe: BlockCost | None
+    edge: EdgeCost
 
 
 class _Evaluation:
     def __init__(self, ctx: _Ctx) -> None:
         self.c = ctx
-        model, s, dev = ctx.model, ctx.shard, ctx.dev
-        self.dense: BlockCost | None = (
-            block_cost(model, s, dev, moe=False) if model.num_dense_layers else None)
-        self.moe: BlockCost | None = block_cost(model, s, dev, moe=True) if model.is_moe else None
-        self.edge: EdgeCost = edge_cost(model, s, dev)
+        self._pools: dict[str, _PoolCosts] = {}
+        first = self._pool_costs(ctx.pool)
+        # the first stage's costs (the plan's one pool's costs when it has no stages)
+        self.dense: BlockCost | None = first.dense
+        self.moe: BlockCost | None = first.moe
+        self.edge: EdgeCost = first.edge
+        model = ctx.model
         self.layers = stage_layers(model, ctx.plan)
+        self.stage_pc: list[_PoolCosts] = (
+            [self._pool_costs(p) for p in ctx.stage_pools] if ctx.stage_pools is not None
+            else [first] * len(self.layers))
         starts = np.concatenate([[0], np.cumsum(self.layers)])
         mask = np.array(model.moe_layer_mask, dtype=bool)
         self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
@@ -164,20 +194,48 @@ class _Evaluation:
         self.warnings: list[str] = []
         self._params_cache: dict[int, tuple[float, float]] = {}
 
+    def _pool_costs(self, pool: GPUPool) -> _PoolCosts:
+        """Device, shard and block costs of ``pool``, built once per pool name."""
+        if pool.name not in self._pools:
+            c = self.c
+            if pool.name == c.pool.name:
+                dev, s = c.dev, c.shard
+            else:
+                dev = Device.from_pool(pool, c.training.precision, c.profile)
+                s = _shard(c.plan, c.training, pool)
+            model = c.model
+            self._pools[pool.name] = _PoolCosts(
+                pool, dev, s,
+                block_cost(model, s, dev, moe=False) if model.num_dense_layers else None,
+                block_cost(model, s, dev, moe=True) if model.is_moe else None,
+                edge_cost(model, s, dev))
+        return self._pools[pool.name]
+
+    def _rank_pc(self, rank: int) -> _PoolCosts:
+        """Costs of pipeline rank ``rank``'s pool (a heterogeneous pipeline has one stage per
+        rank)."""
+        return self.stage_pc[self.ranks.index(rank)]
+
+    @property
+    def hetero(self) -> bool:
+        """Whether the stages run on more than one pool."""
+        return len({pc.pool.name for pc in self.stage_pc}) > 1
+
     # ------------------------------------------------------------------ per stage
     def _sum(self, attr: str, j: int) -> float:
+        pc = self.stage_pc[j]
         t = 0.0
-        if self.dense is not None:
-            t += self.n_dense[j] * _f(getattr(self.dense, attr))
-        if self.moe is not None:
-            t += self.n_moe[j] * _f(getattr(self.moe, attr))
+        if pc.dense is not None:
+            t += self.n_dense[j] * _f(getattr(pc.dense, attr))
+        if pc.moe is not None:
+            t += self.n_moe[j] * _f(getattr(pc.moe, attr))
         return t
 
     def _stage_times(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         c = self.c
         n = len(self.layers)
         last = n - 1
-        e = self.edge
+        e0, e = self.stage_pc[0].edge, self.stage_pc[last].edge
         tf = np.array([self._sum("fwd", j) for j in range(n)])
         ti = np.array([self._sum("bwd_input", j) for j in range(n)])
         tw = np.array([self._sum("bwd_weight", j) for j in range(n)])
@@ -188,19 +246,21 @@ class _Evaluation:
             # logits; the last hidden state is broadcast to, and softmax statistics reduced over,
             # the pipeline group.
             share = 1.0 / c.plan.pp
-            bcast = collective_time("all_gather", c.plan.pp, c.shard.tokens * self._h() * ELEM,
-                                    1.0, c.dev)
             per_rank_last = {self.ranks[j]: j for j in range(n)}
             for j in per_rank_last.values():
-                tf[j] += share * _f(e.head_fwd) + _f(bcast)
-                ti[j] += share * _f(e.head_bwd_input) + _f(bcast)
-                tw[j] += share * _f(e.head_bwd_weight)
+                pc = self.stage_pc[j]
+                ej = pc.edge
+                bcast = collective_time("all_gather", c.plan.pp,
+                                        c.shard.tokens * self._h() * ELEM, 1.0, pc.dev)
+                tf[j] += share * _f(ej.head_fwd) + _f(bcast)
+                ti[j] += share * _f(ej.head_bwd_input) + _f(bcast)
+                tw[j] += share * _f(ej.head_bwd_weight)
                 extra["vocab"][j] = 2 * _f(bcast)
-            tf[0] += _f(e.embed_fwd)
-            ti[0] += _f(e.embed_bwd)
+            tf[0] += _f(e0.embed_fwd)
+            ti[0] += _f(e0.embed_bwd)
         else:
-            tf[0] += _f(e.embed_fwd)
-            ti[0] += _f(e.embed_bwd)
+            tf[0] += _f(e0.embed_fwd)
+            ti[0] += _f(e0.embed_bwd)
             tf[last] += _f(e.head_fwd)
             ti[last] += _f(e.head_bwd_input)
             tw[last] += _f(e.head_bwd_weight)
@@ -245,14 +305,24 @@ class _Evaluation:
         c = self.c
         n = len(self.layers)
         params = np.array([sum(self._stage_params(j)) for j in range(n)])
-        ef, eb, tot_f, tot_b = zero3_per_microbatch(
-            params, np.array(self.layers, dtype=float), np.asarray(float(c.plan.dp * c.plan.cp)),
-            np.asarray(float(c.plan.tp)), tf, ti, c.training.precision, c.dev)
+        layers = np.array(self.layers, dtype=float)
+        ef, eb = np.zeros(n), np.zeros(n)
+        for idx, pc in self._groups(list(range(n)), self.stage_pc):
+            ef[idx], eb[idx], extra["zero3_f"][idx], extra["zero3_b"][idx] = zero3_per_microbatch(
+                params[idx], layers[idx], np.asarray(float(c.plan.dp * c.plan.cp)),
+                np.asarray(float(c.plan.tp)), tf[idx], ti[idx], c.training.precision, pc.dev)
         tf += ef
         ti += eb
-        extra["zero3_f"][:] = tot_f
-        extra["zero3_b"][:] = tot_b
         extra["zero3_exposed"] = ef + eb
+
+    @staticmethod
+    def _groups(items: list[int], pcs: list[_PoolCosts]) -> list[tuple[np.ndarray, _PoolCosts]]:
+        """``items`` (stage or rank indices) grouped by pool, as index arrays, in order of
+        first appearance: the vectorized per-device formulas run once per pool."""
+        out: dict[str, tuple[list[int], _PoolCosts]] = {}
+        for i, pc in zip(items, pcs, strict=True):
+            out.setdefault(pc.pool.name, ([], pc))[0].append(i)
+        return [(np.array(ix, dtype=int), pc) for ix, pc in out.values()]
 
     def _offload_exposure(self, tf: np.ndarray, ti: np.ndarray,
                           extra: dict[str, np.ndarray]) -> None:
@@ -260,8 +330,9 @@ class _Evaluation:
         host memory after its forward and returns before its backward over PCIe, overlapped
         with compute; the excess is exposed."""
         c = self.c
-        link = c.pool.gpu_type.pcie_GBps * 1e9 / 2  # one direction of the host link
         for j in range(len(self.layers)):
+            # one direction of the stage's GPU's host link
+            link = self.stage_pc[j].pool.gpu_type.pcie_GBps * 1e9 / 2
             stash = self._stash_bytes(j) * c.plan.activation_offload
             t = stash / link
             ef = max(0.0, t - tf[j])
@@ -273,7 +344,7 @@ class _Evaluation:
 
     def _stash_bytes(self, j: int) -> float:
         """Activation bytes one micro-batch leaves stashed on global stage j."""
-        model, s = self.c.model, self.c.shard
+        model, s = self.c.model, self.stage_pc[j].shard
         total = 0.0
         if self.n_dense[j]:
             total += self.n_dense[j] * _f(block_activation_bytes(model, s, moe=False))
@@ -306,6 +377,8 @@ class _Evaluation:
         c = self.c
         n = len(self.layers)
         nbytes = c.shard.tokens * self._h() * ELEM / c.plan.tp  # Megatron scatter/gather
+        if c.stage_pools is not None:
+            return self._p2p_stages(nbytes)
         matrix = c.cluster.node_bandwidth_Gbps
         offset = 0
         for p in c.cluster.pools:
@@ -338,6 +411,45 @@ class _Evaluation:
             out[j] = memo[key]
         return out
 
+    def _p2p_stages(self, nbytes: Any) -> np.ndarray:
+        """Send/recv per boundary of a pipeline given by ``plan.stages`` (one stage per rank).
+        Inside one pool as :meth:`_p2p` without a bandwidth matrix: the stages' GPUs are laid
+        out in pipeline order within their pool (NVLink when both stages sit on one node, else
+        the pool's NIC). Across pools: the cluster's ``inter_pool_Gbps`` per GPU, or when null
+        the slower of the two pools' NIC rates. The tp all-gather without sequence parallelism
+        is the sending stage's."""
+        c = self.c
+        n = len(self.layers)
+        stride = c.plan.tp * c.plan.cp * c.plan.dp
+        local = []  # index of each stage among the stages on its pool
+        seen: dict[str, int] = {}
+        for pc in self.stage_pc:
+            local.append(seen.get(pc.pool.name, 0))
+            seen[pc.pool.name] = local[-1] + 1
+        out = np.zeros(max(n - 1, 0))
+        for j in range(n - 1):
+            a, b = self.stage_pc[j], self.stage_pc[j + 1]
+            gather = 0.0
+            if not c.plan.sequence_parallel and c.plan.tp > 1:
+                gather = _f(collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
+                                            min(c.plan.tp, a.pool.gpus_per_node), a.dev))
+            nic: float | None = None
+            if a.pool.name == b.pool.name:
+                gpn = a.pool.gpus_per_node
+                same = stride < gpn and local[j] * stride // gpn == local[j + 1] * stride // gpn
+            else:
+                same = False
+                nic = self._inter_pool_nic(a.pool, b.pool)
+            out[j] = _f(collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0, a.dev,
+                                        nic=nic)) + gather
+        return out
+
+    def _inter_pool_nic(self, a: GPUPool, b: GPUPool) -> float:
+        """Per-GPU B/s between two pools: the cluster's ``inter_pool_Gbps``, or when null the
+        slower of the two pools' NIC rates."""
+        gbps = self.c.cluster.inter_pool_Gbps
+        return gbps / 8 * 1e9 if gbps is not None else min(a.nic_GBps, b.nic_GBps) * 1e9
+
     # ------------------------------------------------------------------ data parallel
     def _rank_params(self, rank: int) -> tuple[float, float]:
         pd = pe = 0.0
@@ -349,23 +461,29 @@ class _Evaluation:
 
     def _dp_and_optimizer(self, window_f: np.ndarray, window_b: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(DP comm total, DP comm exposed, optimizer step) seconds of every pipeline rank."""
+        """(DP comm total, DP comm exposed, optimizer step) seconds of every pipeline rank,
+        each rank on its own pool's device and network."""
         c = self.c
         plan = c.plan
         params = np.array([self._rank_params(r) for r in range(plan.pp)])
         a = {k: np.asarray(float(v)) for k, v in (
             ("zero", plan.zero_stage), ("dp", plan.dp), ("cp", plan.cp), ("ep", plan.ep),
             ("tp", plan.tp))}
-        total, exposed = dp_comm(
-            params[:, 0], params[:, 1], a["zero"], a["dp"], a["cp"], a["ep"], a["tp"],
-            window_f, window_b, np.asarray(plan.overlap_grad_reduce),
-            np.asarray(plan.overlap_param_gather), c.training.precision, c.dev)
-        opt = optimizer_time(params[:, 0], params[:, 1], a["zero"], a["dp"], a["cp"], a["ep"],
-                             c.training.optimizer, c.dev)
         shape = (plan.pp,)
-        return (np.broadcast_to(total, shape).astype(float),
-                np.broadcast_to(exposed, shape).astype(float),
-                np.broadcast_to(opt, shape).astype(float))
+        out_t, out_e, out_o = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        ranks = list(range(plan.pp))
+        for idx, pc in self._groups(ranks, [self._rank_pc(r) for r in ranks]):
+            total, exposed = dp_comm(
+                params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"], a["ep"], a["tp"],
+                window_f[idx], window_b[idx], np.asarray(plan.overlap_grad_reduce),
+                np.asarray(plan.overlap_param_gather), c.training.precision, pc.dev)
+            opt = optimizer_time(params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"],
+                                 a["ep"], c.training.optimizer, pc.dev)
+            sub = (len(idx),)
+            out_t[idx] = np.broadcast_to(total, sub)
+            out_e[idx] = np.broadcast_to(exposed, sub)
+            out_o[idx] = np.broadcast_to(opt, sub)
+        return out_t, out_e, out_o
 
     # ------------------------------------------------------------------ run
     def step(self) -> _Step:
@@ -391,8 +509,11 @@ class _Evaluation:
         dp_total, dp_exposed, opt = self._dp_and_optimizer(per_rank_f, per_rank_b)
         tied = 0.0
         if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":
+            first, last = self.stage_pc[0].pool, self.stage_pc[-1].pool
+            nic = None if first.name == last.name else self._inter_pool_nic(first, last)
             tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / plan.tp
-                                      * grad_comm_bytes(training.precision), 1.0, c.dev))
+                                      * grad_comm_bytes(training.precision), 1.0, c.dev,
+                                      nic=nic))
         tail = dp_exposed + opt
         crit = int(np.argmax(tail))
         step = makespan + float(tail[crit]) + tied
@@ -413,6 +534,9 @@ class _Evaluation:
         tokens = training.tokens_per_step
         mflops = model_flops_per_token(model, training.seq_len) * tokens
         peak = c.dev.peak
+        if self.hetero:
+            # GPU-count-weighted mean peak of the stages' GPUs (every stage has tp·cp·dp)
+            peak = sum(pc.dev.peak for pc in self.stage_pc) / len(self.stage_pc)
         mfu = mflops / (step * n_gpus * peak)
         rc_flops = 0.0
         if self.dense is not None:
@@ -438,10 +562,11 @@ class _Evaluation:
         def comm(attr: str) -> float:
             tot = 0.0
             for j in mine:
-                if self.dense is not None:
-                    tot += self.n_dense[j] * _f(getattr(self.dense, attr))
-                if self.moe is not None:
-                    tot += self.n_moe[j] * _f(getattr(self.moe, attr))
+                pc = self.stage_pc[j]
+                if pc.dense is not None:
+                    tot += self.n_dense[j] * _f(getattr(pc.dense, attr))
+                if pc.moe is not None:
+                    tot += self.n_moe[j] * _f(getattr(pc.moe, attr))
             return tot * m
 
         pp_comm = float(sum(extra["vocab"][j] for j in mine))  # vocabulary-split broadcast
@@ -467,13 +592,18 @@ class _Evaluation:
         # ---- memory per pipeline rank
         memory = self._memory(sim.peak_inflight)
         price = c.pool.price_per_gpu_hour * n_gpus
+        gpu = c.pool.gpu
+        if self.hetero:
+            per_stage = plan.tp * plan.cp * plan.dp
+            price = sum(pc.pool.price_per_gpu_hour * per_stage for pc in self.stage_pc)
+            gpu = "+".join(dict.fromkeys(pc.pool.gpu for pc in self.stage_pc))
         tps = tokens / step
         cost_per_m = price / 3600.0 / tps * 1e6 if tps > 0 else math.inf
         if not memory.per_stage or not all(sm.fits for sm in memory.per_stage):
             worst = max(memory.per_stage, key=lambda sm: sm.total_gib)
             self.warnings.append(
                 f"pipeline rank {worst.rank} needs {worst.total_gib:.1f} GiB of "
-                f"{worst.usable_gib:.1f} GiB usable on {c.pool.gpu}")
+                f"{worst.usable_gib:.1f} GiB usable on {self._rank_pc(worst.rank).pool.gpu}")
         return Estimate(
             step_time_s=step, tokens_per_s=tps, tokens_per_s_per_gpu=tps / n_gpus,
             mfu=mfu, hfu=hfu, model_flops_per_step=mflops,
@@ -484,25 +614,28 @@ class _Evaluation:
                 stage_backward_input_s=ti.tolist(), stage_backward_weight_s=tw.tolist(),
                 p2p_s=p2p.tolist(), layers_per_stage=self.layers, makespan_s=makespan),
             cost_per_hour=price, cost_per_million_tokens=cost_per_m, num_gpus=n_gpus,
-            gpu=c.pool.gpu, plan=plan, warnings=self.warnings, calibration=c.profile.name,
+            gpu=gpu, plan=plan, warnings=self.warnings, calibration=c.profile.name,
             cost_model_version=__version__,
         )
 
     def _memory(self, inflight: np.ndarray) -> MemoryReport:
         c = self.c
-        model, plan, s = c.model, c.plan, c.shard
+        model, plan = c.model, c.plan
         n = len(self.layers)
-        cap = c.dev.memory_bytes
-        usable = usable_bytes(cap, c.profile)
         d = plan.dp * plan.cp
         groups = sum(1 for g in (plan.tp, plan.pp, plan.dp, plan.cp, plan.ep) if g > 1) + 1
         over = _f(overhead_bytes(c.profile, np.asarray(float(groups))))
         ctx_b = c.profile.eff.memory.cuda_context_gib * GIB
-        per_block_full = max(
-            _f(block_working_bytes(model, s, moe=False)) if self.dense is not None else 0.0,
-            _f(block_working_bytes(model, s, moe=True)) if self.moe is not None else 0.0)
         out: list[StageMemory] = []
         for r in range(plan.pp):
+            # each rank against its own pool's device
+            pc = self._rank_pc(r)
+            s = pc.shard
+            cap = pc.dev.memory_bytes
+            usable = usable_bytes(cap, c.profile)
+            per_block_full = max(
+                _f(block_working_bytes(model, s, moe=False)) if pc.dense is not None else 0.0,
+                _f(block_working_bytes(model, s, moe=True)) if pc.moe is not None else 0.0)
             mine = [j for j, rr in enumerate(self.ranks) if rr == r]
             pd = sum(self._stage_params(j)[0] for j in mine)
             pe = sum(self._stage_params(j)[1] for j in mine)
@@ -532,5 +665,8 @@ class _Evaluation:
                 capacity_gib=cap / GIB, fits=total <= usable,
             ))
         peak = max(sm.total_gib for sm in out)
-        return MemoryReport(peak_gib=peak, capacity_gib=cap / GIB, usable_gib=usable / GIB,
-                            peak_fraction=peak / (cap / GIB), per_stage=out)
+        # the rank nearest its own capacity (all ranks share one device without plan.stages)
+        tight = max(out, key=lambda sm: sm.total_gib / sm.capacity_gib)
+        return MemoryReport(peak_gib=peak, capacity_gib=tight.capacity_gib,
+                            usable_gib=tight.usable_gib,
+                            peak_fraction=tight.total_gib / tight.capacity_gib, per_stage=out)

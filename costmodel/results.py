@@ -9,7 +9,9 @@ from costmodel.specs.plan import ParallelPlan
 MFU_CONVENTION = (
     "Megatron-LM num_floating_point_operations (Megatron-Core r0.8, 2024): 3 x forward GEMM "
     "FLOPs with attention scores over the full s x s matrix (no causal halving) and the logits; "
-    "recompute excluded (it counts in hfu); peak = dense datasheet FLOP/s at the job precision."
+    "recompute excluded (it counts in hfu); peak = dense datasheet FLOP/s at the job precision; "
+    "a heterogeneous pipeline (plan.stages) uses the GPU-count-weighted mean peak of its "
+    "stages' GPUs."
 )
 
 
@@ -36,9 +38,11 @@ class StageMemory(BaseModel):
 
 class MemoryReport(BaseModel):
     peak_gib: float
-    capacity_gib: float
+    capacity_gib: float = Field(description="Device memory of the rank nearest its capacity "
+                                "(every rank's, unless plan.stages mixes GPUs).")
     usable_gib: float
-    peak_fraction: float = Field(description="peak / capacity of the device.")
+    peak_fraction: float = Field(description="Largest memory / capacity over the pipeline ranks, "
+                                 "each against its own device.")
     per_stage: list[StageMemory]
 
 
@@ -91,7 +95,9 @@ class Estimate(BaseModel):
     cost_per_hour: float
     cost_per_million_tokens: float
     num_gpus: int
-    gpu: str
+    gpu: str = Field(description="Catalog GPU name; for a heterogeneous pipeline the distinct "
+                     "GPUs of its stages in stage order joined by '+' (e.g. "
+                     "'H100-SXM-80GB+A100-SXM-80GB').")
     plan: ParallelPlan
     warnings: list[str] = []
     calibration: str

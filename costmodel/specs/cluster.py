@@ -61,7 +61,9 @@ class Cluster(BaseModel):
     pools: list[GPUPool] = Field(min_length=1)
     inter_pool_Gbps: float | None = Field(
         None, ge=0.01, le=1e7,
-        description="Per-GPU rate between pools; null = the slower pool's NIC rate."
+        description="Per-GPU rate between pools (send/recv between the stages of a "
+        "heterogeneous pipeline, plan.stages, on different pools); null = the slower of the "
+        "two pools' NIC rates."
     )
     node_bandwidth_Gbps: list[list[NonNegativeFloat]] | None = Field(
         None, description="Measured node-to-node bandwidth matrix over all nodes, pools in "

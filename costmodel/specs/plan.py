@@ -13,6 +13,17 @@ ScheduleName = Literal[
 Recompute = Literal["none", "selective", "full"]
 
 
+class StageAssignment(BaseModel):
+    """One pipeline stage of a heterogeneous pipeline: the pool whose GPUs run it and its
+    transformer layers (Metis, Um et al. 2024; AMP, Li et al. 2022; Sailor, Strati et al. 2025
+    place stages of one pipeline on different GPU types)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: str = Field(min_length=1, description="Pool whose GPUs run this stage.")
+    layers: PositiveInt = Field(description="Transformer layers of this stage.")
+
+
 class ParallelPlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -28,6 +39,14 @@ class ParallelPlan(BaseModel):
     layers_per_stage: list[int] | None = Field(
         None, description="Transformer layers of each stage in model order (pp·virtual_stages "
         "entries); null = as even as possible."
+    )
+    stages: list[StageAssignment] | None = Field(
+        None, description="Heterogeneous pipeline: one entry per pipeline stage in model order; "
+        "each stage runs on its own pool's GPUs (tp, cp and dp are the plan's, shared by all "
+        "stages); pp must equal len(stages); virtual_stages 1; schedules GPipe, 1F1B or "
+        "InterleavedZeroBubble. When given it overrides pool and layers_per_stage. Send/recv "
+        "between consecutive stages on different pools runs at the cluster's inter_pool_Gbps "
+        "per GPU (null = the slower of the two pools' NIC rates). null = every stage on pool.",
     )
     recompute: Recompute = "none"
     sequence_parallel: bool = False

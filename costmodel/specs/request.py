@@ -109,20 +109,15 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     pp·virtual_stages entries summing to the layer count; global batch divisible by dp ×
     micro-batch [Megatron/torchtitan]; seq_len divisible by 2·cp [Megatron-Core load-balanced
     CP]; ep divides experts and dp·cp [Megatron-Core expert data parallel]; enough GPUs in the
-    pool; the precision's tensor cores exist on the GPU.
+    pool; the precision's tensor cores exist on the GPU. A heterogeneous pipeline
+    (``plan.stages``) is checked per pool instead: see :func:`_check_stages`.
     """
     c = ProblemCollector()
-    try:
-        pool = cluster.pool(plan.pool)
-    except KeyError:
-        names = ", ".join(p.name for p in cluster.pools)
-        rule = (f"unknown pool {plan.pool!r}; pools: {names}" if plan.pool is not None
-                else f"the cluster has several pools ({names}); name one")
-        raise SpecError(FieldProblem("plan.pool", rule)) from None
-    gpu = pool.gpu_type
-    if training.precision not in gpu.peak_tflops:
-        c.add("training.precision", f"{gpu.name} has no {training.precision} tensor cores "
-              f"(supported: {', '.join(sorted(gpu.peak_tflops))})")
+    if plan.stages is not None:
+        pool = _check_stages(c, model, training, cluster, plan)
+    else:
+        pool = _single_pool(cluster, plan)
+        _check_pool(c, training, plan, pool)
     a, g, tp = model.num_attention_heads, model.kv_heads, plan.tp
     c.check(a % tp == 0, "plan.tp", f"num_attention_heads={a} must be divisible by tp={tp}")
     c.check(g % tp == 0 or tp % g == 0, "plan.tp",
@@ -137,7 +132,9 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     L = model.num_hidden_layers
     stages = plan.num_stages
     c.check(plan.pp <= L, "plan.pp", f"pp={plan.pp} exceeds num_hidden_layers={L}")
-    if plan.layers_per_stage is not None:
+    if plan.stages is not None:
+        pass  # the stages' layers: checked in _check_stages
+    elif plan.layers_per_stage is not None:
         lps = plan.layers_per_stage
         if c.check(len(lps) == stages, "plan.layers_per_stage",
                    f"needs pp·virtual_stages = {stages} entries, got {len(lps)}"):
@@ -171,7 +168,7 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
                 f"ep={plan.ep}")
         c.check((plan.dp * plan.cp) % plan.ep == 0, "plan.ep",
                 f"ep={plan.ep} must divide dp·cp = {plan.dp * plan.cp}")
-    if plan.node_order is not None:
+    if plan.node_order is not None and plan.stages is None:
         units = pipeline_node_units(plan, pool.gpus_per_node)
         order = plan.node_order
         if units is None:
@@ -183,9 +180,10 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
             c.check(len(set(order)) == len(order), "plan.node_order", "nodes must be distinct")
             c.check(all(0 <= n < pool.nodes for n in order), "plan.node_order",
                     f"nodes must be in 0..{pool.nodes - 1} (pool {pool.name!r})")
-    c.check(plan.num_gpus <= pool.num_gpus, "plan",
-            f"tp·pp·dp·cp = {plan.num_gpus} GPUs exceed pool {pool.name!r} with "
-            f"{pool.num_gpus}")
+    if plan.stages is None:
+        c.check(plan.num_gpus <= pool.num_gpus, "plan",
+                f"tp·pp·dp·cp = {plan.num_gpus} GPUs exceed pool {pool.name!r} with "
+                f"{pool.num_gpus}")
     if plan.schedule in ("GPipe", "1F1B"):
         c.check(plan.virtual_stages == 1, "plan.virtual_stages",
                 f"{plan.schedule} runs one stage per rank; virtual_stages must be 1")
@@ -200,6 +198,79 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
               "use a named schedule")
     c.raise_if_any()
     return pool
+
+
+def _single_pool(cluster: Cluster, plan: ParallelPlan) -> GPUPool:
+    try:
+        return cluster.pool(plan.pool)
+    except KeyError:
+        names = ", ".join(p.name for p in cluster.pools)
+        rule = (f"unknown pool {plan.pool!r}; pools: {names}" if plan.pool is not None
+                else f"the cluster has several pools ({names}); name one")
+        raise SpecError(FieldProblem("plan.pool", rule)) from None
+
+
+def _check_pool(c: ProblemCollector, training: TrainingSpec, plan: ParallelPlan,
+                pool: GPUPool) -> None:
+    gpu = pool.gpu_type
+    if training.precision not in gpu.peak_tflops:
+        c.add("training.precision", f"{gpu.name} has no {training.precision} tensor cores "
+              f"(supported: {', '.join(sorted(gpu.peak_tflops))})")
+
+
+HETERO_SCHEDULES = ("GPipe", "1F1B", "InterleavedZeroBubble")
+"""Schedules a heterogeneous pipeline (``plan.stages``) may use: one stage per rank."""
+
+
+def _check_stages(c: ProblemCollector, model: ModelSpec, training: TrainingSpec,
+                  cluster: Cluster, plan: ParallelPlan) -> GPUPool:
+    """Rules of a heterogeneous pipeline (``plan.stages``); returns the first stage's pool.
+    Unknown pools are reported at once (the other rules need the pools)."""
+    assert plan.stages is not None
+    stages = plan.stages
+    names = ", ".join(p.name for p in cluster.pools)
+    known = {p.name: p for p in cluster.pools}
+    unknown = [FieldProblem(f"plan.stages.{i}.pool", f"unknown pool {st.pool!r}; pools: {names}")
+               for i, st in enumerate(stages) if st.pool not in known]
+    if not stages:
+        unknown.append(FieldProblem("plan.stages", "needs at least one stage"))
+    if unknown:
+        raise SpecError(unknown)
+    L = model.num_hidden_layers
+    total = sum(st.layers for st in stages)
+    c.check(total == L, "plan.stages",
+            f"the stages' layers sum to {total} but num_hidden_layers={L}")
+    c.check(len(stages) == plan.pp, "plan.pp",
+            f"pp={plan.pp} must equal the number of stages ({len(stages)})")
+    c.check(plan.virtual_stages == 1, "plan.virtual_stages",
+            "a heterogeneous pipeline (plan.stages) runs one stage per rank; virtual_stages "
+            "must be 1")
+    c.check(plan.schedule in HETERO_SCHEDULES, "plan.schedule",
+            f"a heterogeneous pipeline (plan.stages) needs one of {', '.join(HETERO_SCHEDULES)}")
+    c.check(plan.node_order is None, "plan.node_order",
+            "node_order is not supported with plan.stages")
+    per_stage = plan.tp * plan.cp * plan.dp
+    used: dict[str, int] = {}
+    for st in stages:
+        used[st.pool] = used.get(st.pool, 0) + 1
+    for name, count in used.items():
+        p = known[name]
+        c.check(per_stage * count <= p.num_gpus, "plan.stages",
+                f"{count} stage(s) of tp·cp·dp = {per_stage} GPUs need {per_stage * count} "
+                f"GPUs of pool {name!r} with {p.num_gpus}")
+        c.check(plan.tp <= p.gpus_per_node, "plan.tp",
+                f"tp={plan.tp} exceeds gpus_per_node={p.gpus_per_node} of pool {name!r}")
+        _check_pool(c, training, plan, p)
+    return known[stages[0].pool]
+
+
+def stage_pools(cluster: Cluster, plan: ParallelPlan) -> list[GPUPool]:
+    """The pool of every global stage: ``plan.stages``' pools, or the plan's one pool for all
+    ``pp·virtual_stages`` stages. Assumes :func:`check_plan` passed."""
+    if plan.stages is not None:
+        known = {p.name: p for p in cluster.pools}
+        return [known[st.pool] for st in plan.stages]
+    return [cluster.pool(plan.pool)] * plan.num_stages
 
 
 def pipeline_node_units(plan: ParallelPlan, gpus_per_node: int) -> int | None:
@@ -234,6 +305,8 @@ def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
     """Layers of each global stage: the plan's own ``layers_per_stage``, or an even split of
     the layers over the pipeline ranks (:func:`rank_layer_split`) and of each rank's layers
     over its chunks, earlier chunks first (placement from the schedule: loop or V)."""
+    if plan.stages is not None:
+        return [st.layers for st in plan.stages]
     if plan.layers_per_stage is not None:
         return list(plan.layers_per_stage)
     from costmodel.pipeline.schedules import stage_to_rank
