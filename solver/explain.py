@@ -46,6 +46,8 @@ def describe(plan: ParallelPlan) -> str:
         parts.append(f"layers {plan.layers_per_stage}")
     if plan.node_order is not None:
         parts.append(f"nodes {plan.node_order}")
+    if plan.stages:
+        parts.append("stages " + " ".join(f"{s.pool}:{s.layers}" for s in plan.stages))
     return f"{plan.pool}: " + " ".join(parts)
 
 
@@ -61,10 +63,16 @@ def binding_constraint(req: SearchRequest, est: Estimate, cap_gib: float) -> tup
            f"of {worst.capacity_gib:.0f} GiB ({worst.total_gib:.1f} GiB; the limit is "
            f"{cap_gib:.1f} GiB = {cons.max_memory_fraction:.2f} of it)")
     candidates: list[tuple[float, str]] = [(mem_use, mem)]
-    gpu_limit = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
+    if est.plan.stages:
+        names = sorted({s.pool for s in est.plan.stages})
+        total = sum(req.cluster.pool(n).num_gpus for n in names)
+        gpu_limit = min(total, cons.max_gpus or total)
+        where = "pools " + "+".join(repr(n) for n in names)
+    else:
+        gpu_limit = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
+        where = f"pool {pool.name!r}"
     candidates.append((est.num_gpus / gpu_limit,
-                       f"uses {est.num_gpus} of the {gpu_limit} GPUs allowed in pool "
-                       f"{pool.name!r}"))
+                       f"uses {est.num_gpus} of the {gpu_limit} GPUs allowed in {where}"))
     if cons.max_cost_per_hour:
         candidates.append((est.cost_per_hour / cons.max_cost_per_hour,
                            f"costs ${est.cost_per_hour:,.2f}/hour of the "

@@ -15,7 +15,10 @@ OPTIMALITY_MEANING = (
     "ZeRO stage, with the default even layer split, within the constraints) has a better "
     "objective under meshplan's cost model: every plan whose proven bound could beat the k-th "
     "best was simulated (branch and bound). The finalists' layer splits are then re-balanced "
-    "with CP-SAT, which can only improve them; bound and gap refer to the even-split space.")
+    "with CP-SAT and, with several pools, pipelines mixing GPU types are built from the "
+    "finalists' degrees (CP-SAT stage assignment); both can only add better plans, and bound "
+    "and gap refer to the single-pool, even-split space. A result whose plans only exist "
+    "across pools is 'feasible' (no certificate).")
 
 
 class Explanation(BaseModel):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,19 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         spaces.append(_PoolSpace(pool, cands, bulk, np.flatnonzero(fit)))
 
     objective = req.objective
+
+    def value_of(est: Estimate) -> float:
+        return float(_objective(objective, np.asarray(est.tokens_per_s),
+                                np.asarray(est.cost_per_hour), req.training.train_tokens))
+
     if n_fit == 0:
+        mixed = sorted(_mixed(req, _seed_plans(spaces), deadline, value_of),
+                       key=lambda t: (t[0], t[1]))[:req.top_k]
+        if mixed:
+            return _result(req, mixed, spaces, [], "feasible", None, deadline, t0,
+                           SearchStats(candidates=n_cands, valid=n_valid, fitting=0,
+                                       simulated=0, partitions_solved=0,
+                                       elapsed_s=time.perf_counter() - t0, timed_out=False))
         return SearchResult(
             plans=[], pareto=[],
             optimality=Optimality(status="infeasible", objective=objective),
@@ -167,10 +180,6 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         del top[k_best:]
 
     # ---- finalists: CP-SAT layer re-partition, then node placement on measured links
-    def value_of(est: Estimate) -> float:
-        return float(_objective(objective, np.asarray(est.tokens_per_s),
-                                np.asarray(est.cost_per_hour), req.training.train_tokens))
-
     partitions = placements = 0
     refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
     for _, pos, plan, est in top:
@@ -189,7 +198,10 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
                 plan, est = placed
                 val = value_of(est)
         refined.append((val, pos, plan, est))
+    refined += _mixed(req, [p for _, _, p, _ in refined] or _seed_plans(spaces), deadline,
+                      value_of)
     refined.sort(key=lambda t: (t[0], t[1]))
+    del refined[req.top_k:]
 
     best = refined[0][0] if refined else math.inf
     if stop_bound is None:  # every fitting plan was simulated
@@ -216,6 +228,66 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
                           partitions_solved=partitions, placements_solved=placements,
                           elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
+
+
+def _result(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Estimate]],
+            spaces: list[_PoolSpace], empty: list[tuple[GPUPool, str]], status: str,
+            bound: float | None, deadline: float, t0: float, stats: SearchStats
+            ) -> SearchResult:
+    """A result from plans that only mixed-pool pipelines could provide (no certificate)."""
+    objective = req.objective
+    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in found], spaces_caps(spaces, req))
+    plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
+                        estimate=e, explanation=x)
+             for i, ((v, _, p, e), x) in enumerate(zip(found, ranked, strict=True))]
+    best = found[0][0]
+    return SearchResult(
+        plans=plans,
+        pareto=[ParetoPoint(plan=p, gpus=e.num_gpus, tokens_per_s=e.tokens_per_s,
+                            cost_per_million_tokens=e.cost_per_million_tokens,
+                            cost_per_hour=e.cost_per_hour) for _, _, p, e in found[:1]],
+        optimality=Optimality(status=status, objective=objective,
+                              value=_public_value(objective, best),
+                              bound=None if bound is None else _public_value(objective, bound),
+                              gap=None),
+        infeasible_reason=None, stats=stats)
+
+
+def _mixed(req: SearchRequest, seeds: list[ParallelPlan], deadline: float,
+           value_of: Callable[[Estimate], float]
+           ) -> list[tuple[float, int, ParallelPlan, Estimate]]:
+    """Pipelines spanning several pools (:mod:`solver.mixed`), evaluated by the estimate."""
+    from solver.mixed import mixed_candidates
+
+    out = []
+    for k, plan in enumerate(mixed_candidates(req, seeds, deadline)):
+        est = _estimate(req, plan)
+        if est is None or not _meets_all(est, req):
+            continue
+        out.append((value_of(est), 10**9 + k, plan, est))
+    return out
+
+
+def _seed_plans(spaces: list[_PoolSpace]) -> list[ParallelPlan]:
+    """When no single pool can run the job: the valid plans of the pools needing the least
+    memory per GPU, as degrees to try across pools."""
+    seeds = []
+    for sp in spaces:
+        valid = np.flatnonzero(sp.bulk.valid)
+        for i in valid[np.argsort(sp.bulk.peak_bytes[valid], kind="stable")][:3]:
+            seeds.append(sp.cands.plan(int(i), pool=sp.pool.name))
+    return seeds
+
+
+def _meets_all(est: Estimate, req: SearchRequest) -> bool:
+    """The memory and budget constraints for a plan whose ranks may sit on several pools."""
+    cons = req.constraints
+    if not est.fits:
+        return False
+    for sm in est.memory.per_stage:
+        if sm.total_gib > sm.capacity_gib * cons.max_memory_fraction:
+            return False
+    return cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour
 
 
 def _step_time(req: SearchRequest, plan: ParallelPlan) -> float | None:
@@ -319,8 +391,10 @@ def _place(req: SearchRequest, plan: ParallelPlan, deadline: float, seed: int
 
 
 def spaces_caps(spaces: list[_PoolSpace], req: SearchRequest) -> dict[str, float]:
-    return {sp.pool.name: sp.pool.gpu_type.memory_gib * req.constraints.max_memory_fraction
-            for sp in spaces}
+    """Memory limit (GiB) per pool of the cluster."""
+    del spaces
+    return {p.name: p.gpu_type.memory_gib * req.constraints.max_memory_fraction
+            for p in req.cluster.pools}
 
 
 def spaces_summary(spaces: list[_PoolSpace], req: SearchRequest) -> list[dict[str, Any]]:

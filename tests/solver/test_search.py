@@ -80,7 +80,14 @@ def assert_valid_plan(req: SearchRequest, rp: RankedPlan) -> None:
     assert plan.pool == p.name
     # degrees multiply to the GPU count, within the pool and max_gpus
     gpus = plan.tp * plan.pp * plan.dp * plan.cp
-    assert est.num_gpus == gpus <= p.num_gpus
+    if plan.stages:  # a pipeline across pools: each pool holds the stages placed on it
+        per_stage = plan.tp * plan.dp * plan.cp
+        for name in {s.pool for s in plan.stages}:
+            used = per_stage * sum(1 for s in plan.stages if s.pool == name)
+            assert used <= req.cluster.pool(name).num_gpus
+        assert est.num_gpus == gpus
+    else:
+        assert est.num_gpus == gpus <= p.num_gpus
     if cons.max_gpus is not None:
         assert gpus <= cons.max_gpus
     assert plan.tp <= p.gpus_per_node  # tensor parallelism stays inside a node
@@ -106,7 +113,12 @@ def assert_valid_plan(req: SearchRequest, rp: RankedPlan) -> None:
     assert est.memory.peak_gib <= cap_gib + 1e-9
     assert max(s.total_gib for s in est.memory.per_stage) == pytest.approx(est.memory.peak_gib)
     # budget
-    assert est.cost_per_hour == pytest.approx(p.price_per_gpu_hour * gpus)
+    if plan.stages:
+        per_stage = plan.tp * plan.dp * plan.cp
+        assert est.cost_per_hour == pytest.approx(sum(
+            per_stage * req.cluster.pool(s.pool).price_per_gpu_hour for s in plan.stages))
+    else:
+        assert est.cost_per_hour == pytest.approx(p.price_per_gpu_hour * gpus)
     if cons.max_cost_per_hour is not None:
         assert est.cost_per_hour <= cons.max_cost_per_hour
     # constraints on the plan's shape

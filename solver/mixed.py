@@ -1,0 +1,117 @@
+"""Mixed-pool pipelines in the search: stages of one pipeline on different GPU types.
+
+For a finalist's degrees (tp, cp, dp, micro-batch, recompute, sequence parallelism, ZeRO),
+each pool's per-layer time and memory come from the cost model's own per-block functions;
+:mod:`solver.hetero` then assigns every stage a pool and a layer count with CP-SAT (slowest
+stage minimised under GPU counts and per-stage memory), and the candidate plan is evaluated
+by the full estimate, which decides. These plans extend the enumerated (homogeneous) space;
+the optimality certificate of the search does not cover them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from costmodel.layer_cost import RECOMPUTE_CODES, Shard, block_cost, edge_cost
+from costmodel.memory import block_activation_bytes, overhead_bytes, usable_bytes
+from costmodel.ops import Device
+from costmodel.profile import default_profile
+from costmodel.specs.cluster import GPUPool
+from costmodel.specs.plan import ParallelPlan
+from solver.hetero import HeteroProblem, solve_hetero
+from solver.request import SearchRequest
+
+MIXED_SCHEDULES = ("1F1B", "GPipe", "InterleavedZeroBubble")
+"""Schedules a mixed pipeline may use (one stage per rank)."""
+BYTES_PER_PARAM = {0: 18.0, 1: 6.0, 2: 2.0, 3: 0.0}
+"""Weights+grads+optimizer bytes per parameter before the 1/d sharded part (see
+costmodel.memory.state_bytes: 18, 6 + 12/d, 2 + 16/d, 18/d)."""
+SHARDED_BYTES = {0: 0.0, 1: 12.0, 2: 16.0, 3: 18.0}
+
+
+def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
+                ) -> tuple[float, float, float, float, float, float]:
+    """(layer time, embedding time, head time, activation bytes per layer, state bytes per
+    layer, usable bytes) of one stage of ``plan``'s degrees on ``pool``'s GPUs."""
+    prof = req.calibration or default_profile()
+    dev = Device.from_pool(pool, req.training.precision, prof)
+    s = Shard.of(req.training.seq_len, pool.gpus_per_node, b=float(plan.micro_batch_size),
+                 tp=float(plan.tp), cp=float(plan.cp), ep=float(plan.ep),
+                 sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
+                 flash=plan.attention == "flash", tp_overlap=bool(plan.tp_comm_overlap))
+    model = req.model
+    dense = block_cost(model, s, dev, moe=False)
+    per_layer = float(np.asarray(dense.fwd + dense.bwd_input + dense.bwd_weight))
+    edge = edge_cost(model, s, dev)
+    emb = float(np.asarray(edge.embed_fwd + edge.embed_bwd))
+    head = float(np.asarray(edge.head_fwd + edge.head_bwd_input + edge.head_bwd_weight))
+    act = float(np.asarray(block_activation_bytes(model, s, moe=False)))
+    d = plan.dp * plan.cp
+    p_layer = model.block_param_split()[0] / plan.tp
+    state = p_layer * (BYTES_PER_PARAM[plan.zero_stage] + SHARDED_BYTES[plan.zero_stage] / d)
+    usable = usable_bytes(pool.gpu_type.memory_bytes, prof) - float(
+        np.asarray(overhead_bytes(prof, np.asarray(4.0))))
+    return per_layer, emb, head, act, state, usable
+
+
+def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: float,
+                     max_candidates: int = 4) -> list[ParallelPlan]:
+    """Mixed-pool plans built from the degrees of ``seeds`` (the homogeneous finalists), for
+    every pipeline depth that needs GPUs of more than one pool."""
+    pools = [p for p in req.cluster.pools
+             if (not req.constraints.pools or p.name in req.constraints.pools)
+             and req.training.precision in p.gpu_type.peak_tflops]
+    if len(pools) < 2 or req.model.is_moe:
+        return []
+    cons = req.constraints
+    out: list[ParallelPlan] = []
+    seen: set[tuple[object, ...]] = set()
+    L = req.model.num_hidden_layers
+    allowed = [s for s in MIXED_SCHEDULES if not cons.schedules or s in cons.schedules]
+    fixed = cons.fixed
+    if not allowed or fixed.get("virtual_stages", 1) != 1:
+        return []
+    depths = [fixed["pp"]] if "pp" in fixed else [2, 4, 8, 16, 32, 64]
+    for seed in seeds:
+        stride = seed.tp * seed.cp * seed.dp
+        if any(seed.tp > p.gpus_per_node for p in pools):
+            continue
+        stages_avail = sum(p.num_gpus // stride for p in pools)
+        costs = [_pool_costs(req, p, seed) for p in pools]
+        m = req.training.global_batch_size // (seed.dp * seed.micro_batch_size)
+        for pp in depths:
+            if time.perf_counter() > deadline or len(out) >= max_candidates:
+                return out
+            if pp > min(L, stages_avail) or pp > m:
+                continue
+            if cons.max_gpus and pp * stride > cons.max_gpus:
+                continue
+            key = (seed.tp, seed.cp, seed.dp, seed.micro_batch_size, seed.recompute,
+                   seed.sequence_parallel, seed.zero_stage, pp)
+            if key in seen:
+                continue
+            seen.add(key)
+            inflight = [min(pp - s, m) for s in range(pp)]  # 1F1B (Narayanan et al. 2021)
+            problem = HeteroProblem(
+                num_layers=L, pp=pp, gpus_per_stage=stride,
+                pools=tuple(p.name for p in pools),
+                pool_gpus=tuple(p.num_gpus for p in pools),
+                layer_time=tuple(c[0] for c in costs), first_time=tuple(c[1] for c in costs),
+                last_time=tuple(c[2] for c in costs),
+                layer_bytes=tuple(tuple(c[3] * inflight[s] + c[4] for s in range(pp))
+                                  for c in costs),
+                fixed_bytes=tuple(tuple(0.0 for _ in range(pp)) for _ in costs),
+                capacity_bytes=tuple(c[5] * cons.max_memory_fraction for c in costs),
+                min_pools=2)
+            budget = max(0.05, min(1.0, deadline - time.perf_counter()))
+            res = solve_hetero(problem, time_limit_s=budget, seed=req.seed)
+            if res.pools is None or res.layers is None:
+                continue
+            out.append(ParallelPlan.model_validate({
+                **seed.model_dump(), "pool": res.pools[0], "pp": pp, "schedule": allowed[0],
+                "virtual_stages": 1, "layers_per_stage": None, "node_order": None,
+                "stages": [{"pool": p, "layers": n}
+                           for p, n in zip(res.pools, res.layers, strict=True)]}))
+    return out
