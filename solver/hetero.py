@@ -48,9 +48,23 @@ class HeteroProblem:
     """Per pool: usable bytes per GPU."""
     min_pools: int = 1
     """Require at least this many distinct pools (2 = only mixed pipelines)."""
+    stage_gpus: tuple[int, ...] | None = None
+    """Per option: GPUs one stage takes (tp_o·cp·dp); None = ``gpus_per_stage`` for all.
+    Options are the entries of ``pools``: a pool name may repeat with another tensor-parallel
+    degree (its ``pool_gpus`` entries must then agree); the GPU budget is per pool name."""
+    tps: tuple[int, ...] | None = None
+    """Per option: its tensor-parallel degree (reported in the result)."""
 
     def __post_init__(self) -> None:
         n = len(self.pools)
+        for name in ("stage_gpus", "tps"):
+            v = getattr(self, name)
+            if v is not None and len(v) != n:
+                raise ValueError(f"{name} needs one entry per option ({n})")
+        budget: dict[str, int] = {}
+        for name, g in zip(self.pools, self.pool_gpus, strict=False):
+            if budget.setdefault(name, g) != g:
+                raise ValueError(f"pool_gpus differs between options of pool {name!r}")
         for name in ("pool_gpus", "layer_time", "first_time", "last_time", "layer_bytes",
                      "fixed_bytes", "capacity_bytes"):
             if len(getattr(self, name)) != n:
@@ -64,6 +78,14 @@ class HeteroProblem:
             raise ValueError("layer_time must be positive and finite")
 
 
+def _stage_gpus(problem: HeteroProblem, o: int) -> int:
+    return problem.stage_gpus[o] if problem.stage_gpus is not None else problem.gpus_per_stage
+
+
+def _budgets(problem: HeteroProblem) -> dict[str, int]:
+    return dict(zip(problem.pools, problem.pool_gpus, strict=True))
+
+
 @dataclass(frozen=True)
 class HeteroResult:
     pools: tuple[str, ...] | None
@@ -75,6 +97,8 @@ class HeteroResult:
     gap: float | None
     explanation: str | None = None
     wall_time_s: float = field(default=0.0, compare=False)
+    tps: tuple[int, ...] | None = None
+    """Tensor-parallel degree of each stage (when the problem gives ``tps``)."""
 
 
 def stage_times(problem: HeteroProblem, pools: tuple[int, ...], layers: tuple[int, ...]
@@ -106,7 +130,8 @@ class HeteroModel:
                                               + max(problem.first_time)
                                               + max(problem.last_time))) + 1
         self.tmax = self.m.new_int_var(0, horizon, "max_stage_time")
-        self.used = [self.m.new_bool_var(f"used_{p}") for p in range(P)]
+        self.names = sorted(set(problem.pools))
+        self.used = {n: self.m.new_bool_var(f"used_{n}") for n in self.names}
 
     def assignment(self) -> None:
         for s in range(len(self.x)):
@@ -122,13 +147,18 @@ class HeteroModel:
                 self.m.add(y >= self.layers[s] - L * (1 - self.x[s][p]))
 
     def gpu_counts(self) -> None:
-        for p, gpus in enumerate(self.p.pool_gpus):
-            stages = gpus // self.p.gpus_per_stage
-            self.m.add(sum(self.x[s][p] for s in range(len(self.x))) <= stages)
-            for s in range(len(self.x)):
-                self.m.add_implication(self.x[s][p], self.used[p])
-            self.m.add(self.used[p] <= sum(self.x[s][p] for s in range(len(self.x))))
-        self.m.add(sum(self.used) >= self.p.min_pools)
+        pr = self.p
+        S = len(self.x)
+        budgets = _budgets(pr)
+        for name in self.names:
+            opts = [o for o, n in enumerate(pr.pools) if n == name]
+            self.m.add(sum(_stage_gpus(pr, o) * self.x[s][o] for s in range(S) for o in opts)
+                       <= budgets[name])
+            for s in range(S):
+                for o in opts:
+                    self.m.add_implication(self.x[s][o], self.used[name])
+            self.m.add(self.used[name] <= sum(self.x[s][o] for s in range(S) for o in opts))
+        self.m.add(sum(self.used.values()) >= pr.min_pools)
 
     def memory(self) -> None:
         pr = self.p
@@ -163,13 +193,16 @@ class HeteroModel:
 
 
 def _precheck(problem: HeteroProblem) -> str | None:
-    stages = sum(g // problem.gpus_per_stage for g in problem.pool_gpus)
+    budgets = _budgets(problem)
+    smallest = {n: min(_stage_gpus(problem, o) for o, m in enumerate(problem.pools) if m == n)
+                for n in budgets}
+    stages = sum(budgets[n] // smallest[n] for n in budgets)
     if stages < problem.pp:
-        return (f"the pools hold {stages} stages of {problem.gpus_per_stage} GPUs, the pipeline "
-                f"needs {problem.pp}")
-    usable = sum(1 for g in problem.pool_gpus if g >= problem.gpus_per_stage)
+        return (f"the pools hold {stages} stages of at least "
+                f"{min(smallest.values())} GPUs, the pipeline needs {problem.pp}")
+    usable = sum(1 for n in budgets if budgets[n] >= smallest[n])
     if usable < problem.min_pools:
-        return f"only {usable} pool(s) can host a stage of {problem.gpus_per_stage} GPUs"
+        return f"only {usable} pool(s) can host a stage"
     return None
 
 
@@ -202,4 +235,5 @@ def solve_hetero(problem: HeteroProblem, time_limit_s: float = 2.0, seed: int = 
     return HeteroResult(
         pools=tuple(problem.pools[p] for p in pools), layers=layers, max_stage_time=tmax,
         status="optimal" if code == cp_model.OPTIMAL else "feasible", bound=bound,
-        gap=(tmax - bound) / tmax if tmax > 0 else 0.0, wall_time_s=time.perf_counter() - t0)
+        gap=(tmax - bound) / tmax if tmax > 0 else 0.0, wall_time_s=time.perf_counter() - t0,
+        tps=None if problem.tps is None else tuple(problem.tps[p] for p in pools))

@@ -39,11 +39,15 @@ def test_compositions_oracle() -> None:
 def brute_force(pr: HeteroProblem) -> float | None:
     best: float | None = None
     P = len(pr.pools)
+    budgets = dict(zip(pr.pools, pr.pool_gpus, strict=True))
     for pools in itertools.product(range(P), repeat=pr.pp):
-        counts = [pools.count(p) for p in range(P)]
-        if any(c * pr.gpus_per_stage > g for c, g in zip(counts, pr.pool_gpus, strict=True)):
+        used: dict[str, int] = {}
+        for o in pools:
+            g = pr.stage_gpus[o] if pr.stage_gpus is not None else pr.gpus_per_stage
+            used[pr.pools[o]] = used.get(pr.pools[o], 0) + g
+        if any(used[n] > budgets[n] for n in used):
             continue
-        if len(set(pools)) < pr.min_pools:
+        if len({pr.pools[o] for o in pools}) < pr.min_pools:
             continue
         for layers in _compositions(pr.num_layers, pr.pp):
             ok = all(math.ceil(pr.layer_bytes[p][s] / 2**20) * n
@@ -133,3 +137,57 @@ def test_matches_brute_force(data: st.DataObject) -> None:
         # integer time scaling: within one unit per layer term of the float optimum
         assert res.max_stage_time == pytest.approx(expected, rel=1e-5, abs=1e-5)
         assert res.bound is not None and res.bound <= res.max_stage_time + 1e-12
+
+
+def test_tensor_parallel_options_share_their_pool() -> None:
+    """Options (pool, tp): the slow pool can run a stage at tp=8 (half the time per layer,
+    twice the GPUs) or tp=4; both draw on the same 32 GPUs. The solver may mix them but never
+    exceeds the pool, and it matches brute force."""
+    pr = HeteroProblem(
+        num_layers=12, pp=4, gpus_per_stage=4, pools=("fast", "slow", "slow"),
+        pool_gpus=(8, 24, 24), stage_gpus=(4, 4, 8), tps=(4, 4, 8),
+        layer_time=(1.0, 2.0, 1.1), first_time=(0.0, 0.0, 0.0), last_time=(0.3, 0.6, 0.35),
+        layer_bytes=((GIB,) * 4, (GIB,) * 4, (0.5 * GIB,) * 4),
+        fixed_bytes=((0.0,) * 4, (0.0,) * 4, (0.0,) * 4),
+        capacity_bytes=(80 * GIB, 80 * GIB, 80 * GIB))
+    res = solve_hetero(pr)
+    assert res.status == "optimal" and res.pools is not None and res.tps is not None
+    slow_gpus = sum(4 if t == 4 else 8 for p, t in zip(res.pools, res.tps, strict=True)
+                    if p == "slow")
+    assert slow_gpus <= 24
+    assert 8 in res.tps  # the faster tp=8 option is worth its GPUs here
+    assert res.max_stage_time == pytest.approx(brute_force(pr), rel=1e-5)
+
+
+def test_options_of_one_pool_must_agree_on_its_gpus() -> None:
+    with pytest.raises(ValueError, match="pool_gpus differs"):
+        _problem(pools=("a", "a"), pool_gpus=(8, 16))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_options_match_brute_force(data: st.DataObject) -> None:
+    names = data.draw(st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=3))
+    P = len(names)
+    pp = data.draw(st.integers(1, 3))
+    L = data.draw(st.integers(pp, 7))
+    budget = {n: data.draw(st.integers(0, 6)) * 2 for n in set(names)}
+    pr = HeteroProblem(
+        num_layers=L, pp=pp, gpus_per_stage=2, pools=tuple(names),
+        pool_gpus=tuple(budget[n] for n in names),
+        stage_gpus=tuple(data.draw(st.sampled_from([2, 4])) for _ in range(P)),
+        tps=tuple(range(1, P + 1)),
+        layer_time=tuple(data.draw(st.floats(0.5, 3.0)) for _ in range(P)),
+        first_time=tuple(data.draw(st.floats(0.0, 1.0)) for _ in range(P)),
+        last_time=tuple(data.draw(st.floats(0.0, 2.0)) for _ in range(P)),
+        layer_bytes=tuple(tuple(data.draw(st.floats(0.2, 2.0)) * GIB for _ in range(pp))
+                          for _ in range(P)),
+        fixed_bytes=tuple(tuple(0.0 for _ in range(pp)) for _ in range(P)),
+        capacity_bytes=tuple(data.draw(st.floats(2.0, 12.0)) * GIB for _ in range(P)))
+    expected = brute_force(pr)
+    res = solve_hetero(pr, time_limit_s=5)
+    if expected is None:
+        assert res.status == "infeasible"
+    else:
+        assert res.status == "optimal" and res.max_stage_time is not None
+        assert res.max_stage_time == pytest.approx(expected, rel=1e-5, abs=1e-5)
