@@ -19,12 +19,14 @@ from costmodel.memory import block_activation_bytes, overhead_bytes, usable_byte
 from costmodel.ops import Device
 from costmodel.profile import default_profile
 from costmodel.specs.cluster import GPUPool
-from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.plan import ParallelPlan, StageAssignment
 from solver.hetero import HeteroProblem, solve_hetero
 from solver.request import SearchRequest
 
 MIXED_SCHEDULES = ("1F1B", "GPipe", "InterleavedZeroBubble")
 """Schedules a mixed pipeline may use (one stage per rank)."""
+STAGE_TP = "tp" in StageAssignment.model_fields
+"""Whether the cost model takes a tensor-parallel degree per stage."""
 BYTES_PER_PARAM = {0: 18.0, 1: 6.0, 2: 2.0, 3: 0.0}
 """Weights+grads+optimizer bytes per parameter before the 1/d sharded part (see
 costmodel.memory.state_bytes: 18, 6 + 12/d, 2 + 16/d, 18/d)."""
@@ -56,10 +58,25 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     return per_layer, emb, head, act, state, usable
 
 
+def _tp_options(req: SearchRequest, pool: GPUPool, seed: ParallelPlan) -> list[int]:
+    """Tensor-parallel degrees a stage on ``pool`` may take: the seed's, and the others that
+    divide the model's heads, KV heads and FFN within one node (and keep sequence
+    parallelism meaningful); a fixed tp allows only itself."""
+    if "tp" in req.constraints.fixed or not STAGE_TP:
+        return [seed.tp] if seed.tp <= pool.gpus_per_node else []
+    model = req.model
+    a, g, f = model.num_attention_heads, model.kv_heads, model.intermediate_size
+    out = [t for t in (1, 2, 4, 8, 16) if t <= pool.gpus_per_node and a % t == 0
+           and (g % t == 0 or t % g == 0) and f % t == 0
+           and (t > 1 or not seed.sequence_parallel)]
+    return sorted(set(out) | ({seed.tp} if seed.tp <= pool.gpus_per_node else set()))
+
+
 def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: float,
                      max_candidates: int = 4) -> list[ParallelPlan]:
     """Mixed-pool plans built from the degrees of ``seeds`` (the homogeneous finalists), for
-    every pipeline depth that needs GPUs of more than one pool."""
+    every pipeline depth that needs GPUs of more than one pool. Each stage may also take its
+    own tensor-parallel degree (options (pool, tp), Metis/AMP-style)."""
     pools = [p for p in req.cluster.pools
              if (not req.constraints.pools or p.name in req.constraints.pools)
              and req.training.precision in p.gpu_type.peak_tflops]
@@ -75,18 +92,21 @@ def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: fl
         return []
     depths = [fixed["pp"]] if "pp" in fixed else [2, 4, 8, 16, 32, 64]
     for seed in seeds:
-        stride = seed.tp * seed.cp * seed.dp
-        if any(seed.tp > p.gpus_per_node for p in pools):
+        other = seed.cp * seed.dp
+        options = [(p, t) for p in pools for t in _tp_options(req, p, seed)]
+        if len({p.name for p, _ in options}) < 2:
             continue
-        stages_avail = sum(p.num_gpus // stride for p in pools)
-        costs = [_pool_costs(req, p, seed) for p in pools]
+        costs = [_pool_costs(req, p, seed.model_copy(update={"tp": t})) for p, t in options]
+        smallest = {p.name: min(t for q, t in options if q.name == p.name) for p, _ in options}
+        stages_avail = sum(p.num_gpus // (smallest[p.name] * other) for p in pools
+                           if p.name in smallest)
         m = req.training.global_batch_size // (seed.dp * seed.micro_batch_size)
         for pp in depths:
             if time.perf_counter() > deadline or len(out) >= max_candidates:
                 return out
             if pp > min(L, stages_avail) or pp > m:
                 continue
-            if cons.max_gpus and pp * stride > cons.max_gpus:
+            if cons.max_gpus and pp * min(smallest.values()) * other > cons.max_gpus:
                 continue
             key = (seed.tp, seed.cp, seed.dp, seed.micro_batch_size, seed.recompute,
                    seed.sequence_parallel, seed.zero_stage, pp)
@@ -95,9 +115,11 @@ def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: fl
             seen.add(key)
             inflight = [min(pp - s, m) for s in range(pp)]  # 1F1B (Narayanan et al. 2021)
             problem = HeteroProblem(
-                num_layers=L, pp=pp, gpus_per_stage=stride,
-                pools=tuple(p.name for p in pools),
-                pool_gpus=tuple(p.num_gpus for p in pools),
+                num_layers=L, pp=pp, gpus_per_stage=seed.tp * other,
+                pools=tuple(p.name for p, _ in options),
+                pool_gpus=tuple(p.num_gpus for p, _ in options),
+                stage_gpus=tuple(t * other for _, t in options),
+                tps=tuple(t for _, t in options),
                 layer_time=tuple(c[0] for c in costs), first_time=tuple(c[1] for c in costs),
                 last_time=tuple(c[2] for c in costs),
                 layer_bytes=tuple(tuple(c[3] * inflight[s] + c[4] for s in range(pp))
@@ -107,11 +129,15 @@ def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: fl
                 min_pools=2)
             budget = max(0.05, min(1.0, deadline - time.perf_counter()))
             res = solve_hetero(problem, time_limit_s=budget, seed=req.seed)
-            if res.pools is None or res.layers is None:
+            if res.pools is None or res.layers is None or res.tps is None:
                 continue
+            if cons.max_gpus and sum(t * other for t in res.tps) > cons.max_gpus:
+                continue
+            uniform = len(set(res.tps)) == 1
             out.append(ParallelPlan.model_validate({
-                **seed.model_dump(), "pool": res.pools[0], "pp": pp, "schedule": allowed[0],
-                "virtual_stages": 1, "layers_per_stage": None, "node_order": None,
-                "stages": [{"pool": p, "layers": n}
-                           for p, n in zip(res.pools, res.layers, strict=True)]}))
+                **seed.model_dump(), "pool": res.pools[0], "tp": res.tps[0], "pp": pp,
+                "schedule": allowed[0], "virtual_stages": 1, "layers_per_stage": None,
+                "node_order": None,
+                "stages": [{"pool": p, "layers": n} | ({} if uniform else {"tp": t})
+                           for p, n, t in zip(res.pools, res.layers, res.tps, strict=True)]}))
     return out
