@@ -19,6 +19,14 @@ DP communication and optimizer, memory against the rank's own capacity) uses its
 Send/recv between stages on different pools runs at ``cluster.inter_pool_Gbps`` per GPU (null:
 the slower of the two pools' NICs). Totals: GPUs and price summed over the stages, MFU against
 the GPU-count-weighted mean peak, ``Estimate.gpu`` the distinct GPU names joined by ``+``.
+
+A stage may have its own tensor-parallel degree (``plan.stages.N.tp``, as Metis and AMP allow;
+cp and dp stay common): the shard and block costs are then built once per (pool, tp), and the
+stage's compute, TP collectives, activations, logits, parameters per rank (÷ tp_s), DP/ZeRO
+groups (stride tp_s), memory and ZeRO-3 gathers use tp_s; stage s holds tp_s·cp·dp GPUs of its
+pool (GPUs, price and the MFU peak weights follow); send/recv between stages of different tp
+reshards the activation (see :meth:`_Evaluation._p2p_stages`). Stages at the plan's tp take
+exactly the formulas of a plan without per-stage tp.
 """
 
 from __future__ import annotations
