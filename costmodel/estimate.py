@@ -19,6 +19,14 @@ DP communication and optimizer, memory against the rank's own capacity) uses its
 Send/recv between stages on different pools runs at ``cluster.inter_pool_Gbps`` per GPU (null:
 the slower of the two pools' NICs). Totals: GPUs and price summed over the stages, MFU against
 the GPU-count-weighted mean peak, ``Estimate.gpu`` the distinct GPU names joined by ``+``.
+
+A stage may have its own tensor-parallel degree (``plan.stages.N.tp``, as Metis and AMP allow;
+cp and dp stay common): the shard and block costs are then built once per (pool, tp), and the
+stage's compute, TP collectives, activations, logits, parameters per rank (÷ tp_s), DP/ZeRO
+groups (stride tp_s), memory and ZeRO-3 gathers use tp_s; stage s holds tp_s·cp·dp GPUs of its
+pool (GPUs, price and the MFU peak weights follow); send/recv between stages of different tp
+reshards the activation (see :meth:`_Evaluation._p2p_stages`). Stages at the plan's tp take
+exactly the formulas of a plan without per-stage tp.
 """
 
 from __future__ import annotations
@@ -97,10 +105,14 @@ class _Ctx:
     """Pool of every global stage (``plan.stages``); None = every stage on ``pool``."""
 
 
-def _shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool) -> Shard:
+def _shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
+           tp: int | None = None) -> Shard:
+    """The per-rank shard of a stage on ``pool`` with tensor-parallel degree ``tp`` (null =
+    the plan's)."""
     return Shard.of(
         training.seq_len, pool.gpus_per_node,
-        b=float(plan.micro_batch_size), tp=float(plan.tp), cp=float(plan.cp), ep=float(plan.ep),
+        b=float(plan.micro_batch_size), tp=float(plan.tp if tp is None else tp),
+        cp=float(plan.cp), ep=float(plan.ep),
         sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
         flash=plan.attention == "flash", tp_overlap=bool(plan.tp_comm_overlap),
     )
@@ -162,7 +174,8 @@ def step_time(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: 
 
 @dataclass
 class _PoolCosts:
-    """Device, shard and per-block costs of one pool (a heterogeneous pipeline has several)."""
+    """Device, shard and per-block costs of one (pool, tp) pair (a heterogeneous pipeline has
+    several)."""
 
     pool: GPUPool
     dev: Device
@@ -170,22 +183,27 @@ class _PoolCosts:
     dense: BlockCost | None
     moe: BlockCost | None
     edge: EdgeCost
+    tp: int
 
 
 class _Evaluation:
     def __init__(self, ctx: _Ctx) -> None:
         self.c = ctx
-        self._pools: dict[str, _PoolCosts] = {}
-        first = self._pool_costs(ctx.pool)
+        self._pools: dict[tuple[str, int], _PoolCosts] = {}
+        first = self._pool_costs(ctx.pool, ctx.plan.tp)
         # the first stage's costs (the plan's one pool's costs when it has no stages)
         self.dense: BlockCost | None = first.dense
         self.moe: BlockCost | None = first.moe
         self.edge: EdgeCost = first.edge
         model = ctx.model
         self.layers = stage_layers(model, ctx.plan)
+        self.tps: list[int] = ctx.plan.stage_tps
+        """Tensor-parallel degree of every global stage."""
+        self.uniform_tp = all(t == ctx.plan.tp for t in self.tps)
+        """Whether every stage has the plan's tp (no ``plan.stages.N.tp`` differs)."""
         self.stage_pc: list[_PoolCosts] = (
-            [self._pool_costs(p) for p in ctx.stage_pools] if ctx.stage_pools is not None
-            else [first] * len(self.layers))
+            [self._pool_costs(p, t) for p, t in zip(ctx.stage_pools, self.tps, strict=True)]
+            if ctx.stage_pools is not None else [first] * len(self.layers))
         starts = np.concatenate([[0], np.cumsum(self.layers)])
         mask = np.array(model.moe_layer_mask, dtype=bool)
         self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
@@ -194,22 +212,23 @@ class _Evaluation:
         self.warnings: list[str] = []
         self._params_cache: dict[int, tuple[float, float]] = {}
 
-    def _pool_costs(self, pool: GPUPool) -> _PoolCosts:
-        """Device, shard and block costs of ``pool``, built once per pool name."""
-        if pool.name not in self._pools:
+    def _pool_costs(self, pool: GPUPool, tp: int) -> _PoolCosts:
+        """Device, shard and block costs of ``pool`` at tensor-parallel degree ``tp``, built
+        once per (pool name, tp)."""
+        key = (pool.name, tp)
+        if key not in self._pools:
             c = self.c
-            if pool.name == c.pool.name:
-                dev, s = c.dev, c.shard
-            else:
-                dev = Device.from_pool(pool, c.training.precision, c.profile)
-                s = _shard(c.plan, c.training, pool)
+            dev = (c.dev if pool.name == c.pool.name
+                   else Device.from_pool(pool, c.training.precision, c.profile))
+            s = (c.shard if pool.name == c.pool.name and tp == c.plan.tp
+                 else _shard(c.plan, c.training, pool, tp))
             model = c.model
-            self._pools[pool.name] = _PoolCosts(
+            self._pools[key] = _PoolCosts(
                 pool, dev, s,
                 block_cost(model, s, dev, moe=False) if model.num_dense_layers else None,
                 block_cost(model, s, dev, moe=True) if model.is_moe else None,
-                edge_cost(model, s, dev))
-        return self._pools[pool.name]
+                edge_cost(model, s, dev), tp)
+        return self._pools[key]
 
     def _rank_pc(self, rank: int) -> _PoolCosts:
         """Costs of pipeline rank ``rank``'s pool (a heterogeneous pipeline has one stage per
@@ -297,7 +316,8 @@ class _Evaluation:
                 dense += out
                 if model.tie_word_embeddings and plan.pp > 1:
                     dense += model.vocab_size * model.hidden_size  # Megatron keeps a copy
-        return dense / plan.tp, expert / (plan.tp * plan.ep)
+        tp = self.tps[j]
+        return dense / tp, expert / (tp * plan.ep)
 
     def _zero3_exposure(self, tf: np.ndarray, ti: np.ndarray, extra: dict[str, np.ndarray]) -> None:
         """Fold FSDP / ZeRO-3 per-micro-batch collectives into the stage times (see
@@ -310,18 +330,18 @@ class _Evaluation:
         for idx, pc in self._groups(list(range(n)), self.stage_pc):
             ef[idx], eb[idx], extra["zero3_f"][idx], extra["zero3_b"][idx] = zero3_per_microbatch(
                 params[idx], layers[idx], np.asarray(float(c.plan.dp * c.plan.cp)),
-                np.asarray(float(c.plan.tp)), tf[idx], ti[idx], c.training.precision, pc.dev)
+                np.asarray(float(pc.tp)), tf[idx], ti[idx], c.training.precision, pc.dev)
         tf += ef
         ti += eb
         extra["zero3_exposed"] = ef + eb
 
     @staticmethod
     def _groups(items: list[int], pcs: list[_PoolCosts]) -> list[tuple[np.ndarray, _PoolCosts]]:
-        """``items`` (stage or rank indices) grouped by pool, as index arrays, in order of
-        first appearance: the vectorized per-device formulas run once per pool."""
-        out: dict[str, tuple[list[int], _PoolCosts]] = {}
+        """``items`` (stage or rank indices) grouped by (pool, tp), as index arrays, in order of
+        first appearance: the vectorized per-device formulas run once per group."""
+        out: dict[tuple[str, int], tuple[list[int], _PoolCosts]] = {}
         for i, pc in zip(items, pcs, strict=True):
-            out.setdefault(pc.pool.name, ([], pc))[0].append(i)
+            out.setdefault((pc.pool.name, pc.tp), ([], pc))[0].append(i)
         return [(np.array(ix, dtype=int), pc) for ix, pc in out.values()]
 
     def _offload_exposure(self, tf: np.ndarray, ti: np.ndarray,
@@ -414,33 +434,52 @@ class _Evaluation:
     def _p2p_stages(self, nbytes: Any) -> np.ndarray:
         """Send/recv per boundary of a pipeline given by ``plan.stages`` (one stage per rank).
         Inside one pool as :meth:`_p2p` without a bandwidth matrix: the stages' GPUs are laid
-        out in pipeline order within their pool (NVLink when both stages sit on one node, else
-        the pool's NIC). Across pools: the cluster's ``inter_pool_Gbps`` per GPU, or when null
-        the slower of the two pools' NIC rates. The tp all-gather without sequence parallelism
-        is the sending stage's."""
+        out in pipeline order within their pool, stage s taking tp_s·cp·dp GPUs (NVLink when
+        both stages sit on one node, else the pool's NIC). Across pools: the cluster's
+        ``inter_pool_Gbps`` per GPU, or when null the slower of the two pools' NIC rates.
+
+        Between stages of equal tp: ``nbytes`` = T·h·2/tp per GPU pair (Megatron's
+        scatter/gather), plus the sending stage's tp all-gather without sequence parallelism.
+        Between stages of different tp (tp_a sending, tp_b receiving) every receiving rank
+        needs the full T·h activation gathered from the sender's tp_a shards; modelled, as the
+        resharding between stages of different tensor-parallel degree in Metis (Um et al. 2024)
+        and AMP (Li et al. 2022), by a send of T·h·2/min(tp_a, tp_b) bytes per GPU pair, and
+        when tp_b < tp_a an intra-node all-gather of the full T·h·2 bytes over the receiver's
+        tp_b ranks on the receiver's GPUs; when tp_b > tp_a nothing more. An approximation: the
+        exact resharding traffic depends on the rank mapping and on sequence parallelism."""
         c = self.c
         n = len(self.layers)
-        stride = c.plan.tp * c.plan.cp * c.plan.dp
-        local = []  # index of each stage among the stages on its pool
+        full = c.shard.tokens * self._h() * ELEM  # T·h·2 bytes of one micro-batch's activation
+        strides = [t * c.plan.cp * c.plan.dp for t in self.tps]
+        offset = []  # first GPU of each stage among the GPUs of its pool
         seen: dict[str, int] = {}
-        for pc in self.stage_pc:
-            local.append(seen.get(pc.pool.name, 0))
-            seen[pc.pool.name] = local[-1] + 1
+        for pc, w in zip(self.stage_pc, strides, strict=True):
+            offset.append(seen.get(pc.pool.name, 0))
+            seen[pc.pool.name] = offset[-1] + w
         out = np.zeros(max(n - 1, 0))
         for j in range(n - 1):
             a, b = self.stage_pc[j], self.stage_pc[j + 1]
+            ta, tb = a.tp, b.tp
             gather = 0.0
-            if not c.plan.sequence_parallel and c.plan.tp > 1:
-                gather = _f(collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
-                                            min(c.plan.tp, a.pool.gpus_per_node), a.dev))
+            if ta == tb:
+                nb = nbytes if ta == c.plan.tp else full / ta
+                if not c.plan.sequence_parallel and ta > 1:
+                    gather = _f(collective_time("all_gather", ta, nb * ta,
+                                                min(ta, a.pool.gpus_per_node), a.dev))
+            else:
+                nb = full / min(ta, tb)
+                if tb < ta and tb > 1:
+                    gather = _f(collective_time("all_gather", tb, full,
+                                                min(tb, b.pool.gpus_per_node), b.dev))
             nic: float | None = None
             if a.pool.name == b.pool.name:
                 gpn = a.pool.gpus_per_node
-                same = stride < gpn and local[j] * stride // gpn == local[j + 1] * stride // gpn
+                same = (strides[j] < gpn and strides[j + 1] < gpn
+                        and offset[j] // gpn == offset[j + 1] // gpn)
             else:
                 same = False
                 nic = self._inter_pool_nic(a.pool, b.pool)
-            out[j] = _f(collective_time("send_recv", 2.0, nbytes, 2.0 if same else 1.0, a.dev,
+            out[j] = _f(collective_time("send_recv", 2.0, nb, 2.0 if same else 1.0, a.dev,
                                         nic=nic)) + gather
         return out
 
@@ -467,14 +506,14 @@ class _Evaluation:
         plan = c.plan
         params = np.array([self._rank_params(r) for r in range(plan.pp)])
         a = {k: np.asarray(float(v)) for k, v in (
-            ("zero", plan.zero_stage), ("dp", plan.dp), ("cp", plan.cp), ("ep", plan.ep),
-            ("tp", plan.tp))}
+            ("zero", plan.zero_stage), ("dp", plan.dp), ("cp", plan.cp), ("ep", plan.ep))}
         shape = (plan.pp,)
         out_t, out_e, out_o = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         ranks = list(range(plan.pp))
         for idx, pc in self._groups(ranks, [self._rank_pc(r) for r in ranks]):
             total, exposed = dp_comm(
-                params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"], a["ep"], a["tp"],
+                params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"], a["ep"],
+                np.asarray(float(pc.tp)),  # the rank's own tp: DP groups stride tp_s
                 window_f[idx], window_b[idx], np.asarray(plan.overlap_grad_reduce),
                 np.asarray(plan.overlap_param_gather), c.training.precision, pc.dev)
             opt = optimizer_time(params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"],
@@ -511,7 +550,10 @@ class _Evaluation:
         if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":
             first, last = self.stage_pc[0].pool, self.stage_pc[-1].pool
             nic = None if first.name == last.name else self._inter_pool_nic(first, last)
-            tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / plan.tp
+            # the two end stages' shards of the tied matrix (the smaller tp's, the larger shard,
+            # when their tp differ)
+            tp_tied = min(self.tps[0], self.tps[-1])
+            tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / tp_tied
                                       * grad_comm_bytes(training.precision), 1.0, c.dev,
                                       nic=nic))
         tail = dp_exposed + opt
@@ -534,9 +576,12 @@ class _Evaluation:
         tokens = training.tokens_per_step
         mflops = model_flops_per_token(model, training.seq_len) * tokens
         peak = c.dev.peak
-        if self.hetero:
+        if self.hetero and self.uniform_tp:
             # GPU-count-weighted mean peak of the stages' GPUs (every stage has tp·cp·dp)
             peak = sum(pc.dev.peak for pc in self.stage_pc) / len(self.stage_pc)
+        elif self.hetero:
+            # stage s has tp_s·cp·dp GPUs: weight its peak by tp_s
+            peak = sum(pc.dev.peak * pc.tp for pc in self.stage_pc) / sum(self.tps)
         mfu = mflops / (step * n_gpus * peak)
         rc_flops = 0.0
         if self.dense is not None:
@@ -544,6 +589,11 @@ class _Evaluation:
         if self.moe is not None:
             rc_flops += model.num_moe_layers * _f(self.moe.flops_recompute)
         rc_total = rc_flops * plan.tp * plan.cp * training.global_batch_size / plan.micro_batch_size
+        if not self.uniform_tp:
+            # per-rank recompute FLOPs of each stage times its own tp_s ranks
+            rc_total = sum(self._sum("flops_recompute", j) * self.tps[j]
+                           for j in range(len(self.layers))) \
+                * plan.cp * training.global_batch_size / plan.micro_batch_size
         hfu = (mflops + rc_total) / (step * n_gpus * peak)
 
         # ---- breakdown on the busiest rank
@@ -593,9 +643,11 @@ class _Evaluation:
         memory = self._memory(sim.peak_inflight)
         price = c.pool.price_per_gpu_hour * n_gpus
         gpu = c.pool.gpu
+        if self.hetero or not self.uniform_tp:
+            # stage s has tp_s·cp·dp GPUs of its pool
+            price = sum(pc.pool.price_per_gpu_hour * (pc.tp * plan.cp * plan.dp)
+                        for pc in self.stage_pc)
         if self.hetero:
-            per_stage = plan.tp * plan.cp * plan.dp
-            price = sum(pc.pool.price_per_gpu_hour * per_stage for pc in self.stage_pc)
             gpu = "+".join(dict.fromkeys(pc.pool.gpu for pc in self.stage_pc))
         tps = tokens / step
         cost_per_m = price / 3600.0 / tps * 1e6 if tps > 0 else math.inf
@@ -623,13 +675,13 @@ class _Evaluation:
         model, plan = c.model, c.plan
         n = len(self.layers)
         d = plan.dp * plan.cp
-        groups = sum(1 for g in (plan.tp, plan.pp, plan.dp, plan.cp, plan.ep) if g > 1) + 1
-        over = _f(overhead_bytes(c.profile, np.asarray(float(groups))))
         ctx_b = c.profile.eff.memory.cuda_context_gib * GIB
         out: list[StageMemory] = []
         for r in range(plan.pp):
-            # each rank against its own pool's device
+            # each rank against its own pool's device, with its own tp
             pc = self._rank_pc(r)
+            groups = sum(1 for g in (pc.tp, plan.pp, plan.dp, plan.cp, plan.ep) if g > 1) + 1
+            over = _f(overhead_bytes(c.profile, np.asarray(float(groups))))
             s = pc.shard
             cap = pc.dev.memory_bytes
             usable = usable_bytes(cap, c.profile)
@@ -639,7 +691,7 @@ class _Evaluation:
             mine = [j for j, rr in enumerate(self.ranks) if rr == r]
             pd = sum(self._stage_params(j)[0] for j in mine)
             pe = sum(self._stage_params(j)[1] for j in mine)
-            gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(plan.tp)))
+            gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(pc.tp)))
                         if plan.zero_stage >= 3 else 0.0)
             st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
                              np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),

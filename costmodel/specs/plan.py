@@ -22,6 +22,10 @@ class StageAssignment(BaseModel):
 
     pool: str = Field(min_length=1, description="Pool whose GPUs run this stage.")
     layers: PositiveInt = Field(description="Transformer layers of this stage.")
+    tp: PositiveInt | None = Field(
+        None, description="Tensor-parallel degree of this stage (Metis and AMP let it differ "
+        "per stage); cp and dp stay the plan's, so the stage uses tp·cp·dp GPUs of its pool. "
+        "null = the plan's tp.")
 
 
 class ParallelPlan(BaseModel):
@@ -42,11 +46,12 @@ class ParallelPlan(BaseModel):
     )
     stages: list[StageAssignment] | None = Field(
         None, description="Heterogeneous pipeline: one entry per pipeline stage in model order; "
-        "each stage runs on its own pool's GPUs (tp, cp and dp are the plan's, shared by all "
-        "stages); pp must equal len(stages); virtual_stages 1; schedules GPipe, 1F1B or "
-        "InterleavedZeroBubble. When given it overrides pool and layers_per_stage. Send/recv "
-        "between consecutive stages on different pools runs at the cluster's inter_pool_Gbps "
-        "per GPU (null = the slower of the two pools' NIC rates). null = every stage on pool.",
+        "each stage runs on its own pool's GPUs (cp and dp are the plan's, shared by all "
+        "stages; tp too unless the stage gives its own); pp must equal len(stages); "
+        "virtual_stages 1; schedules GPipe, 1F1B or InterleavedZeroBubble. When given it "
+        "overrides pool and layers_per_stage. Send/recv between consecutive stages on "
+        "different pools runs at the cluster's inter_pool_Gbps per GPU (null = the slower of "
+        "the two pools' NIC rates). null = every stage on pool.",
     )
     recompute: Recompute = "none"
     sequence_parallel: bool = False
@@ -81,7 +86,17 @@ class ParallelPlan(BaseModel):
 
     @property
     def num_gpus(self) -> int:
+        if self.stages is not None and any(st.tp is not None for st in self.stages):
+            return sum(self.stage_tps) * self.dp * self.cp
         return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def stage_tps(self) -> list[int]:
+        """Tensor-parallel degree of every global stage: each ``stages`` entry's own tp (the
+        plan's where null), or the plan's tp for all pp·virtual_stages stages."""
+        if self.stages is not None:
+            return [st.tp if st.tp is not None else self.tp for st in self.stages]
+        return [self.tp] * self.num_stages
 
     @property
     def num_stages(self) -> int:

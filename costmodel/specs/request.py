@@ -110,7 +110,8 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     micro-batch [Megatron/torchtitan]; seq_len divisible by 2·cp [Megatron-Core load-balanced
     CP]; ep divides experts and dp·cp [Megatron-Core expert data parallel]; enough GPUs in the
     pool; the precision's tensor cores exist on the GPU. A heterogeneous pipeline
-    (``plan.stages``) is checked per pool instead: see :func:`_check_stages`.
+    (``plan.stages``) is checked per pool instead, and a stage's own tp
+    (``plan.stages.N.tp``) like ``plan.tp``: see :func:`_check_stages`.
     """
     c = ProblemCollector()
     if plan.stages is not None:
@@ -249,19 +250,49 @@ def _check_stages(c: ProblemCollector, model: ModelSpec, training: TrainingSpec,
             f"a heterogeneous pipeline (plan.stages) needs one of {', '.join(HETERO_SCHEDULES)}")
     c.check(plan.node_order is None, "plan.node_order",
             "node_order is not supported with plan.stages")
-    per_stage = plan.tp * plan.cp * plan.dp
-    used: dict[str, int] = {}
-    for st in stages:
-        used[st.pool] = used.get(st.pool, 0) + 1
-    for name, count in used.items():
+    for i, st in enumerate(stages):
+        if st.tp is not None:
+            _check_stage_tp(c, model, plan, st.tp, f"plan.stages.{i}.tp", known[st.pool])
+    used: dict[str, list[int]] = {}
+    for st, tp in zip(stages, plan.stage_tps, strict=True):
+        used.setdefault(st.pool, []).append(tp)
+    for name, tps in used.items():
         p = known[name]
-        c.check(per_stage * count <= p.num_gpus, "plan.stages",
-                f"{count} stage(s) of tp·cp·dp = {per_stage} GPUs need {per_stage * count} "
-                f"GPUs of pool {name!r} with {p.num_gpus}")
-        c.check(plan.tp <= p.gpus_per_node, "plan.tp",
-                f"tp={plan.tp} exceeds gpus_per_node={p.gpus_per_node} of pool {name!r}")
+        if all(tp == plan.tp for tp in tps):
+            per_stage, count = plan.tp * plan.cp * plan.dp, len(tps)
+            c.check(per_stage * count <= p.num_gpus, "plan.stages",
+                    f"{count} stage(s) of tp·cp·dp = {per_stage} GPUs need {per_stage * count} "
+                    f"GPUs of pool {name!r} with {p.num_gpus}")
+        else:
+            need = sum(tps) * plan.cp * plan.dp
+            c.check(need <= p.num_gpus, "plan.stages",
+                    f"{len(tps)} stage(s) of tp_s·cp·dp GPUs (tp_s = {tps}) need {need} GPUs "
+                    f"of pool {name!r} with {p.num_gpus}")
+        if plan.tp in tps:
+            c.check(plan.tp <= p.gpus_per_node, "plan.tp",
+                    f"tp={plan.tp} exceeds gpus_per_node={p.gpus_per_node} of pool {name!r}")
         _check_pool(c, training, plan, p)
     return known[stages[0].pool]
+
+
+def _check_stage_tp(c: ProblemCollector, model: ModelSpec, plan: ParallelPlan, tp: int,
+                    field: str, pool: GPUPool) -> None:
+    """Rules of one stage's own tensor-parallel degree (``plan.stages.N.tp``): those of
+    ``plan.tp`` (heads, KV heads, FFN), within one node of the stage's pool, and > 1 with
+    sequence parallelism."""
+    a, g = model.num_attention_heads, model.kv_heads
+    c.check(a % tp == 0, field, f"num_attention_heads={a} must be divisible by tp={tp}")
+    c.check(g % tp == 0 or tp % g == 0, field,
+            f"num_key_value_heads={g} and tp={tp} must divide one another")
+    c.check(model.intermediate_size % tp == 0, field,
+            f"intermediate_size={model.intermediate_size} must be divisible by tp={tp}")
+    if model.is_moe:
+        c.check(model.expert_ffn % tp == 0, field,
+                f"moe_intermediate_size={model.expert_ffn} must be divisible by tp={tp}")
+    c.check(tp <= pool.gpus_per_node, field,
+            f"tp={tp} exceeds gpus_per_node={pool.gpus_per_node} of pool {pool.name!r}")
+    if plan.sequence_parallel:
+        c.check(tp > 1, field, "sequence parallelism needs every stage's tp > 1")
 
 
 def stage_pools(cluster: Cluster, plan: ParallelPlan) -> list[GPUPool]:
