@@ -73,7 +73,7 @@ def _tp_options(req: SearchRequest, pool: GPUPool, seed: ParallelPlan) -> list[i
 
 
 def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: float,
-                     max_candidates: int = 4) -> list[ParallelPlan]:
+                     max_candidates: int = 12) -> list[ParallelPlan]:
     """Mixed-pool plans built from the degrees of ``seeds`` (the homogeneous finalists), for
     every pipeline depth that needs GPUs of more than one pool. Each stage may also take its
     own tensor-parallel degree (options (pool, tp), Metis/AMP-style)."""
@@ -134,10 +134,11 @@ def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: fl
             if cons.max_gpus and sum(t * other for t in res.tps) > cons.max_gpus:
                 continue
             uniform = len(set(res.tps)) == 1
-            out.append(ParallelPlan.model_validate({
-                **seed.model_dump(), "pool": res.pools[0], "tp": res.tps[0], "pp": pp,
-                "schedule": allowed[0], "virtual_stages": 1, "layers_per_stage": None,
-                "node_order": None,
-                "stages": [{"pool": p, "layers": n} | ({} if uniform else {"tp": t})
-                           for p, n, t in zip(res.pools, res.layers, res.tps, strict=True)]}))
+            stages = [{"pool": p, "layers": n} | ({} if uniform else {"tp": t})
+                      for p, n, t in zip(res.pools, res.layers, res.tps, strict=True)]
+            for schedule in allowed:  # the estimate judges which schedule runs it best
+                out.append(ParallelPlan.model_validate({
+                    **seed.model_dump(), "pool": res.pools[0], "tp": res.tps[0], "pp": pp,
+                    "schedule": schedule, "virtual_stages": 1, "layers_per_stage": None,
+                    "node_order": None, "stages": stages}))
     return out
