@@ -166,10 +166,14 @@ class _Step:
 
 
 def step_time(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
-              profile: CalibrationProfile | None = None) -> float:
+              profile: CalibrationProfile | None = None,
+              memo: dict[tuple[object, ...], Any] | None = None) -> float:
     """The estimate's step time alone (same computation, no memory report or result object):
-    what a search needs for the many plans it only ranks."""
-    return _Evaluation(_context(model, training, cluster, plan, profile)).step().step
+    what a search needs for the many plans it only ranks.
+
+    ``memo`` (optional) caches per-block costs across calls; share one only between calls with
+    the same model, training spec, cluster and profile (one search request)."""
+    return _Evaluation(_context(model, training, cluster, plan, profile), memo).step().step
 
 
 @dataclass
@@ -187,9 +191,11 @@ class _PoolCosts:
 
 
 class _Evaluation:
-    def __init__(self, ctx: _Ctx) -> None:
+    def __init__(self, ctx: _Ctx, memo: dict[tuple[object, ...], Any] | None = None) -> None:
         self.c = ctx
-        self._pools: dict[tuple[str, int], _PoolCosts] = {}
+        # per-(pool, tp, shard) block costs; a caller may share the dict across evaluations
+        # of one request (see step_time)
+        self._pools: dict[tuple[object, ...], Any] = {} if memo is None else memo
         first = self._pool_costs(ctx.pool, ctx.plan.tp)
         # the first stage's costs (the plan's one pool's costs when it has no stages)
         self.dense: BlockCost | None = first.dense
@@ -215,7 +221,9 @@ class _Evaluation:
     def _pool_costs(self, pool: GPUPool, tp: int) -> _PoolCosts:
         """Device, shard and block costs of ``pool`` at tensor-parallel degree ``tp``, built
         once per (pool name, tp)."""
-        key = (pool.name, tp)
+        plan = self.c.plan
+        key = (pool.name, tp, plan.micro_batch_size, plan.cp, plan.ep, plan.sequence_parallel,
+               plan.recompute, plan.attention, plan.tp_comm_overlap)
         if key not in self._pools:
             c = self.c
             dev = (c.dev if pool.name == c.pool.name

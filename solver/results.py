@@ -14,11 +14,12 @@ OPTIMALITY_MEANING = (
     "ep, micro-batch size, schedule and virtual stages, recompute, sequence parallelism and "
     "ZeRO stage, with the default even layer split, within the constraints) has a better "
     "objective under meshplan's cost model: every plan whose proven bound could beat the k-th "
-    "best was simulated (branch and bound). The finalists' layer splits are then re-balanced "
-    "with CP-SAT and, with several pools, pipelines mixing GPU types are built from the "
-    "finalists' degrees (CP-SAT stage assignment); both can only add better plans, and bound "
-    "and gap refer to the single-pool, even-split space. A result whose plans only exist "
-    "across pools is 'feasible' (no certificate).")
+    "best was simulated (branch and bound). The finalists are then improved: layer splits "
+    "re-balanced with CP-SAT, vocabulary layers tried split over all pipeline ranks, nodes "
+    "placed on measured links and, with several pools, pipelines mixing GPU types built from "
+    "their degrees (CP-SAT stage assignment). These moves only add better plans; bound and gap "
+    "refer to the single-pool, even-split space. A result whose plans only exist across pools "
+    "is 'feasible' (no certificate).")
 
 
 class Explanation(BaseModel):

@@ -146,6 +146,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     order = np.lexsort((np.arange(len(optimistic)), optimistic))
 
     # ---- branch and bound over the exact (simulated) step time
+    memo: dict[tuple[object, ...], Any] = {}  # per-block costs shared by this search's plans
     top: list[tuple[float, int, ParallelPlan, Estimate]] = []  # (value, position, plan, est)
     simulated = 0
     timed_out = False
@@ -163,7 +164,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         sp = spaces[int(which[pos])]
         i = int(cand[pos])
         plan = sp.cands.plan(i, pool=sp.pool.name)
-        step = _step_time(req, plan)
+        step = _step_time(req, plan, memo)
         simulated += 1
         if step is None:
             continue
@@ -179,7 +180,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         top.sort(key=lambda t: (t[0], t[1]))
         del top[k_best:]
 
-    # ---- finalists: CP-SAT layer re-partition, then node placement on measured links
+    # ---- finalists: CP-SAT layer re-partition, vocabulary placement, node placement
     partitions = placements = 0
     refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
     for _, pos, plan, est in top:
@@ -189,6 +190,14 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
             better = _repartition(req, plan, est, deadline, req.seed)
             if better is not None and value_of(better[1]) < val:
                 plan, est = better
+                val = value_of(est)
+        if plan.pp > 1 and time.perf_counter() < deadline:
+            # vocabulary parallelism (Yeung et al. 2024): split the embedding and LM head over
+            # every pipeline rank instead of the end stages; kept when the estimate improves
+            split = _estimate(req, plan.model_copy(update={"vocab_placement": "split"}))
+            if split is not None and _meets(split, req.cluster.pool(plan.pool), req) and (
+                    value_of(split) < val):
+                plan, est = split.plan, split
                 val = value_of(est)
         if (plan.pp > 1 and req.cluster.node_bandwidth_Gbps is not None
                 and time.perf_counter() < deadline):
@@ -290,9 +299,10 @@ def _meets_all(est: Estimate, req: SearchRequest) -> bool:
     return cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour
 
 
-def _step_time(req: SearchRequest, plan: ParallelPlan) -> float | None:
+def _step_time(req: SearchRequest, plan: ParallelPlan,
+               memo: dict[tuple[object, ...], Any] | None = None) -> float | None:
     try:
-        return step_time(req.model, req.training, req.cluster, plan, req.calibration)
+        return step_time(req.model, req.training, req.cluster, plan, req.calibration, memo)
     except SpecError:
         return None
 

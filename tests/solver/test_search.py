@@ -566,3 +566,26 @@ def test_result_json_follows_the_contract() -> None:
                     "zero_stage"} <= set(plan["plan"])
         else:
             assert out["plans"] == [] and isinstance(out["infeasible_reason"], str)
+
+
+def test_vocabulary_placement_is_searched() -> None:
+    """Checks: with a vocabulary large against the layers (Gemma-like 256k tokens on a small
+    model, pp fixed), splitting the embedding and LM head over all pipeline ranks (Yeung et al.
+    2024) balances the last stage, and the search returns the split placement because its
+    estimate is faster than the end-stage placement of the same plan."""
+    req = body(pools=[pool("h100", "H100-SXM-80GB", nodes=1, price=2.0)], top_k=1,
+               constraints={"fixed": {"pp": 4, "tp": 1}})
+    req["model"] = {"name": "wide-vocab", "num_hidden_layers": 8, "hidden_size": 2048,
+                    "num_attention_heads": 16, "num_key_value_heads": 4,
+                    "intermediate_size": 8192, "vocab_size": 256000}
+    best = search(req).plans[0]
+    assert best.plan.vocab_placement == "split"
+    ends = costmodel_estimate(req, best.plan.model_copy(update={"vocab_placement": "end_stages"}))
+    assert best.estimate.step_time_s < ends.step_time_s
+
+
+def costmodel_estimate(req: dict[str, Any], plan: Any) -> Any:
+    import costmodel
+
+    return costmodel.estimate({"model": req["model"], "training": req["training"],
+                               "cluster": req["cluster"], "plan": plan.model_dump()})
