@@ -194,10 +194,9 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         if plan.pp > 1 and time.perf_counter() < deadline:
             # vocabulary parallelism (Yeung et al. 2024): split the embedding and LM head over
             # every pipeline rank instead of the end stages; kept when the estimate improves
-            split = _estimate(req, plan.model_copy(update={"vocab_placement": "split"}))
-            if split is not None and _meets(split, req.cluster.pool(plan.pool), req) and (
-                    value_of(split) < val):
-                plan, est = split.plan, split
+            split = _variant(req, plan, vocab_placement="split")
+            if split is not None and value_of(split[1]) < val:
+                plan, est = split
                 val = value_of(est)
         if (plan.pp > 1 and req.cluster.node_bandwidth_Gbps is not None
                 and time.perf_counter() < deadline):
@@ -299,6 +298,17 @@ def _meets_all(est: Estimate, req: SearchRequest) -> bool:
     return cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour
 
 
+def _variant(req: SearchRequest, plan: ParallelPlan, **update: Any
+             ) -> tuple[ParallelPlan, Estimate] | None:
+    """``plan`` with ``update`` applied, and its estimate, when it is valid and meets the
+    memory and budget constraints."""
+    nplan = plan.model_copy(update=update)
+    nest = _estimate(req, nplan)
+    if nest is None or not _meets(nest, req.cluster.pool(nplan.pool), req):
+        return None
+    return nplan, nest
+
+
 def _step_time(req: SearchRequest, plan: ParallelPlan,
                memo: dict[tuple[object, ...], Any] | None = None) -> float | None:
     try:
@@ -361,11 +371,7 @@ def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline
     result = solve_partition(problem, time_limit_s=budget, seed=seed, num_workers=1)
     if result.layers is None or list(result.layers) == list(layers):
         return None
-    nplan = plan.model_copy(update={"layers_per_stage": list(result.layers)})
-    nest = _estimate(req, nplan)
-    if nest is None or not _meets(nest, pool, req):
-        return None
-    return nplan, nest
+    return _variant(req, plan, layers_per_stage=list(result.layers))
 
 
 def _place(req: SearchRequest, plan: ParallelPlan, deadline: float, seed: int
@@ -393,11 +399,7 @@ def _place(req: SearchRequest, plan: ParallelPlan, deadline: float, seed: int
     result = solve_placement(problem, time_limit_s=budget, seed=seed, num_workers=1)
     if result.nodes is None or list(result.nodes) == list(range(len(result.nodes))):
         return None
-    nplan = plan.model_copy(update={"node_order": list(result.nodes)})
-    nest = _estimate(req, nplan)
-    if nest is None or not _meets(nest, pool, req):
-        return None
-    return nplan, nest
+    return _variant(req, plan, node_order=list(result.nodes))
 
 
 def spaces_caps(spaces: list[_PoolSpace], req: SearchRequest) -> dict[str, float]:
