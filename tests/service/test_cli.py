@@ -319,3 +319,19 @@ def test_plan_invalid_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     path.write_text(json.dumps(req))
     assert main(["plan", str(path)]) == 2
     assert "training.train_tokens" in capsys.readouterr().err
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_pipe_is_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`meshplan plan FILE | head -1`: when the reader closes the pipe, the command stops
+    quietly with 141 (128 + SIGPIPE, as Unix tools do) instead of printing a traceback."""
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(SMALL_SEARCH))
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["plan", str(path)]) == 141
+    assert "Traceback" not in capsys.readouterr().err
