@@ -15,7 +15,12 @@ import time
 import numpy as np
 
 from costmodel.layer_cost import RECOMPUTE_CODES, Shard, block_cost, edge_cost
-from costmodel.memory import block_activation_bytes, overhead_bytes, usable_bytes
+from costmodel.memory import (
+    block_activation_bytes,
+    overhead_bytes,
+    state_bytes,
+    usable_bytes,
+)
 from costmodel.ops import Device
 from costmodel.profile import default_profile
 from costmodel.specs.cluster import GPUPool
@@ -27,10 +32,6 @@ MIXED_SCHEDULES = ("1F1B", "GPipe", "InterleavedZeroBubble")
 """Schedules a mixed pipeline may use (one stage per rank)."""
 STAGE_TP = "tp" in StageAssignment.model_fields
 """Whether the cost model takes a tensor-parallel degree per stage."""
-BYTES_PER_PARAM = {0: 18.0, 1: 6.0, 2: 2.0, 3: 0.0}
-"""Weights+grads+optimizer bytes per parameter before the 1/d sharded part (see
-costmodel.memory.state_bytes: 18, 6 + 12/d, 2 + 16/d, 18/d)."""
-SHARDED_BYTES = {0: 0.0, 1: 12.0, 2: 16.0, 3: 18.0}
 
 
 def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
@@ -50,9 +51,12 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     emb = float(np.asarray(edge.embed_fwd + edge.embed_bwd))
     head = float(np.asarray(edge.head_fwd + edge.head_bwd_input + edge.head_bwd_weight))
     act = float(np.asarray(block_activation_bytes(model, s, moe=False)))
-    d = plan.dp * plan.cp
-    p_layer = model.block_param_split()[0] / plan.tp
-    state = p_layer * (BYTES_PER_PARAM[plan.zero_stage] + SHARDED_BYTES[plan.zero_stage] / d)
+    d = float(plan.dp * plan.cp)
+    p_layer = np.asarray(model.block_param_split()[0] / plan.tp)
+    st = state_bytes(p_layer, np.zeros_like(p_layer), np.asarray(plan.zero_stage),
+                     np.asarray(d), np.asarray(d), req.training.optimizer,
+                     req.training.precision, np.zeros_like(p_layer))
+    state = float(np.asarray(st.weights + st.grads + st.optimizer))
     usable = usable_bytes(pool.gpu_type.memory_bytes, prof) - float(
         np.asarray(overhead_bytes(prof, np.asarray(4.0))))
     return per_layer, emb, head, act, state, usable
