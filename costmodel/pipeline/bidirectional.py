@@ -40,9 +40,11 @@ Accelerating Large Models Training", arXiv 2410.19367)
     work, a bubble ratio ``(D−2)/(3N+D−2)``; the list schedule reaches that count for every
     ``N = D ≤ 6`` and exceeds it by a few slots beyond (one slot at ``D = N = 8``; measured).
     For more micro-batches the paper concatenates basic units (its Figure "scale to more
-    micro-batches": the second unit's micro-batches enter back to back at slot ``6D``, where
-    the first unit's tail bubbles begin); here unit ``k ≥ 1``'s micro-batch ``i`` is released
-    at slot ``6·D·k + i``. As with Chimera's direct concatenation, a backward twice as long as
+    micro-batches": the second unit's micro-batches enter back to back at slot ``6D = 24``,
+    the slot at which the first unit's first micro-batch has finished its backward); here
+    unit ``k+1`` of a replica is released when unit ``k``'s first micro-batch of that replica
+    has left the pipeline, its micro-batches one slot apart, which bounds the micro-batches in
+    flight whatever ``N``. As with Chimera's direct concatenation, a backward twice as long as
     a forward leaves intermediate bubbles between units, which the simulation shows.
     Preconditions: ``pp`` even, ``n_microbatches`` a multiple of ``pp``, 2 stages per rank and
     replica.
@@ -156,13 +158,24 @@ def _bitpipe_ranks(pp: int, m: int) -> list[list[_Op]]:
     placement = bidirectional_stage_to_rank(BITPIPE, pp)
     fwd, bwd = 1, 2  # slots of a forward and of a backward, as the paper's figures draw them
     # step p of micro-batch j: p < n_st -> F of local stage p, else B of local stage 2·n_st-1-p
-    release = {}
-    rep_of = {}
-    for j, rep, k, i in _unit_layout(pp, m):
-        release[j] = 2 * i if k == 0 else 6 * pp * k + i
+    rep_of: dict[int, int] = {}
+    layout = _unit_layout(pp, m)
+    units = m // pp
+    by_unit: dict[tuple[int, int], list[int]] = {}  # (unit, replica) -> micro-batches in order
+    for j, rep, k, _ in layout:
         rep_of[j] = rep
-    pending = sorted((release[j], j) for j in release)
-    nxt = 0
+        by_unit.setdefault((k, rep), []).append(j)
+    unit_of = {j: k for j, _, k, _ in layout}
+    release: dict[int, int] = {}
+    pending: list[tuple[int, int]] = []  # (release slot, micro-batch)
+
+    def release_unit(k: int, rep: int, t0: int, spacing: int) -> None:
+        for i, j in enumerate(by_unit[(k, rep)]):
+            release[j] = t0 + spacing * i
+            heapq.heappush(pending, (release[j], j))
+
+    for rep in (0, 1):
+        release_unit(0, rep, 0, 2)
     ready: list[list[tuple[int, int, int, int]]] = [[] for _ in range(pp)]
     running: list[tuple[int, int, int]] = []  # (end slot, micro-batch, step)
     free = [0] * pp
@@ -185,9 +198,12 @@ def _bitpipe_ranks(pp: int, m: int) -> list[list[_Op]]:
             done += 1
             if p + 1 < 2 * n_st:
                 push(j, p + 1)
-        while nxt < len(pending) and pending[nxt][0] <= t:
-            push(pending[nxt][1], 0)
-            nxt += 1
+            elif (unit_of[j] + 1 < units
+                  and by_unit[(unit_of[j], rep_of[j])][0] == j):
+                # the unit's first micro-batch has left: the next unit enters, back to back
+                release_unit(unit_of[j] + 1, rep_of[j], t, 1)
+        while pending and pending[0][0] <= t:
+            push(heapq.heappop(pending)[1], 0)
         for r in range(pp):
             if free[r] <= t and ready[r]:
                 _, _, j, p = heapq.heappop(ready[r])
@@ -198,8 +214,8 @@ def _bitpipe_ranks(pp: int, m: int) -> list[list[_Op]]:
         if done >= total:
             break
         candidates = [running[0][0]] if running else []
-        if nxt < len(pending):
-            candidates.append(pending[nxt][0])
+        if pending:
+            candidates.append(pending[0][0])
         busy_ends = [f for f in free if f > t]
         t = min(candidates + busy_ends) if candidates or busy_ends else t + 1
     return order
