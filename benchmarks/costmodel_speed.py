@@ -1,7 +1,8 @@
 """Speed of the cost model: bulk evaluation (the search's hot path) and one full estimate.
 
 Targets (issue 2): >= 100,000 plans/s in bulk; one full estimate with the pipeline simulator
-for pp=16 and 128 micro-batches in <= 20 ms. Prints measured figures; asserts nothing.
+for pp=16 and 128 micro-batches in <= 20 ms (the torch schedules; Chimera and BitPipe, two
+model replicas, are printed too). Prints measured figures; asserts nothing.
 
     python benchmarks/costmodel_speed.py
 """
@@ -48,7 +49,7 @@ def main() -> None:
     cluster = Cluster(pools=[GPUPool(name="h100", gpu="H100-SXM-80GB", nodes=64)])
     training2 = TrainingSpec(global_batch_size=512, seq_len=8192)
     for sched, v in (("1F1B", 1), ("Interleaved1F1B", 5), ("InterleavedZeroBubble", 1),
-                     ("ZBVZeroBubble", 2)):
+                     ("ZBVZeroBubble", 2), ("Chimera", 1), ("BitPipe", 2)):
         plan = ParallelPlan(tp=8, pp=16, dp=4, micro_batch_size=1, schedule=sched,  # type: ignore[arg-type]
                             virtual_stages=v, recompute="selective", sequence_parallel=True)
         evaluate(model, training2, cluster, plan)  # warm the schedule cache

@@ -3,7 +3,8 @@ memory models and the pipeline-schedule simulator. numpy + pydantic only.
 
 ``estimate(request)`` takes the body of ``POST /v1/estimates`` (dict or
 :class:`~costmodel.specs.request.EstimateRequest`) and returns an
-:class:`~costmodel.results.Estimate`.
+:class:`~costmodel.results.Estimate`; ``timeline_svg(request)`` draws the same request's
+simulated pipeline schedule as SVG.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import EstimateRequest
 from costmodel.specs.training import TrainingSpec
+from costmodel.timeline import timeline_svg
 
 __all__ = [
     "Cluster",
@@ -32,4 +34,5 @@ __all__ = [
     "__version__",
     "estimate",
     "evaluate",
+    "timeline_svg",
 ]

@@ -16,6 +16,13 @@ plus send/recv: ``2(p − 1)·L`` to fill and drain and ``2(p − 1)/p·L`` for 
 micro-batch of the 1F1B family (the round trip that paces rank 0; see the simulator tests).
 These equal the simulator for uniform stages (tested) and bound it closely otherwise; the
 search re-evaluates its finalists with the exact simulator.
+
+Chimera and BitPipe (two model replicas per pipeline, :mod:`costmodel.pipeline.bidirectional`)
+are not evaluated in bulk: their orders have no closed form here (direct concatenation of
+basic units leaves schedule-dependent intermediate bubbles) and their memory holds two stage
+copies per rank. :data:`SCHEDULES` leaves them out, so the search's enumeration
+(``solver.space.SCHEDULE_VARIANTS``) never offers them; :func:`costmodel.estimate` evaluates
+them one plan at a time.
 """
 
 from __future__ import annotations

@@ -27,6 +27,18 @@ groups (stride tp_s), memory and ZeRO-3 gathers use tp_s; stage s holds tp_s·cp
 pool (GPUs, price and the MFU peak weights follow); send/recv between stages of different tp
 reshards the activation (see :meth:`_Evaluation._p2p_stages`). Stages at the plan's tp take
 exactly the formulas of a plan without per-stage tp.
+
+Chimera and BitPipe (``plan.schedule``; :mod:`costmodel.pipeline.bidirectional`) run two
+replicas of the model in one pipeline group: every rank holds one (Chimera) or two (BitPipe)
+stages of *each* replica, so its weights, gradients and optimizer states are those of all its
+stage copies; half of the micro-batches go through each replica, and the in-flight
+activations per rank come from the simulation as for every schedule. The two copies of each
+stage sit on ranks ``r`` and ``pp−1−r`` and all-reduce their gradients with each other before
+the optimizer step (Chimera §3.2, "communication scheme": each stage's gradients are
+synchronized among the workers holding its replicas), on top of the plan's data-parallel
+reduction; modelled as one all-reduce of the rank's gradient bytes over that pair, not
+overlapped with the pipeline (an upper bound: Chimera's eager synchronization hides part of
+it in the bubbles).
 """
 
 from __future__ import annotations
@@ -62,7 +74,7 @@ from costmodel.memory import (
     zero3_gathered_params,
 )
 from costmodel.ops import Device, collective_time
-from costmodel.pipeline.schedules import ScheduleError, stage_to_rank
+from costmodel.pipeline.schedules import ScheduleError, replicas, stage_to_rank
 from costmodel.pipeline.simulator import SimResult, simulate_named
 from costmodel.profile import CalibrationProfile, default_profile
 from costmodel.results import (
@@ -136,6 +148,14 @@ def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
     return _Evaluation(_context(model, training, cluster, plan, profile)).run()
 
 
+def pipeline_simulation(req: EstimateRequest) -> SimResult:
+    """The simulated pipeline schedule of ``req``'s plan, with the stage times, send/recv
+    times and micro-batches that :func:`estimate` computes and simulates (the same call
+    chain; nothing after the simulation). What the timeline SVG draws."""
+    ctx = _context(req.model, req.training, req.cluster, req.plan, req.calibration)
+    return _Evaluation(ctx).step().sim
+
+
 def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
              profile: CalibrationProfile | None) -> _Ctx:
     """Checked inputs of one evaluation; ``pool``/``dev``/``shard`` are those of the first
@@ -163,6 +183,9 @@ class _Step:
     opt: np.ndarray
     tied: float
     crit: int
+    pair: np.ndarray
+    """Per rank: the all-reduce between the two replicas' copies of its stages (Chimera,
+    BitPipe; zeros otherwise)."""
 
 
 def step_time(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
@@ -214,7 +237,18 @@ class _Evaluation:
         mask = np.array(model.moe_layer_mask, dtype=bool)
         self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
         self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
-        self.ranks = stage_to_rank(ctx.plan.schedule, ctx.plan.pp, ctx.plan.virtual_stages)
+        sched = ctx.plan.schedule if ctx.plan.schedule != "custom" else "1F1B"
+        self.n_rep = replicas(sched)
+        """Model replicas in the pipeline group: 2 for Chimera and BitPipe, else 1."""
+        self.all_ranks = stage_to_rank(sched, ctx.plan.pp, ctx.plan.virtual_stages)
+        """Rank of every global stage (``n_rep`` copies of the model stages, replica-major)."""
+        n_model = len(self.layers)
+        self.ranks = self.all_ranks[:n_model]
+        """Rank of every model stage in the first replica (which covers every rank)."""
+        self.rank_stages: list[list[int]] = [[] for _ in range(ctx.plan.pp)]
+        """Model stages whose copies each rank holds (two copies' stages with two replicas)."""
+        for g, r in enumerate(self.all_ranks):
+            self.rank_stages[r].append(g % n_model)
         self.warnings: list[str] = []
         self._params_cache: dict[int, tuple[float, float]] = {}
 
@@ -401,9 +435,12 @@ class _Evaluation:
         """Send/recv time per stage boundary: NVLink inside a node, else the NIC or, where the
         cluster gives a measured node-to-node bandwidth matrix, the slowest measured link
         between the two stages' nodes (the slower direction of each pair), capped by the NIC.
-        Nodes come from ``plan.node_order`` (or index order), pipeline outermost."""
+        Nodes come from ``plan.node_order`` (or index order), pipeline outermost. With two
+        model replicas (Chimera, BitPipe) one entry per boundary of the global stages (replica
+        0's, then replica 1's; the entry between the replicas is unused and 0)."""
         c = self.c
-        n = len(self.layers)
+        n = len(self.all_ranks)
+        per_replica = len(self.layers)
         nbytes = c.shard.tokens * self._h() * ELEM / c.plan.tp  # Megatron scatter/gather
         if c.stage_pools is not None:
             return self._p2p_stages(nbytes)
@@ -421,8 +458,8 @@ class _Evaluation:
                                         min(c.plan.tp, gpn), c.dev))
         memo: dict[tuple[bool, float | None], float] = {}
         for j in range(n - 1):
-            ra, rb = self.ranks[j], self.ranks[j + 1]
-            if ra == rb:
+            ra, rb = self.all_ranks[j], self.all_ranks[j + 1]
+            if ra == rb or (j + 1) % per_replica == 0:
                 continue
             na, nb = self._rank_nodes(ra), self._rank_nodes(rb)
             same = na == nb
@@ -499,11 +536,12 @@ class _Evaluation:
 
     # ------------------------------------------------------------------ data parallel
     def _rank_params(self, rank: int) -> tuple[float, float]:
+        """(dense, expert) parameters one GPU of pipeline rank ``rank`` holds: all its stage
+        copies (both replicas' with Chimera and BitPipe)."""
         pd = pe = 0.0
-        for j, r in enumerate(self.ranks):
-            if r == rank:
-                a, b = self._stage_params(j)
-                pd, pe = pd + a, pe + b
+        for j in self.rank_stages[rank]:
+            a, b = self._stage_params(j)
+            pd, pe = pd + a, pe + b
         return pd, pe
 
     def _dp_and_optimizer(self, window_f: np.ndarray, window_b: np.ndarray
@@ -550,10 +588,12 @@ class _Evaluation:
         pp = plan.pp
         per_rank_f = np.zeros(pp)
         per_rank_b = np.zeros(pp)
-        for j, r in enumerate(self.ranks):
-            per_rank_f[r] += tf[j]
-            per_rank_b[r] += ti[j] + tw[j]
+        for r, mine in enumerate(self.rank_stages):
+            for j in mine:
+                per_rank_f[r] += tf[j]
+                per_rank_b[r] += ti[j] + tw[j]
         dp_total, dp_exposed, opt = self._dp_and_optimizer(per_rank_f, per_rank_b)
+        pair = self._replica_pair_allreduce()
         tied = 0.0
         if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":
             first, last = self.stage_pc[0].pool, self.stage_pc[-1].pool
@@ -564,11 +604,31 @@ class _Evaluation:
             tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / tp_tied
                                       * grad_comm_bytes(training.precision), 1.0, c.dev,
                                       nic=nic))
-        tail = dp_exposed + opt
+        tail = dp_exposed + opt + pair
         crit = int(np.argmax(tail))
         step = makespan + float(tail[crit]) + tied
         return _Step(step, makespan, sim, tf, ti, tw, extra, p2p, dp_total, dp_exposed, opt,
-                     tied, crit)
+                     tied, crit, pair)
+
+    def _replica_pair_allreduce(self) -> np.ndarray:
+        """Seconds per rank of the all-reduce between the two replicas' copies of its stages
+        (Chimera §3.2): rank ``r``'s copies pair with those on rank ``pp−1−r`` (true of
+        Chimera's and BitPipe's placements), one all-reduce of the rank's gradient bytes
+        (:func:`~costmodel.data_parallel.grad_comm_bytes` per parameter held) over the two
+        GPUs of each pair, inside a node when both ranks are on one, else over the NIC."""
+        c = self.c
+        pp = c.plan.pp
+        out = np.zeros(pp)
+        if self.n_rep == 1:
+            return out
+        gb = grad_comm_bytes(c.training.precision)
+        for r in range(pp):
+            partner = pp - 1 - r
+            same = self._rank_nodes(r) == self._rank_nodes(partner)
+            nbytes = sum(self._rank_params(r)) * gb
+            out[r] = _f(collective_time("all_reduce", 2.0, nbytes, 2.0 if same else 1.0,
+                                        self._rank_pc(r).dev))
+        return out
 
     def run(self) -> Estimate:
         c = self.c
@@ -607,8 +667,9 @@ class _Evaluation:
         # ---- breakdown on the busiest rank
         busy = sim.per_rank_busy
         br = int(np.argmax(busy))
-        mine = [j for j, r in enumerate(self.ranks) if r == br]
+        mine = self.rank_stages[br]
         m = c.m
+        m_copy = m / self.n_rep  # micro-batches through each stage copy
 
         def per_mb(attr: str) -> float:
             return sum(self._sum(attr, j) for j in mine)
@@ -625,26 +686,27 @@ class _Evaluation:
                     tot += self.n_dense[j] * _f(getattr(pc.dense, attr))
                 if pc.moe is not None:
                     tot += self.n_moe[j] * _f(getattr(pc.moe, attr))
-            return tot * m
+            return tot * m_copy
 
         pp_comm = float(sum(extra["vocab"][j] for j in mine))  # vocabulary-split broadcast
-        for j in range(len(p2p)):
-            if self.ranks[j] == br or self.ranks[j + 1] == br:
-                pp_comm += p2p[j]
+        for g in range(len(p2p)):
+            if self.all_ranks[g] == br or self.all_ranks[g + 1] == br:
+                pp_comm += p2p[g]
+        pair = float(st.pair[crit])
         breakdown = Breakdown(
-            forward_s=per_mb("fwd") * m,
-            backward_input_s=(per_mb("bwd_input") - per_mb("recompute")) * m,
-            backward_weight_s=per_mb("bwd_weight") * m,
-            recompute_s=per_mb("recompute") * m,
+            forward_s=per_mb("fwd") * m_copy,
+            backward_input_s=(per_mb("bwd_input") - per_mb("recompute")) * m_copy,
+            backward_weight_s=per_mb("bwd_weight") * m_copy,
+            recompute_s=per_mb("recompute") * m_copy,
             tp_comm_s=comm("tp_comm"), cp_comm_s=comm("cp_comm"), ep_comm_s=comm("ep_comm"),
-            pp_comm_s=pp_comm * m,
-            dp_comm_s=float(dp_total[crit]) + z3_total * m + tied,
-            dp_comm_exposed_s=float(dp_exposed[crit]) + zero3_exposed * m + tied,
+            pp_comm_s=pp_comm * m_copy,
+            dp_comm_s=float(dp_total[crit]) + z3_total * m_copy + tied + pair,
+            dp_comm_exposed_s=float(dp_exposed[crit]) + zero3_exposed * m_copy + tied + pair,
             dp_comm_overlapped_s=max(0.0, float(dp_total[crit] - dp_exposed[crit]))
-            + max(0.0, z3_total - zero3_exposed) * m,
+            + max(0.0, z3_total - zero3_exposed) * m_copy,
             optimizer_s=float(opt[crit]),
             pipeline_bubble_s=max(0.0, makespan - float(busy[br])),
-            offload_exposed_s=offload * m,
+            offload_exposed_s=offload * m_copy,
         )
 
         # ---- memory per pipeline rank
@@ -696,7 +758,7 @@ class _Evaluation:
             per_block_full = max(
                 _f(block_working_bytes(model, s, moe=False)) if pc.dense is not None else 0.0,
                 _f(block_working_bytes(model, s, moe=True)) if pc.moe is not None else 0.0)
-            mine = [j for j, rr in enumerate(self.ranks) if rr == r]
+            mine = self.rank_stages[r]
             pd = sum(self._stage_params(j)[0] for j in mine)
             pe = sum(self._stage_params(j)[1] for j in mine)
             gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(pc.tp)))

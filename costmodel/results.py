@@ -73,7 +73,9 @@ class PipelineReport(BaseModel):
     stage_forward_s: list[float] = Field(description="Forward time of one micro-batch, per stage.")
     stage_backward_input_s: list[float]
     stage_backward_weight_s: list[float]
-    p2p_s: list[float] = Field(description="Send/recv time per stage boundary.")
+    p2p_s: list[float] = Field(description="Send/recv time per stage boundary (with two model "
+                               "replicas, Chimera and BitPipe, of both replicas' stages in turn; "
+                               "the entry between the replicas is 0).")
     layers_per_stage: list[int]
     makespan_s: float
 

@@ -1,8 +1,11 @@
-"""Pipeline-parallel schedules (torch.distributed.pipelining orders) and their simulator."""
+"""Pipeline-parallel schedules (torch.distributed.pipelining orders, Chimera and BitPipe), their
+simulator, the SVG timeline (:mod:`.svg`) and torch's action-list CSV (:mod:`.action_csv`)."""
 
 from __future__ import annotations
 
 from costmodel.pipeline.schedules import (
+    ALL_SCHEDULES,
+    BIDIRECTIONAL_SCHEDULES,
     KIND_CODES,
     KINDS,
     MULTI_STAGE_SCHEDULES,
@@ -18,6 +21,8 @@ from costmodel.pipeline.schedules import (
 from costmodel.pipeline.simulator import SimResult, Timeline, simulate, simulate_named
 
 __all__ = [
+    "ALL_SCHEDULES",
+    "BIDIRECTIONAL_SCHEDULES",
     "KINDS",
     "KIND_CODES",
     "MULTI_STAGE_SCHEDULES",

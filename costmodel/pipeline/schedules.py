@@ -17,6 +17,12 @@ placement of global stages on pipeline ranks.
 Stages per rank (``virtual_stages``): 1 for GPipe and 1F1B; exactly 2 for ZBVZeroBubble and
 DualPipeV (V placement); >= 2 for Interleaved1F1B; >= 1 for InterleavedZeroBubble, whose
 one-stage-per-rank form is the zero-bubble paper's ZB-H1 ("ZB1P"; torch accepts it too).
+
+Two more schedules run *two model replicas* in one pipeline group (not torch schedules; see
+:mod:`costmodel.pipeline.bidirectional`): Chimera (1 stage per rank and replica) and BitPipe
+(2 per rank and replica). Their global stages are replica 0's ``S`` stages followed by replica
+1's, and each micro-batch runs through one replica only: the validation below takes the number
+of ``replicas`` and then checks each micro-batch against its own replica's stages.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import numpy.typing as npt
 from costmodel.errors import FieldProblem, SpecError
 
 __all__ = [
+    "ALL_SCHEDULES",
+    "BIDIRECTIONAL_SCHEDULES",
     "KINDS",
     "KIND_CODES",
     "LOOP_SCHEDULES",
@@ -51,6 +59,7 @@ __all__ = [
     "check_schedule_arrays",
     "n_stages",
     "raw_schedule",
+    "replicas",
     "schedule_arrays",
     "stage_to_rank",
     "validate_schedule",
@@ -79,6 +88,15 @@ MULTI_STAGE_SCHEDULES: tuple[str, ...] = (
 V_SCHEDULES: tuple[str, ...] = ("ZBVZeroBubble", "DualPipeV")
 #: Loop-placed multi-stage schedules: stage ``s`` on rank ``s % pp``.
 LOOP_SCHEDULES: tuple[str, ...] = ("Interleaved1F1B", "InterleavedZeroBubble")
+#: Schedules over two model replicas (Chimera, Li & Hoefler 2021; BitPipe, Wu et al. 2024).
+BIDIRECTIONAL_SCHEDULES: tuple[str, ...] = ("Chimera", "BitPipe")
+#: Every schedule name the builders know.
+ALL_SCHEDULES: tuple[str, ...] = SCHEDULES + BIDIRECTIONAL_SCHEDULES
+
+
+def replicas(name: str) -> int:
+    """Model replicas a schedule runs in one pipeline group: 2 for Chimera and BitPipe, else 1."""
+    return 2 if name in BIDIRECTIONAL_SCHEDULES else 1
 
 #: Action kinds: forward, full backward (input + weight grad), input grad only, weight grad only.
 KINDS: tuple[str, ...] = ("F", "B", "I", "W")
@@ -134,10 +152,14 @@ def _check_int(field: str, value: object, minimum: int) -> int:
 
 def _check_layout(name: str, pp: int, virtual_stages: int) -> tuple[int, int]:
     """Check name, pp and virtual_stages; return ``(pp, virtual_stages)`` as ints."""
-    if name not in SCHEDULES:
-        raise ScheduleError("name", f"name={name!r} is not one of {', '.join(SCHEDULES)}")
+    if name not in ALL_SCHEDULES:
+        raise ScheduleError("name", f"name={name!r} is not one of {', '.join(ALL_SCHEDULES)}")
     pp = _check_int("pp", pp, 1)
     v = _check_int("virtual_stages", virtual_stages, 1)
+    if name in BIDIRECTIONAL_SCHEDULES:
+        from costmodel.pipeline.bidirectional import check_bidirectional
+
+        check_bidirectional(name, pp, v, pp)  # layout only: pp micro-batches always qualify
     if name in SINGLE_STAGE_SCHEDULES and v != 1:
         raise ScheduleError(
             "virtual_stages",
@@ -161,6 +183,10 @@ def _check_layout(name: str, pp: int, virtual_stages: int) -> tuple[int, int]:
 def _check_microbatches(name: str, pp: int, v: int, n_microbatches: int) -> int:
     m = _check_int("n_microbatches", n_microbatches, 1)
     num_stages = pp * v
+    if name in BIDIRECTIONAL_SCHEDULES:
+        from costmodel.pipeline.bidirectional import check_bidirectional
+
+        check_bidirectional(name, pp, v, m)
     if name == "1F1B" and m < num_stages:
         # torch Schedule1F1B.__init__: n_microbatches must be >= number of stages.
         raise ScheduleError(
@@ -188,9 +214,10 @@ def _check_microbatches(name: str, pp: int, v: int, n_microbatches: int) -> int:
 
 
 def n_stages(name: str, pp: int, virtual_stages: int = 1) -> int:
-    """Number of global stages of schedule ``name``: ``pp * virtual_stages``."""
+    """Number of global stages of schedule ``name``: ``pp * virtual_stages`` per replica, times
+    the :func:`replicas` (2 for Chimera and BitPipe)."""
     pp, v = _check_layout(name, pp, virtual_stages)
-    return pp * v
+    return pp * v * replicas(name)
 
 
 def stage_to_rank(name: str, pp: int, virtual_stages: int = 1) -> list[int]:
@@ -201,8 +228,14 @@ def stage_to_rank(name: str, pp: int, virtual_stages: int = 1) -> list[int]:
       (torch ``generate_stage_to_rank_mapping(style="loop")``).
     * ZBVZeroBubble, DualPipeV: V placement, rank ``r`` holds stages ``r`` and ``2*pp-1-r``
       (torch ``generate_stage_to_rank_mapping(style="v")``).
+    * Chimera, BitPipe: replica 0's stages then replica 1's, see
+      :func:`costmodel.pipeline.bidirectional.bidirectional_stage_to_rank`.
     """
     pp, v = _check_layout(name, pp, virtual_stages)
+    if name in BIDIRECTIONAL_SCHEDULES:
+        from costmodel.pipeline.bidirectional import bidirectional_stage_to_rank
+
+        return bidirectional_stage_to_rank(name, pp)
     if name in V_SCHEDULES:
         return [s if s < pp else 2 * pp - 1 - s for s in range(2 * pp)]
     return [s % pp for s in range(pp * v)]
@@ -444,8 +477,12 @@ def raw_schedule(
         ranks = [_interleaved_rank(r, pp, m, v, zero_bubble=True) for r in range(pp)]
     elif name == "ZBVZeroBubble":
         ranks = [_zbv_rank(r, pp, m) for r in range(pp)]
-    else:  # DualPipeV
+    elif name == "DualPipeV":
         ranks = [_dualpipev_rank(r, pp, m) for r in range(pp)]
+    else:  # Chimera, BitPipe
+        from costmodel.pipeline.bidirectional import bidirectional_ranks
+
+        ranks = bidirectional_ranks(name, pp, m)
     return tuple(tuple(r) for r in ranks)
 
 
@@ -461,11 +498,13 @@ def build_schedule_cached(
 def build_schedule(
     name: str, pp: int, n_microbatches: int, virtual_stages: int = 1
 ) -> list[list[Action]]:
-    """The ordered compute actions of each rank for torch schedule ``name``.
+    """The ordered compute actions of each rank for schedule ``name``.
 
     ``pp`` is the number of pipeline ranks, ``virtual_stages`` the number of stages per rank:
     1 for GPipe/1F1B, 2 for ZBVZeroBubble/DualPipeV, >= 2 for Interleaved1F1B and >= 1 for
-    InterleavedZeroBubble (with 1 it is the paper's ZB-H1, torch's "ZB1P"). Raises
+    InterleavedZeroBubble (with 1 it is the paper's ZB-H1, torch's "ZB1P"); per rank *and
+    replica* 1 for Chimera and 2 for BitPipe (pp even, n_microbatches a multiple of pp; see
+    :mod:`costmodel.pipeline.bidirectional`). Raises
     :class:`ScheduleError` on an invalid combination, with torch's own rules on
     ``n_microbatches``: 1F1B needs ``n_microbatches >= pp``; DualPipeV ``>= 2*pp``; the
     interleaved schedules need ``n_microbatches % max(1, n_microbatches // pp) == 0``.
@@ -564,9 +603,10 @@ def schedule_arrays(
 
 
 def check_schedule_arrays(
-    arrays: ScheduleArrays, stage_ranks: Sequence[int] | None = None
+    arrays: ScheduleArrays, stage_ranks: Sequence[int] | None = None, replicas: int = 1
 ) -> tuple[list[int], int, int]:
     """Vectorised core of :func:`validate_schedule`; returns ``(stage_ranks, n_stages, m)``."""
+    replicas = _check_int("replicas", replicas, 1)
     stage, mb, kind, offsets = arrays
     n_ranks = len(offsets) - 1
     n = int(stage.shape[0])
@@ -642,10 +682,13 @@ def check_schedule_arrays(
         raise ScheduleError(
             "schedule", f"{where(int(key_dup))}: more than one {KINDS[int(k_dup)]} action"
         )
+    expected = _expected_keys(c_f, n_st, m, replicas)
     for bad, rule in (
-        (c_f == 0, "no F action"),
+        (expected & (c_f == 0), "no F action"),
         ((c_b > 0) & ((c_i > 0) | (c_w > 0)), "has a full backward B and also a split I/W one"),
-        ((c_b == 0) & ((c_i == 0) | (c_w == 0)), "needs one B, or one I and one W"),
+        (expected & (c_b == 0) & ((c_i == 0) | (c_w == 0)), "needs one B, or one I and one W"),
+        (~expected & ((c_b > 0) | (c_i > 0) | (c_w > 0)),
+         "has a backward but no F action (the micro-batch runs on another replica)"),
     ):
         if bad.any():
             raise ScheduleError("schedule", f"{where(int(np.argmax(bad)))}: {rule}")
@@ -656,7 +699,7 @@ def check_schedule_arrays(
     pos[kind, idx] = flat
     is_split = c_i > 0
     p_back = np.where(is_split, pos[_I_CODE], pos[_B_CODE])
-    late = p_back < pos[_F_CODE]
+    late = expected & (p_back < pos[_F_CODE])
     if late.any():
         key = int(np.argmax(late))
         s, b = divmod(key, m)
@@ -666,7 +709,7 @@ def check_schedule_arrays(
             f"rank {ranks_of[s]} would deadlock: {kb}(stage={s}, mb={b}) comes before its "
             f"F(stage={s}, mb={b}) in rank {ranks_of[s]}'s own order",
         )
-    late_w = is_split & (pos[_W_CODE] < pos[_I_CODE])
+    late_w = expected & is_split & (pos[_W_CODE] < pos[_I_CODE])
     if late_w.any():
         key = int(np.argmax(late_w))
         s, b = divmod(key, m)
@@ -678,9 +721,43 @@ def check_schedule_arrays(
     return ranks_of, n_st, m
 
 
+def _expected_keys(
+    c_f: npt.NDArray[np.int64], n_st: int, m: int, replicas: int
+) -> npt.NDArray[np.bool_]:
+    """Which ``(stage, mb)`` keys must be complete: all of them with one replica; with several,
+    those of the replica each micro-batch runs on (the one its forwards are on, which must be
+    exactly one replica)."""
+    if replicas == 1:
+        return np.ones(n_st * m, dtype=bool)
+    if n_st % replicas:
+        raise ScheduleError(
+            "schedule",
+            f"the schedule has {n_st} stages, not a multiple of its {replicas} model replicas",
+        )
+    per_rep = np.asarray(
+        np.any(c_f.reshape(replicas, n_st // replicas, m) > 0, axis=1), dtype=bool
+    )  # (replicas, m)
+    n_rep = per_rep.sum(axis=0)
+    if (n_rep == 0).any():
+        b = int(np.argmax(n_rep == 0))
+        raise ScheduleError("schedule", f"micro-batch {b} has no F action on any replica")
+    if (n_rep > 1).any():
+        b = int(np.argmax(n_rep > 1))
+        reps = [int(r) for r in np.flatnonzero(per_rep[:, b])]
+        raise ScheduleError(
+            "schedule",
+            f"micro-batch {b} has forwards on replicas {reps}; a micro-batch runs through the "
+            "stages of one replica only",
+        )
+    rep_of = np.argmax(per_rep, axis=0)
+    grid = np.arange(replicas)[:, None, None] == rep_of[None, None, :]
+    return np.broadcast_to(grid, (replicas, n_st // replicas, m)).reshape(-1)
+
+
 def validate_schedule(
     actions_per_rank: Sequence[Sequence[Action]],
     stage_ranks: Sequence[int] | None = None,
+    replicas: int = 1,
 ) -> ValidatedSchedule:
     """Check that ``actions_per_rank`` is a complete, well-ordered compute schedule.
 
@@ -690,8 +767,15 @@ def validate_schedule(
     gives if passed; and on that rank ``F`` comes before the ``B``/``I``, and ``I`` before
     ``W`` (otherwise the rank would wait on itself forever). Raises :class:`ScheduleError`
     (field ``schedule`` or ``stage_ranks``) naming the first offending rank/stage/micro-batch.
+
+    With ``replicas`` > 1 (Chimera, BitPipe) the stages are that many model replicas of
+    ``S = n_stages / replicas`` stages each (replica ``r`` holds global stages
+    ``r·S .. r·S+S-1``); each micro-batch must run completely through exactly one replica and
+    have no action on the other replicas' stages.
     """
-    ranks_of, n_st, m = check_schedule_arrays(schedule_arrays(actions_per_rank), stage_ranks)
+    ranks_of, n_st, m = check_schedule_arrays(
+        schedule_arrays(actions_per_rank), stage_ranks, replicas
+    )
     return ValidatedSchedule(
         actions=[list(acts) for acts in actions_per_rank],
         stage_ranks=ranks_of,
@@ -721,6 +805,7 @@ def _as_action(item: object, rank: int, pos: int) -> Action:
 def build_custom(
     actions_per_rank: Iterable[Iterable[Action | tuple[int, int, str]]],
     stage_ranks: Sequence[int] | None = None,
+    replicas: int = 1,
 ) -> ValidatedSchedule:
     """Validate an arbitrary schedule given as actions (or ``(stage, mb, kind)`` tuples) per rank.
 
@@ -731,4 +816,4 @@ def build_custom(
         [_as_action(item, r, pos) for pos, item in enumerate(acts)]
         for r, acts in enumerate(actions_per_rank)
     ]
-    return validate_schedule(normalised, stage_ranks)
+    return validate_schedule(normalised, stage_ranks, replicas)

@@ -14,6 +14,11 @@ Model
   on different ranks. Sends are asynchronous: the latency delays the consumer, not the sender.
 * Overlapped F/B pairs of DualPipeV are modelled as two sequential actions (see
   :mod:`costmodel.pipeline.schedules`).
+* Several model replicas (Chimera, BitPipe; :mod:`costmodel.pipeline.bidirectional`): the
+  global stages are ``replicas`` chains of ``S`` stages (replica ``r`` holds ``r·S .. r·S+S−1``);
+  a micro-batch flows through the chain of its own replica, so the cross-stage edges above
+  stop at each chain's ends and never cross replicas. Per-stage durations may be given once
+  per model stage (``S`` entries, the same on every replica) or per global stage.
 
 Dependencies of an action on its own rank (``F`` before ``B``/``I``, ``I`` before ``W`` of the
 same micro-batch) are implied by the rank order, which :func:`encode_schedule` checks; the hot
@@ -40,6 +45,7 @@ from costmodel.pipeline.schedules import (
     ScheduleError,
     check_schedule_arrays,
     raw_schedule,
+    replicas,
     schedule_arrays,
     stage_to_rank,
 )
@@ -76,6 +82,7 @@ class EncodedSchedule:
     n_stages: int
     n_microbatches: int
     stage_ranks: tuple[int, ...]
+    n_replicas: int
     offsets: tuple[int, ...]
     rank: IntArray
     stage: IntArray
@@ -124,6 +131,9 @@ class SimResult:
     * ``peak_pending_w``: per rank, the most ``(stage, mb)`` whose ``I`` is done and whose
       ``W`` is not (the weight-gradient stash; a subset of the in-flight activations).
     * ``timeline``: start/end of every action, see :class:`Timeline`.
+    * ``stage_ranks``: the rank of every global stage; ``replicas``: the model replicas the
+      stages form (1, or 2 for Chimera and BitPipe: global stage ``g`` is stage ``g % S`` of
+      replica ``g // S``).
     """
 
     step_time: float
@@ -132,6 +142,12 @@ class SimResult:
     peak_inflight: IntArray
     peak_pending_w: IntArray
     timeline: Timeline
+    stage_ranks: tuple[int, ...] = ()
+    replicas: int = 1
+
+    @property
+    def n_ranks(self) -> int:
+        return int(self.per_rank_busy.shape[0])
 
     @property
     def max_rank_busy(self) -> float:
@@ -150,8 +166,10 @@ def _encode_arrays(
     offsets: Sequence[int],
     stage_ranks: Sequence[int],
     n_microbatches: int,
+    replicas: int = 1,
 ) -> EncodedSchedule:
     n_st = len(stage_ranks)
+    per_replica = n_st // replicas
     m = n_microbatches
     n_keys = n_st * m
     n_ranks = len(offsets) - 1
@@ -163,8 +181,9 @@ def _encode_arrays(
     is_back = (kind == _B) | (kind == _I)
     # End-time slots: F -> idx, B/I -> n_keys + idx (the input gradient), W -> 2*n_keys + idx.
     write_key = np.where(is_f, idx, np.where(is_back, n_keys + idx, 2 * n_keys + idx))
-    has_prev = is_f & (stage > 0)
-    has_next = is_back & (stage < n_st - 1)
+    local = stage % per_replica if replicas > 1 else stage
+    has_prev = is_f & (local > 0)
+    has_next = is_back & (local < per_replica - 1)
     dep_key = np.full(idx.shape, -1, dtype=np.int64)
     dep_key[has_prev] = idx[has_prev] - m
     dep_key[has_next] = n_keys + idx[has_next] + m
@@ -181,6 +200,7 @@ def _encode_arrays(
         n_stages=n_st,
         n_microbatches=m,
         stage_ranks=tuple(int(x) for x in stage_ranks),
+        n_replicas=replicas,
         offsets=tuple(int(x) for x in offsets),
         rank=rank,
         stage=stage,
@@ -195,14 +215,17 @@ def _encode_arrays(
 def encode_schedule(
     schedule: Sequence[Sequence[Action]] | Sequence[Sequence[tuple[int, int, str]]],
     stage_ranks: Sequence[int] | None = None,
+    replicas: int = 1,
 ) -> EncodedSchedule:
     """Validate ``schedule`` (rules of :func:`~costmodel.pipeline.schedules.validate_schedule`)
     and flatten it for :func:`simulate`. ``schedule`` holds, per rank, Actions or
     ``(stage, mb, kind)`` tuples; ``stage_ranks[s]`` is the rank of global stage ``s``, inferred
-    from the schedule if omitted."""
+    from the schedule if omitted; ``replicas`` the number of model replicas the stages form."""
     arrays = schedule_arrays(schedule)
-    ranks_of, _, m = check_schedule_arrays(arrays, stage_ranks)
-    return _encode_arrays(arrays.stage, arrays.mb, arrays.kind, arrays.offsets, ranks_of, m)
+    ranks_of, _, m = check_schedule_arrays(arrays, stage_ranks, replicas)
+    return _encode_arrays(
+        arrays.stage, arrays.mb, arrays.kind, arrays.offsets, ranks_of, m, replicas
+    )
 
 
 @lru_cache(maxsize=256)
@@ -211,7 +234,7 @@ def encoded_schedule(
 ) -> EncodedSchedule:
     """The torch schedule ``name`` built, validated and encoded; memoised."""
     raw = raw_schedule(name, pp, n_microbatches, virtual_stages)
-    return encode_schedule(raw, stage_to_rank(name, pp, virtual_stages))
+    return encode_schedule(raw, stage_to_rank(name, pp, virtual_stages), replicas(name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,14 +242,18 @@ def encoded_schedule(
 # --------------------------------------------------------------------------------------------
 
 
-def _stage_durations(field: str, value: Durations, n_st: int) -> FloatArray:
+def _stage_durations(field: str, value: Durations, n_st: int, n_rep: int = 1) -> FloatArray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
         arr = np.full(n_st, float(arr))
+    elif n_rep > 1 and arr.ndim == 1 and arr.shape[0] * n_rep == n_st:
+        arr = np.tile(arr, n_rep)  # one entry per model stage: the same on every replica
     if arr.ndim != 1 or arr.shape[0] != n_st:
+        per_model = f" or per model stage ({n_st // n_rep})" if n_rep > 1 else ""
         raise ScheduleError(
             field,
-            f"{field} must be a scalar or have one entry per stage ({n_st}); got shape {arr.shape}",
+            f"{field} must be a scalar or have one entry per stage ({n_st}){per_model}; "
+            f"got shape {arr.shape}",
         )
     bad = ~np.isfinite(arr) | (arr < 0)
     if bad.any():
@@ -284,6 +311,7 @@ def simulate(
     t_i: Durations,
     t_w: Durations,
     p2p: Durations = 0.0,
+    replicas: int = 1,
 ) -> SimResult:
     """Simulate ``schedule`` and return its makespan, bubble, memory peaks and timeline.
 
@@ -293,7 +321,10 @@ def simulate(
     ``s``. ``t_f``, ``t_i``, ``t_w`` are per-stage forward, input-grad and weight-grad times
     (a full ``B`` takes ``t_i + t_w``), scalars broadcast. ``p2p`` is the send/recv latency per
     stage boundary (``p2p[s]`` between ``s`` and ``s+1``; a scalar applies to all), charged only
-    between stages on different ranks. See the module docstring for the timing model.
+    between stages on different ranks. ``replicas``: model replicas the global stages form
+    (list input only; an encoded schedule knows its own); with several, ``p2p[g]`` of the last
+    stage of a replica is unused and the stage times may be given per model stage. See the
+    module docstring for the timing model.
 
     Raises :class:`~costmodel.pipeline.schedules.ScheduleError` on invalid input or when the
     schedule deadlocks (message names each blocked rank and its blocked action).
@@ -305,11 +336,12 @@ def simulate(
                 "stage_ranks", "stage_ranks differs from the encoded schedule's stage map"
             )
     else:
-        enc = encode_schedule(schedule, stage_ranks)
+        enc = encode_schedule(schedule, stage_ranks, replicas)
     n_st = enc.n_stages
-    tf = _stage_durations("t_f", t_f, n_st)
-    ti = _stage_durations("t_i", t_i, n_st)
-    tw = _stage_durations("t_w", t_w, n_st)
+    n_rep = enc.n_replicas
+    tf = _stage_durations("t_f", t_f, n_st, n_rep)
+    ti = _stage_durations("t_i", t_i, n_st, n_rep)
+    tw = _stage_durations("t_w", t_w, n_st, n_rep)
     lat_table = _p2p_latencies(p2p, n_st)
 
     table = np.stack([tf, ti + tw, ti, tw])  # rows indexed by kind code F, B, I, W
@@ -386,6 +418,8 @@ def simulate(
             start=start_arr,
             end=end_arr,
         ),
+        stage_ranks=enc.stage_ranks,
+        replicas=n_rep,
     )
 
 

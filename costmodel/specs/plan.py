@@ -8,8 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 ScheduleName = Literal[
     "GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV",
-    "custom",
+    "custom", "Chimera", "BitPipe",
 ]
+"""torch.distributed.pipelining's schedule names, "custom", and two schedules over two model
+replicas that torch does not run: "Chimera" (Li & Hoefler 2021; virtual_stages 1) and
+"BitPipe" (Wu et al. 2024; virtual_stages 2), see costmodel.pipeline.bidirectional."""
 Recompute = Literal["none", "selective", "full"]
 
 

@@ -194,11 +194,44 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     if plan.schedule in ("ZBVZeroBubble", "DualPipeV"):
         c.check(plan.virtual_stages == 2, "plan.virtual_stages",
                 f"{plan.schedule} places exactly 2 stages per rank in a V")
+    if plan.schedule in BIDIRECTIONAL:
+        _check_bidirectional(c, training, plan)
     if plan.schedule == "custom":
         c.add("plan.schedule", "custom schedules are not supported by the estimate yet; "
               "use a named schedule")
     c.raise_if_any()
     return pool
+
+
+BIDIRECTIONAL = ("Chimera", "BitPipe")
+"""Schedules that run two model replicas in one pipeline group
+(:mod:`costmodel.pipeline.bidirectional`)."""
+
+
+def _check_bidirectional(c: ProblemCollector, training: TrainingSpec,
+                         plan: ParallelPlan) -> None:
+    """Rules of Chimera (Li & Hoefler 2021, §3.2, §3.5) and BitPipe (Wu et al. 2024): an even
+    number of pipeline ranks (the two replicas' pipelines merge without conflicts only then),
+    whole basic units of pp micro-batches (pp/2 per replica), one stage per rank and replica
+    for Chimera and a V of two for BitPipe; the vocabulary layers stay on the end stages."""
+    name, pp = plan.schedule, plan.pp
+    v_need = 1 if name == "Chimera" else 2
+    c.check(plan.virtual_stages == v_need, "plan.virtual_stages",
+            f"{name} places {v_need} stage(s) per rank of each of its two model replicas; "
+            f"virtual_stages must be {v_need}")
+    c.check(pp >= 2 and pp % 2 == 0, "plan.pp",
+            f"{name} needs an even pp >= 2 (its two replicas' pipelines run in opposite "
+            f"directions and merge without conflicts only for an even depth); got pp={pp}")
+    per_step = plan.dp * plan.micro_batch_size
+    if pp >= 2 and training.global_batch_size % per_step == 0:
+        m = training.global_batch_size // per_step
+        c.check(m % pp == 0, "training.global_batch_size",
+                f"{name} runs basic units of pp={pp} micro-batches (pp/2 per replica): the "
+                f"{m} micro-batches (global_batch_size / (dp × micro_batch_size)) must be a "
+                f"multiple of pp")
+    c.check(plan.vocab_placement == "end_stages", "plan.vocab_placement",
+            f"{name} keeps the vocabulary layers on each replica's end stages; "
+            "vocab_placement must be 'end_stages'")
 
 
 def _single_pool(cluster: Cluster, plan: ParallelPlan) -> GPUPool:
@@ -343,8 +376,9 @@ def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
     from costmodel.pipeline.schedules import stage_to_rank
 
     per_rank = rank_layer_split(model.num_hidden_layers, plan.pp)
+    # the first model replica's placement (Chimera and BitPipe lay out a second one mirrored)
     ranks = stage_to_rank(plan.schedule if plan.schedule != "custom" else "1F1B", plan.pp,
-                          plan.virtual_stages)
+                          plan.virtual_stages)[:plan.num_stages]
     out = [0] * len(ranks)
     for r in range(plan.pp):
         mine = [j for j, rr in enumerate(ranks) if rr == r]
