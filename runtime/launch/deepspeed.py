@@ -104,7 +104,9 @@ def render_deepspeed(job: Job) -> LaunchConfig:
     if plan.ep > 1:
         notes.append(f"Expert parallelism lives in the model: deepspeed.moe.layer.MoE(..., "
                      f"ep_size={plan.ep}, num_experts={job.model.num_local_experts}, "
-                     f"k={job.model.num_experts_per_tok}).")
+                     f"k={job.model.num_experts_per_tok})"
+                     + (" (MoE inside a PipelineModule needs DeepSpeed >= 0.14.1, "
+                        "deepspeedai/DeepSpeed#5338)" if plan.pp > 1 else "") + ".")
     if plan.zero_stage == 3 and plan.zero3_unit == "block":
         notes.append("DeepSpeed ZeRO-3 gathers parameters per submodule (prefetching by "
                      "bucket), not per transformer block as the plan assumes.")

@@ -272,13 +272,13 @@ def render_torchtitan(job: Job) -> LaunchConfig:
             overrides.append(_override(section, key, value))
     if training.precision == "fp8":
         overrides.append("--model.converters float8")
-    target = ["-m torchtitan.train", f"--job.config_file {TOML_NAME}", *overrides]
+    target = ["-m torchtitan.train", f"--job.config_file {TOML_NAME}", *overrides, '"$@"']
     content = torchrun_script(job, target, title="torchtitan")
     notes = [
         *launcher_notes(job),
-        "Supply the data and tokenizer: --training.dataset / --training.dataset_path and "
-        "--model.tokenizer_path (or --model.hf_assets_path in newer torchtitan), and set "
-        "--training.steps.",
+        "Extra arguments to the script go to torchtitan.train: supply the data and tokenizer "
+        "(--training.dataset / --training.dataset_path, --model.tokenizer_path or, in newer "
+        "torchtitan, --model.hf_assets_path) and --training.steps.",
         f"TOML-era torchtitan reads {TOML_NAME}; with torchtitan's Python configs (2026) drop "
         "--job.config_file and pick the model with --module / --config: the --parallelism, "
         "--training and --activation_checkpoint overrides stay valid.",
