@@ -24,6 +24,8 @@ Flag names and rules are Megatron-LM's as written in its sources (NVIDIA/Megatro
 * ``megatron/core/pipeline_parallel/schedules.py``
   ``forward_backward_pipelining_with_interleaving``: the number of micro-batches divisible by pp.
 * ``megatron/core/num_microbatches_calculator.py``: global batch divisible by micro-batch · dp.
+* ``megatron/core/tensor_parallel/mappings.py`` ``_split_along_first_dim``: with sequence
+  parallelism each rank's sequence (seq_len / cp) divides by tp.
 
 Megatron-LM has two pipeline schedules, 1F1B and interleaved 1F1B. A GPipe plan runs as 1F1B
 (same bubble, less activation memory). ZeRO-1 is ``--use-distributed-optimizer``; ZeRO-2 maps to
@@ -194,25 +196,33 @@ def render_megatron(job: Job) -> LaunchConfig:
             "(core/transformer/transformer_config.py, TransformerConfig.__post_init__)")
     margs = model_args(job, r, notes)
 
-    # ---- schedule
+    # ---- schedule (the layer split below assumes Megatron's own, loop, placement)
     pp, vp = plan.pp, plan.virtual_stages
+    schedule_ok = True
     if pp == 1:
-        r.check(vp == 1, "plan.virtual_stages",
-                "Megatron-LM interleaves virtual stages only with pp > 1 (arguments.py, "
-                "validate_args)")
+        schedule_ok = r.check(vp == 1, "plan.virtual_stages",
+                              "Megatron-LM interleaves virtual stages only with pp > 1 "
+                              "(arguments.py, validate_args)")
     elif plan.schedule == "GPipe" and vp == 1:
         notes.append("Megatron-LM has no GPipe schedule: the plan runs with 1F1B, which has "
                      "the same bubble and keeps fewer micro-batches' activations.")
     elif plan.schedule not in ("1F1B", "Interleaved1F1B"):
         r.add("plan.schedule", f"Megatron-LM has the 1F1B and interleaved 1F1B pipeline "
               f"schedules (core/pipeline_parallel/schedules.py); it has no {plan.schedule}")
+        schedule_ok = False
     if pp > 1 and vp > 1:
         r.check(job.n_microbatches % pp == 0, "training.global_batch_size",
                 f"Megatron-LM's interleaved schedule needs the micro-batches "
                 f"({job.n_microbatches}) to be divisible by pp ({pp}) "
                 "(core/pipeline_parallel/schedules.py, "
                 "forward_backward_pipelining_with_interleaving)")
-    split = split_args(job, r)
+    split = split_args(job, r) if schedule_ok else []
+    if plan.sequence_parallel:
+        local_seq = training.seq_len // plan.cp
+        r.check(local_seq % plan.tp == 0, "training.seq_len",
+                f"Megatron-LM's sequence parallelism splits each rank's {local_seq} tokens "
+                f"(seq_len / cp) over tp={plan.tp} ranks, which must divide them "
+                "(core/tensor_parallel/mappings.py, _split_along_first_dim)")
 
     # ---- ZeRO, MoE, overlap rules
     if plan.zero_stage == 3:

@@ -168,7 +168,7 @@ def render_torchtitan(job: Job) -> LaunchConfig:
                                        ("ep", plan.ep)) if v > 1]
     reshard: str | None = None
     if plan.zero_stage == 0:
-        r.check(not others, "plan.zero_stage",
+        r.check(not others or plan.dp == 1, "plan.zero_stage",
                 "torchtitan runs unsharded data parallelism (DDP, "
                 "data_parallel_replicate_degree) only when it is the only parallelism "
                 "(models/llama3/infra/parallelize.py, parallelize_llama: 'DDP has not supported "
@@ -184,7 +184,7 @@ def render_torchtitan(job: Job) -> LaunchConfig:
                          "form: gradients and optimizer state sharded, parameters gathered once "
                          "per step)" + (" — less memory than the ZeRO-1 estimate, the same "
                                         "traffic" if plan.zero_stage == 1 else "") + ".")
-    if plan.cp > 1 and plan.zero_stage != 0:
+    if plan.cp > 1:
         notes.append("torchtitan shards parameters over the context-parallel ranks too (FSDP "
                      "mesh dp_shard·cp), which the estimate does not count: less memory.")
 

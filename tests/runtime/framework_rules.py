@@ -465,6 +465,8 @@ def check_megatron(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any])
     if gran not in (None, "full", "selective"):
         p.append("transformer_config.py: recompute granularity full|selective")
     sp = "--sequence-parallel" in a and tp > 1  # arguments.py turns SP off at tp == 1
+    if sp and (seq // cp) % tp:  # core/tensor_parallel/mappings.py _split_along_first_dim
+        p.append("mappings.py _split_along_first_dim: (seq_length / cp) % tp")
     if "--tp-comm-overlap" in a and not sp:
         p.append("arguments.py: --tp-comm-overlap needs sequence parallelism")
     experts = num("--num-experts")

@@ -170,3 +170,9 @@ def test_the_rule_checker_catches_a_broken_config() -> None:
     broken = cfg.model_copy(update={"content": cfg.content.replace(
         "  --use-distributed-optimizer \\\n", "")})
     assert any("--overlap-param-gather" in p for p in check_megatron(broken, r))
+
+
+def test_refuses_sequence_parallel_over_a_sequence_tp_does_not_divide() -> None:
+    # seq 4100 / cp 2 = 2050 tokens per rank, not divisible by tp 4
+    rule = refused(req(tp=4, cp=2, dp=1, seq=4100, sequence_parallel=True))["training.seq_len"]
+    assert "_split_along_first_dim" in rule

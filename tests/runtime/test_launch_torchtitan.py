@@ -156,3 +156,12 @@ def test_the_rule_checker_catches_a_broken_config() -> None:
     content = cfg.content.replace("data_parallel_shard_degree 2", "data_parallel_shard_degree 3")
     broken = cfg.model_copy(update={"files": files, "content": content})
     assert any("_validate" in p for p in check_torchtitan(broken, r))
+
+
+def test_zero0_without_data_parallelism_is_not_ddp() -> None:
+    # dp 1: no data-parallel wrapper at all, so the DDP rule does not apply
+    r = req(tp=2, pp=4, dp=1, zero_stage=0, sequence_parallel=True, gbs=16)
+    cfg = render("torchtitan", r)
+    par = toml_of(cfg)["parallelism"]
+    assert (par["data_parallel_replicate_degree"], par["data_parallel_shard_degree"]) == (1, 1)
+    assert check_torchtitan(cfg, r) == []
