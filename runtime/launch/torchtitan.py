@@ -212,7 +212,8 @@ def render_torchtitan(job: Job) -> LaunchConfig:
     toml_only: list[tuple[str, Any]] = []
     if plan.pp > 1:
         _pipeline(job, r, par, toml_only, files, notes)
-    par.append(("expert_parallel_degree", plan.ep))
+    if plan.ep > 1:  # only then: TOML-era versions before expert parallelism lack the key
+        par.append(("expert_parallel_degree", plan.ep))
     if plan.ep > 1 and plan.tp > 1:
         toml_only.append(("expert_tensor_parallel_degree", plan.tp))
         notes.append("expert_tensor_parallel_degree = tp is set in the TOML only: torchtitan's "
