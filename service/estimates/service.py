@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import pydantic_core
 from pydantic import ValidationError
 
 import costmodel
@@ -54,7 +55,7 @@ def create_estimate(req: spec.EstimateRequest, settings: Settings) -> Estimate:
     including inputs so extreme that a result overflows (JSON has no infinity)."""
     check_admission(req, settings)
     est = costmodel.estimate(req)
-    overflowed = list(_non_finite(est.model_dump()))
+    overflowed = non_finite_fields(est.model_dump())
     if overflowed:
         shown = ", ".join(overflowed[:5]) + (
             f" and {len(overflowed) - 5} more" if len(overflowed) > 5 else "")
@@ -62,6 +63,26 @@ def create_estimate(req: spec.EstimateRequest, settings: Settings) -> Estimate:
             "body", "the inputs are outside the range the cost model can evaluate: "
             f"{shown} came out infinite or undefined"))
     return est
+
+
+_NON_FINITE_TOKENS = (b"Infinity", b"NaN")
+
+
+def non_finite_fields(data: dict[str, Any]) -> list[str]:
+    """Dotted paths of the infinite or NaN floats in ``data`` (a model dump).
+
+    A fast test first: serialised by pydantic-core with non-finite floats as the bare words
+    ``Infinity``/``NaN`` (about 0.03 ms for an estimate, against 0.08 ms for the path-building
+    walk, which the load profile showed among the service's own costs); only when one of those
+    words appears, which a string value can also cause, does the exact walk run.
+    """
+    try:
+        raw = pydantic_core.to_json(data, inf_nan_mode="constants")
+    except pydantic_core.PydanticSerializationError:
+        raw = b"NaN"  # a value it cannot serialise: let the walk decide
+    if not any(token in raw for token in _NON_FINITE_TOKENS):
+        return []
+    return list(_non_finite(data))
 
 
 def _non_finite(node: Any, path: str = "") -> Iterator[str]:

@@ -57,3 +57,14 @@ def test_redoc_uses_only_local_assets(api: Api) -> None:
     parser.feed(html)
     assert "/docs/assets/redoc.standalone.js" in parser.refs
     assert api.get("/docs/assets/redoc.standalone.js").status_code == 200
+
+
+def test_docs_pages_may_load_and_call_their_own_origin_only(api: Api) -> None:
+    """The Content-Security-Policy keeps the browser from fetching anything off-host (ReDoc
+    asks for its vendor's logo from a CDN); the browser test checks the effect."""
+    for url in ("/docs", "/redoc"):
+        policy = api.get(url).headers["content-security-policy"]
+        directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+        assert directives["default-src"] == "'self'"
+        for name, sources in directives.items():
+            assert "http" not in sources and "*" not in sources, (url, name, sources)
