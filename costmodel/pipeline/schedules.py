@@ -459,7 +459,7 @@ def _dualpipev_rank(rank: int, pp: int, m: int) -> list[_Op]:
     return ops
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=256, typed=True)  # typed: True must not hit the entry of 1
 def raw_schedule(
     name: str, pp: int, n_microbatches: int, virtual_stages: int = 1
 ) -> tuple[tuple[tuple[int, int, str], ...], ...]:
@@ -486,7 +486,7 @@ def raw_schedule(
     return tuple(tuple(r) for r in ranks)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=256, typed=True)
 def build_schedule_cached(
     name: str, pp: int, n_microbatches: int, virtual_stages: int = 1
 ) -> tuple[tuple[Action, ...], ...]:

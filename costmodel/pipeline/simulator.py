@@ -228,7 +228,7 @@ def encode_schedule(
     )
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=256, typed=True)  # typed: True must not hit the entry of 1
 def encoded_schedule(
     name: str, pp: int, n_microbatches: int, virtual_stages: int = 1
 ) -> EncodedSchedule:
