@@ -731,6 +731,7 @@ class _Evaluation:
                 rank=r, stages=mine, layers=sum(self.layers[j] for j in mine),
                 weights_gib=weights / GIB, grads_gib=grads / GIB, optimizer_gib=optb / GIB,
                 activations_gib=acts / GIB, inflight_microbatches=held,
+                inflight_gib_per_microbatch=per_chunk * keep / GIB,
                 logits_gib=logits / GIB, comm_buffers_gib=(over - ctx_b) / GIB,
                 cuda_context_gib=ctx_b / GIB, total_gib=total / GIB, usable_gib=usable / GIB,
                 capacity_gib=cap / GIB, fits=total <= usable,

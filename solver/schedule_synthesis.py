@@ -56,9 +56,9 @@ infeasibility explained)
   ends minus the number of ``W``/``B`` ends up to then, which depends on the end times only, not
   on which micro-batch owns them. So the relabelled schedule is feasible and as good.
 * **Hint.** The best named torch schedule valid for the placement (and for the backward kind)
-  whose simulated peak stays within the limit, simulated on the grid; when none does, a
-  greedy in-flight-aware list schedule (:func:`greedy_schedule`). The better of the two (on the
-  grid) is the hint, and its makespan caps the horizon.
+  whose simulated peak stays within the limit, simulated on the grid, and a greedy
+  in-flight-aware list schedule (:func:`greedy_schedule`, the best of its tie rules). The
+  better of the two (on the grid) is the hint, and its makespan caps the horizon.
 * **Never worse.** The extracted order is re-simulated with the float times; when it is not
   faster than the best named schedule within the limit, that named schedule is returned
   instead (``source = "named"``).
@@ -86,6 +86,7 @@ from costmodel.pipeline.simulator import SimResult, simulate, simulate_named
 
 __all__ = [
     "DEFAULT_RESOLUTION",
+    "GREEDY_PRIORITIES",
     "NamedOutcome",
     "ScheduleModel",
     "SynthesisProblem",
@@ -238,15 +239,25 @@ def named_schedules_for(problem: SynthesisProblem) -> list[NamedOutcome]:
 # --------------------------------------------------------------------------------------------
 
 
-def greedy_schedule(problem: SynthesisProblem) -> list[list[Action]] | None:
+GREEDY_PRIORITIES = ("backward", "alternate", "forward")
+"""Tie rules of the greedy when a backward and a forward are both ready: backward first
+(shortest path to freeing memory), alternate (1F1B's steady state: the other kind than the
+rank's last), forward first (fill the pipeline)."""
+
+
+def greedy_schedule(problem: SynthesisProblem, priority: str = "backward"
+                    ) -> list[list[Action]] | None:
     """A list schedule: whenever a rank is free it runs, among the actions whose inputs have
-    arrived, a backward (``I``/``B``, lowest micro-batch, latest stage first: it is on the
-    critical path), else a forward if the in-flight limit allows it, else a pending ``W``
+    arrived, a backward (``I``/``B``, latest stage first) or a forward if the in-flight limit
+    allows it (which of the two when both are ready: ``priority``, one of
+    :data:`GREEDY_PRIORITIES`), else a pending ``W``
     (filling what would be a bubble, as the zero-bubble schedules do); otherwise it waits for
-    the next arrival. A micro-batch is admitted onto a rank only when the limit leaves room for
-    all of the rank's stages it will pass through, so V / loop placements cannot deadlock on
-    memory. Returns ``None`` when a limit is below the rank's number of stages (no schedule
-    exists) or, defensively, if the greedy gets stuck."""
+    the next arrival. A micro-batch enters a rank (its first stage there) only when the limit
+    leaves room for all of the rank's stages it will pass through, and a later stage of a
+    micro-batch already in needs one free slot: so the rank can always take the next stage of
+    the micro-batches it holds, and V / loop placements do not deadlock on memory. Returns
+    ``None`` when a limit is below the rank's number of stages (no schedule exists) or if the
+    greedy gets stuck."""
     n_st, m, pp = problem.n_stages, problem.n_microbatches, problem.n_ranks
     sr = problem.stage_ranks
     split = problem.split_backward
@@ -263,7 +274,8 @@ def greedy_schedule(problem: SynthesisProblem) -> list[list[Action]] | None:
     next_b = [0] * n_st
     pending_w: list[list[int]] = [[] for _ in range(n_st)]
     first_stage = [st[0] for st in stages_of]  # a micro-batch enters rank r at this stage
-    committed = [0] * pp  # in flight + reserved for later stages of admitted micro-batches
+    held = [0] * pp  # activations in flight on each rank
+    last_f = [False] * pp  # whether the rank's last action was a forward
     free = [0.0] * pp
     out: list[list[Action]] = [[] for _ in range(pp)]
     total = n_st * m * (3 if split else 2)
@@ -271,8 +283,10 @@ def greedy_schedule(problem: SynthesisProblem) -> list[list[Action]] | None:
         # the rank that can start something earliest goes next (ties: lowest rank)
         best: tuple[float, int, str, int] | None = None
         for r in range(pp):
+            first = {"backward": "B", "forward": "F"}.get(priority) or (
+                "B" if last_f[r] else "F")
             cand = _greedy_pick(r, stages_of[r], free[r], f_end, b_end, next_f, next_b,
-                                pending_w, committed, limits, first_stage, lat, m, n_st, back)
+                                pending_w, held, limits, first_stage, lat, m, n_st, back, first)
             if cand is not None and (best is None or cand[0] < best[0]):
                 best = (cand[0], r, cand[1], cand[2])
         if best is None:
@@ -283,8 +297,7 @@ def greedy_schedule(problem: SynthesisProblem) -> list[list[Action]] | None:
             next_f[s] += 1
             f_end[s][j] = t + tf[s]
             free[r] = f_end[s][j]
-            if s == first_stage[r]:
-                committed[r] += len(stages_of[r])
+            held[r] += 1
         elif kind in "IB":
             j = next_b[s]
             next_b[s] += 1
@@ -293,20 +306,22 @@ def greedy_schedule(problem: SynthesisProblem) -> list[list[Action]] | None:
             if kind == "I":
                 pending_w[s].append(j)
             else:
-                committed[r] -= 1
+                held[r] -= 1
         else:  # W
             j = pending_w[s].pop(0)
             free[r] = t + tw[s]
-            committed[r] -= 1
+            held[r] -= 1
         out[r].append(Action(s, j, kind))
+        if kind != "W":
+            last_f[r] = kind == "F"
     return out
 
 
 def _greedy_pick(r: int, stages: list[int], t_free: float, f_end: list[list[float]],
                  b_end: list[list[float]], next_f: list[int], next_b: list[int],
-                 pending_w: list[list[int]], committed: list[int], limits: tuple[int, ...],
+                 pending_w: list[list[int]], held: list[int], limits: tuple[int, ...],
                  first_stage: list[int], lat: list[float], m: int, n_st: int,
-                 back: str) -> tuple[float, str, int] | None:
+                 back: str, first: str) -> tuple[float, str, int] | None:
     """The action rank ``r`` runs next and when: ``(start, kind, stage)`` or ``None``."""
     ready_b: list[tuple[float, int, int]] = []  # (arrival, -stage, stage)
     for s in stages:
@@ -320,7 +335,10 @@ def _greedy_pick(r: int, stages: list[int], t_free: float, f_end: list[list[floa
         j = next_f[s]
         if j >= m:
             continue
-        if s == first_stage[r] and committed[r] + len(stages) > limits[r]:
+        # a new micro-batch enters only with room for all its stages here; a later stage of
+        # one already in needs one slot
+        need = len(stages) if s == first_stage[r] else 1
+        if held[r] + need > limits[r]:
             continue
         arr = 0.0 if s == 0 else f_end[s - 1][j] + lat[s - 1]
         if arr < math.inf:
@@ -328,7 +346,7 @@ def _greedy_pick(r: int, stages: list[int], t_free: float, f_end: list[list[floa
     has_w = [s for s in stages if pending_w[s]]
     now_b = [x for x in ready_b if x[0] <= t_free]
     now_f = [x for x in ready_f if x[0] <= t_free]
-    if now_b:
+    if now_b and (first == "B" or not now_f):
         return t_free, back, min(now_b, key=lambda x: (x[1], x[0]))[2]
     if now_f:
         return t_free, "F", min(now_f, key=lambda x: (x[0], x[1]))[2]
@@ -764,11 +782,15 @@ def synthesize_schedule(problem: SynthesisProblem, time_limit_s: float = 5.0, se
         h = _hint_starts(proto, gp, acts)
         if h is not None:
             hints.append((h[1], best_named.label, h[0], acts))
-    greedy = greedy_schedule(problem) if use_greedy or not hints else None
-    if greedy is not None:
-        h = _hint_starts(proto, gp, greedy)
-        if h is not None:
-            hints.append((h[1], "greedy", h[0], greedy))
+    if use_greedy or not hints:
+        tries = []
+        for priority in GREEDY_PRIORITIES:  # the best of the tie rules, on the grid
+            greedy = greedy_schedule(problem, priority)
+            h = _hint_starts(proto, gp, greedy) if greedy is not None else None
+            if greedy is not None and h is not None:
+                tries.append((h[1], "greedy", h[0], greedy))
+        if tries:
+            hints.append(min(tries, key=lambda x: x[0]))
     if not hints:  # pragma: no cover - the greedy always runs when the limit is feasible
         raise RuntimeError("no hint: the greedy list schedule got stuck")
     hints.sort(key=lambda x: (x[0], x[1] == "greedy"))

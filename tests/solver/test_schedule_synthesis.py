@@ -261,15 +261,16 @@ def test_extracted_order_reproduces_the_cpsat_makespan(seed: int, placement: str
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("priority", ss.GREEDY_PRIORITIES)
 @pytest.mark.parametrize("placement", ["single", "v", "loop"])
-def test_greedy_respects_the_limit_on_every_placement(placement: str) -> None:
+def test_greedy_respects_the_limit_on_every_placement(placement: str, priority: str) -> None:
     pp, m = 4, 8
     sr = {"single": tuple(range(pp)), "v": tuple(stage_to_rank("ZBVZeroBubble", pp, 2)),
           "loop": tuple(stage_to_rank("Interleaved1F1B", pp, 2))}[placement]
     per = 1 if placement == "single" else 2
     for lim in range(per, per * m + 1, 3):
         problem = _random_problem(random.Random(lim), sr, m, (lim,) * pp, True)
-        acts = greedy_schedule(problem)
+        acts = greedy_schedule(problem, priority)
         assert acts is not None
         sim = problem.simulate(acts)
         assert int(sim.peak_inflight.max()) <= lim
