@@ -16,7 +16,8 @@ blocks at the same shard (printed per case).
 
 Memory limit: **pp micro-batches of activations per rank**, the 1F1B peak of rank 0, the same
 on every rank: pp stage activations with one stage per rank, 2·pp with two stages per rank
-(each holds half the rank's layers). A named schedule whose peak exceeds it is listed but not
+(each holds half the rank's layers); ``--limit 1f1b`` instead gives each rank 1F1B's own peak
+(pp - r micro-batches on rank r). A named schedule whose peak exceeds it is listed but not
 counted. Placements synthesized: one stage per rank, V (2 per rank) and loop (2 per rank); the
 synthesized answer is the fastest of them.
 
@@ -28,6 +29,7 @@ issue's targets. Figures on a shared 2-core machine are noisy.
 
     python benchmarks/schedule_synthesis.py                 # the full grid (several minutes)
     python benchmarks/schedule_synthesis.py --quick         # pp 4, 8; m 8, 32
+    python benchmarks/schedule_synthesis.py --pp 16 --m 64  # one corner of the grid
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import costmodel
 from costmodel.pipeline.schedules import stage_to_rank
@@ -55,7 +57,7 @@ class StageTimes:
     stage_ranks: tuple[int, ...]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _estimate_times(pp: int, placement: str) -> StageTimes:
     sched, v = PLACEMENTS[placement]
     est = costmodel.estimate({
@@ -84,10 +86,19 @@ def stage_times(pp: int, placement: str, case: str) -> StageTimes:
                       tuple(est.t_w[mid] * k for k in scale), est.p2p, est.stage_ranks)
 
 
-def _problem(times: StageTimes, m: int, pp: int) -> SynthesisProblem:
+def limits(pp: int, per_rank: int, kind: str) -> tuple[int, ...]:
+    """In-flight limit per rank in stage activations: ``pp`` micro-batches on every rank (the
+    1F1B peak of rank 0), or ``1f1b``: 1F1B's own peak on each rank, ``pp - r`` micro-batches
+    on rank ``r`` (Narayanan et al. 2021, §2.2.1); ×``per_rank`` stages of half the layers."""
+    if kind == "1f1b":
+        return tuple((pp - r) * per_rank for r in range(pp))
+    return (pp * per_rank,) * pp
+
+
+def _problem(times: StageTimes, m: int, pp: int, kind: str) -> SynthesisProblem:
     per_rank = len(times.stage_ranks) // pp
     return SynthesisProblem(times.t_f, times.t_i, times.t_w, times.p2p, times.stage_ranks, m,
-                            max_inflight=(pp * per_rank,) * pp)
+                            max_inflight=limits(pp, per_rank, kind))
 
 
 def _fmt_time(x: float | None) -> str:
@@ -105,14 +116,16 @@ def run_case(pp: int, m: int, case: str, args: argparse.Namespace) -> dict[str, 
         ratio = ((single.t_f[-1] + single.t_i[-1] + single.t_w[-1])
                  / (single.t_f[mid] + single.t_i[mid] + single.t_w[mid]))
         extra = f"; last stage {ratio:.2f}× a middle one"
-    print(f"\npp={pp} m={m} {head}{extra}; limit {pp} micro-batches of activations per rank")
+    lim = (f"limit {pp} micro-batches of activations per rank" if args.limit == "pp" else
+           f"limit 1F1B's peak per rank: {pp}..1 micro-batches of activations")
+    print(f"\npp={pp} m={m} {head}{extra}; {lim}")
     print(f"  {'schedule':<28}{'step s':>9}{'bubble':>9}{'peak act.':>11}{'per rank':>10}"
           f"  {'within':<7}")
     named_best: tuple[float, str] | None = None
     rows: list[tuple[str, SynthesisResult, int]] = []
     for placement in args.placements:
         times = stage_times(pp, placement, case)
-        problem = _problem(times, m, pp)
+        problem = _problem(times, m, pp, args.limit)
         per_rank = len(times.stage_ranks) // pp
         res = synthesize_schedule(problem, time_limit_s=args.time_limit, seed=args.seed,
                                   num_workers=args.workers)
@@ -177,6 +190,12 @@ def main() -> None:
                     "(default 4.8: the call, with its final re-simulation, within 5 s)")
     ap.add_argument("--workers", type=int, default=1, help="CP-SAT workers (default 1)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", choices=("pp", "1f1b"), default="pp",
+                    help="in-flight limit: pp micro-batches on every rank (default), or 1F1B's "
+                    "own per-rank peak, pp - r on rank r")
+    ap.add_argument("--pp", default=None, help="comma-separated pp values (default 4,8,16)")
+    ap.add_argument("--m", default=None,
+                    help="comma-separated micro-batch counts (default 8,16,32,64)")
     ap.add_argument("--placements", default=",".join(PLACEMENTS),
                     help=f"comma-separated subset of {', '.join(PLACEMENTS)}")
     args = ap.parse_args()
@@ -186,6 +205,10 @@ def main() -> None:
         ap.error(f"unknown placements {unknown}; choose from {', '.join(PLACEMENTS)}")
     pps = (4, 8) if args.quick else (4, 8, 16)
     ms = (8, 32) if args.quick else (8, 16, 32, 64)
+    if args.pp:
+        pps = tuple(int(x) for x in args.pp.split(","))
+    if args.m:
+        ms = tuple(int(x) for x in args.m.split(","))
     t0 = time.perf_counter()
     out = [run_case(pp, m, case, args) for pp in pps for m in ms
            for case in ("uniform", "skewed", "vocab")]

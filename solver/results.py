@@ -18,9 +18,10 @@ OPTIMALITY_MEANING = (
     "re-balanced with CP-SAT, vocabulary layers tried split over all pipeline ranks, nodes "
     "placed on measured links and, with several pools, pipelines mixing GPU types built from "
     "their degrees (CP-SAT stage assignment); finalists with unequal stages get a pipeline "
-    "schedule synthesized for their stage times and memory (CP-SAT, schedule 'custom'). These moves only add better plans; bound and gap "
-    "refer to the single-pool, even-split space. A result whose plans only exist across pools "
-    "is 'feasible' (no certificate).")
+    "schedule synthesized for their stage times and memory (CP-SAT, schedule 'custom'). "
+    "These moves only add better plans; bound and gap refer to the single-pool, even-split "
+    "space with the named schedules. A result whose plans only exist across pools is "
+    "'feasible' (no certificate).")
 
 
 class Explanation(BaseModel):

@@ -100,6 +100,10 @@ DEFAULT_RESOLUTION = 1000
 """Grid units per the longest action (see the module docstring: the rounding is accounted for
 in the bound and the reported times come from the float simulator)."""
 
+GREEDY_SHARE = 0.3
+"""After this share of the time limit no further greedy tie rule is tried (the first always
+runs); the rest of the time is CP-SAT's."""
+
 Status = Literal["optimal", "feasible", "infeasible", "unknown"]
 Op = tuple[str, int, int]
 """(kind, stage, micro-batch) of an action in the model."""
@@ -506,7 +510,7 @@ def _hint_starts(data: _SynthesisData, grid_problem: SynthesisProblem,
     by: dict[tuple[str, int], list[int]] = {}
     for k, s, st in zip(tl.kind.tolist(), tl.stage.tolist(), tl.start.tolist(), strict=True):
         kind = "FBIW"[k]
-        t = int(round(st))
+        t = round(st)
         if data.split and kind == "B":
             by.setdefault(("I", s), []).append(t)
             by.setdefault(("W", s), []).append(t + data.d_i[s])
@@ -518,7 +522,7 @@ def _hint_starts(data: _SynthesisData, grid_problem: SynthesisProblem,
     for (kind, s), times in by.items():
         for j, t in enumerate(sorted(times)):
             starts[(kind, s, j)] = t
-    return starts, int(round(sim.step_time))
+    return starts, round(sim.step_time)
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,7 +564,8 @@ class ScheduleModel:
         for r in range(d.n_ranks):
             for op in d.ops_of_rank(r):
                 dur = d.duration(op)
-                var = self.model.new_int_var(0, max(0, d.horizon - dur), f"s_{op[0]}{op[1]}_{op[2]}")
+                var = self.model.new_int_var(0, max(0, d.horizon - dur),
+                                             f"s_{op[0]}{op[1]}_{op[2]}")
                 self.start[op] = var
                 self.interval[op] = self.model.new_fixed_size_interval_var(
                     var, dur, f"i_{op[0]}{op[1]}_{op[2]}")
@@ -744,8 +749,9 @@ class SynthesisResult:
                 and (self.hint_step_time is None or self.step_time < self.hint_step_time))
 
 
-_STATUS: dict[int, Status] = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible",
-                              cp_model.INFEASIBLE: "infeasible", cp_model.UNKNOWN: "unknown"}
+_STATUS: dict[object, Status] = {
+    cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible",
+    cp_model.INFEASIBLE: "infeasible", cp_model.UNKNOWN: "unknown"}
 
 
 def synthesize_schedule(problem: SynthesisProblem, time_limit_s: float = 5.0, seed: int = 0,
@@ -784,7 +790,9 @@ def synthesize_schedule(problem: SynthesisProblem, time_limit_s: float = 5.0, se
             hints.append((h[1], best_named.label, h[0], acts))
     if use_greedy or not hints:
         tries = []
-        for priority in GREEDY_PRIORITIES:  # the best of the tie rules, on the grid
+        for k, priority in enumerate(GREEDY_PRIORITIES):  # the best tie rule, on the grid
+            if k and time.perf_counter() - t0 > GREEDY_SHARE * time_limit_s:
+                break  # leave CP-SAT its time: the greedy is linear but slow in Python
             greedy = greedy_schedule(problem, priority)
             h = _hint_starts(proto, gp, greedy) if greedy is not None else None
             if greedy is not None and h is not None:
