@@ -46,12 +46,12 @@ both grow linearly, and neither is bounded by CP-SAT's time limit, so larger sch
 overrun the search's share of time."""
 SYNTHESIS_SHARE = 0.2
 """Share of the request's ``time_limit_s`` that schedule synthesis may take in total."""
-DETERMINISTIC_TIME = 0.25
+DETERMINISTIC_TIME = 0.1
 """CP-SAT work limit per finalist in its deterministic time units (single-threaded, so the
-answer is reproducible for a given request and seed, whatever the machine's load): 0.2-0.4 s
-of wall time on this project's 2-core machines for the finalists of
-``benchmarks/solver_speed.py``, where the improvements found came within the first 0.1 s;
-less when CP-SAT reaches the floor and proves optimality sooner."""
+answer is reproducible for a given request and seed, whatever the machine's load). Measured on
+the three finalists of ``benchmarks/solver_speed.py`` (a) (pp=4, V placement, 8 micro-batches):
+0.03 and 0.05 units gain 0.3-2.3% step time, 0.1 gains 2.0-2.3% in ~0.1 s of wall time each,
+0.2 gains no more; less when CP-SAT reaches the floor and proves optimality sooner."""
 
 
 def allowed(req: SearchRequest) -> bool:
