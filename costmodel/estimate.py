@@ -74,8 +74,9 @@ from costmodel.memory import (
     zero3_gathered_params,
 )
 from costmodel.ops import Device, collective_time
-from costmodel.pipeline.schedules import ScheduleError, replicas, stage_to_rank
-from costmodel.pipeline.simulator import SimResult, simulate_named
+from costmodel.pipeline.custom import as_rows, encoded_custom
+from costmodel.pipeline.schedules import ScheduleError, replicas
+from costmodel.pipeline.simulator import SimResult, simulate, simulate_named
 from costmodel.profile import CalibrationProfile, default_profile
 from costmodel.results import (
     Breakdown,
@@ -92,6 +93,7 @@ from costmodel.specs.request import (
     check_plan,
     num_microbatches,
     parse,
+    plan_stage_ranks,
     stage_layers,
     stage_pools,
 )
@@ -100,6 +102,8 @@ from costmodel.specs.training import TrainingSpec
 SCHEDULE_FIELDS = {"name": "plan.schedule", "n_microbatches": "training.global_batch_size",
                    "pp": "plan.pp", "virtual_stages": "plan.virtual_stages"}
 """Simulator argument names → the request fields they come from."""
+CUSTOM_FIELDS = {"schedule": "plan.custom_schedule", "stage_ranks": "plan.custom_schedule"}
+"""The same for a custom schedule (``plan.custom_schedule``)."""
 
 
 @dataclass
@@ -237,10 +241,10 @@ class _Evaluation:
         mask = np.array(model.moe_layer_mask, dtype=bool)
         self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
         self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
-        sched = ctx.plan.schedule if ctx.plan.schedule != "custom" else "1F1B"
-        self.n_rep = replicas(sched)
+        sched = ctx.plan.schedule
+        self.n_rep = 1 if sched == "custom" else replicas(sched)
         """Model replicas in the pipeline group: 2 for Chimera and BitPipe, else 1."""
-        self.all_ranks = stage_to_rank(sched, ctx.plan.pp, ctx.plan.virtual_stages)
+        self.all_ranks = plan_stage_ranks(ctx.plan)
         """Rank of every global stage (``n_rep`` copies of the model stages, replica-major)."""
         n_model = len(self.layers)
         self.ranks = self.all_ranks[:n_model]
@@ -579,10 +583,17 @@ class _Evaluation:
         p2p = self._p2p()
         sched = plan.schedule
         try:
-            sim = simulate_named(sched, plan.pp, c.m, plan.virtual_stages, tf, ti, tw,
-                                 p2p if len(p2p) else 0.0)
+            if sched == "custom":
+                # the plan's own order (checked by check_plan), simulated like a named one
+                assert plan.custom_schedule is not None
+                sim = simulate(encoded_custom(as_rows(plan.custom_schedule)), None, tf, ti, tw,
+                               p2p if len(p2p) else 0.0)
+            else:
+                sim = simulate_named(sched, plan.pp, c.m, plan.virtual_stages, tf, ti, tw,
+                                     p2p if len(p2p) else 0.0)
         except ScheduleError as exc:
-            raise SpecError([FieldProblem(SCHEDULE_FIELDS.get(p.field, f"plan.{p.field}"), p.rule)
+            fields = CUSTOM_FIELDS if sched == "custom" else SCHEDULE_FIELDS
+            raise SpecError([FieldProblem(fields.get(p.field, f"plan.{p.field}"), p.rule)
                              for p in exc.problems]) from None
         makespan = sim.step_time
         pp = plan.pp
@@ -782,6 +793,7 @@ class _Evaluation:
                 rank=r, stages=mine, layers=sum(self.layers[j] for j in mine),
                 weights_gib=weights / GIB, grads_gib=grads / GIB, optimizer_gib=optb / GIB,
                 activations_gib=acts / GIB, inflight_microbatches=held,
+                inflight_gib_per_microbatch=per_chunk * keep / GIB,
                 logits_gib=logits / GIB, comm_buffers_gib=(over - ctx_b) / GIB,
                 cuda_context_gib=ctx_b / GIB, total_gib=total / GIB, usable_gib=usable / GIB,
                 capacity_gib=cap / GIB, fits=total <= usable,

@@ -27,6 +27,11 @@ class StageMemory(BaseModel):
     activations_gib: float = Field(description="Stashed activations × in-flight micro-batches "
                                    "+ the working set of one block.")
     inflight_microbatches: float = Field(description="Peak stashed (stage, micro-batch) pairs.")
+    inflight_gib_per_microbatch: float = Field(
+        0.0, description="What one more stashed (stage, micro-batch) pair adds to "
+        "activations_gib (beyond the first): the rank's mean stash per stage × the share kept "
+        "on the device (1 − activation_offload). A schedule synthesizer turns the headroom into "
+        "an in-flight limit with it.")
     logits_gib: float
     comm_buffers_gib: float
     cuda_context_gib: float

@@ -17,9 +17,11 @@ OPTIMALITY_MEANING = (
     "best was simulated (branch and bound). The finalists are then improved: layer splits "
     "re-balanced with CP-SAT, vocabulary layers tried split over all pipeline ranks, nodes "
     "placed on measured links and, with several pools, pipelines mixing GPU types built from "
-    "their degrees (CP-SAT stage assignment). These moves only add better plans; bound and gap "
-    "refer to the single-pool, even-split space. A result whose plans only exist across pools "
-    "is 'feasible' (no certificate).")
+    "their degrees (CP-SAT stage assignment); finalists with unequal stages get a pipeline "
+    "schedule synthesized for their stage times and memory (CP-SAT, schedule 'custom'). "
+    "These moves only add better plans; bound and gap refer to the single-pool, even-split "
+    "space with the named schedules. A result whose plans only exist across pools is "
+    "'feasible' (no certificate).")
 
 
 class Explanation(BaseModel):
@@ -60,6 +62,9 @@ class SearchStats(BaseModel):
     simulated: int
     partitions_solved: int
     placements_solved: int = 0
+    schedules_synthesized: int = Field(
+        0, description="Finalists given a CP-SAT pipeline schedule (schedule 'custom'; kept "
+        "only where the estimate improved).")
     elapsed_s: float
     timed_out: bool
 

@@ -12,6 +12,9 @@ layer partitioning of the finalists, Pareto front and explanations.
    model — or at the time limit, with the best bound left and the gap.
 3. The finalists' layer partitions are re-balanced with CP-SAT (:mod:`solver.partition`),
    keeping the result when the simulated estimate improves.
+4. Finalists with unequal stages get a pipeline schedule synthesized with CP-SAT for their
+   own stage times and memory headroom (:mod:`solver.custom_schedule`), kept when the
+   estimate improves and the plan still fits.
 
 Deterministic for a given request and seed: candidates are ordered by (bound, index) and
 CP-SAT runs single-threaded with the seed.
@@ -210,6 +213,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
                       value_of)
     refined.sort(key=lambda t: (t[0], t[1]))
     del refined[req.top_k:]
+    refined, notes, synthesized = _synthesize(req, refined, deadline, value_of)
 
     best = refined[0][0] if refined else math.inf
     if stop_bound is None:  # every fitting plan was simulated
@@ -226,6 +230,8 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         gap=gap if status != "optimal" else 0.0)
 
     ranked = explain_plans(req, [(v, p, e) for v, _, p, e in refined], spaces_caps(spaces, req))
+    for (_, pos, _, _), x in zip(refined, ranked, strict=True):
+        x.notes.extend(notes.get(pos, []))
     plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
                         estimate=e, explanation=x)
              for i, ((v, _, p, e), x) in enumerate(zip(refined, ranked, strict=True))]
@@ -235,6 +241,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
         stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
                           partitions_solved=partitions, placements_solved=placements,
+                          schedules_synthesized=synthesized,
                           elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
 
 
@@ -274,6 +281,40 @@ def _mixed(req: SearchRequest, seeds: list[ParallelPlan], deadline: float,
             continue
         out.append((value_of(est), 10**9 + k, plan, est))
     return out
+
+
+def _synthesize(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Estimate]],
+                deadline: float, value_of: Callable[[Estimate], float]
+                ) -> tuple[list[tuple[float, int, ParallelPlan, Estimate]], dict[int, list[str]],
+                           int]:
+    """Try a synthesized custom schedule on every plan of ``found`` with unequal stages
+    (:mod:`solver.custom_schedule`); keep it when the estimate improves and still fits.
+    Synthesis shares :data:`solver.custom_schedule.SYNTHESIS_SHARE` of the time limit, split
+    evenly over the plans still to try. Returns the plans re-sorted, the explanation notes by
+    position and the number of schedules synthesized."""
+    from solver.custom_schedule import deadline_for_synthesis, note, synthesize_for
+
+    stop = deadline_for_synthesis(req, deadline)
+    out: list[tuple[float, int, ParallelPlan, Estimate]] = []
+    notes: dict[int, list[str]] = {}
+    solved = 0
+    for k, (val, pos, plan, est) in enumerate(found):
+        left = stop - time.perf_counter()
+        if left > 0:
+            got = synthesize_for(req, plan, est, left / (len(found) - k), req.seed)
+            if got is not None:
+                solved += 1
+                custom, result = got
+                nest = _estimate(req, custom)
+                fits = nest is not None and (_meets_all(nest, req) if custom.stages is not None
+                                             else _meets(nest, req.cluster.pool(custom.pool),
+                                                         req))
+                if nest is not None and fits and value_of(nest) < val:
+                    notes.setdefault(pos, []).append(note(est, nest, result))
+                    plan, est, val = custom, nest, value_of(nest)
+        out.append((val, pos, plan, est))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return out, notes, solved
 
 
 def _seed_plans(spaces: list[_PoolSpace]) -> list[ParallelPlan]:

@@ -27,6 +27,7 @@ of ``replicas`` and then checks each micro-batch against its own replica's stage
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ __all__ = [
     "build_schedule",
     "build_schedule_cached",
     "check_schedule_arrays",
+    "format_schedule",
     "n_stages",
+    "parse_schedule",
     "raw_schedule",
     "replicas",
     "schedule_arrays",
@@ -135,6 +138,39 @@ class Action:
 
     def __str__(self) -> str:
         return f"{self.kind}(stage={self.stage}, mb={self.mb})"
+
+    def torch_str(self) -> str:
+        """The action as ``torch.distributed.pipelining``'s ``_Action`` prints it:
+        ``"{stage}{kind}{mb}"``, e.g. ``"0F3"``, ``"1I0"``, ``"2B1"`` (``_Action.__repr__``).
+        :meth:`parse` reads it back."""
+        return f"{self.stage}{self.kind}{self.mb}"
+
+    @classmethod
+    def parse(cls, text: str) -> Action:
+        """Read a compute action in torch's ``_Action`` string form (``"0F3"``: stage 0,
+        forward, micro-batch 3), the inverse of :meth:`torch_str`.
+
+        Agrees with ``_Action.from_str`` of ``torch/distributed/pipelining/schedules.py``
+        (``(\\d+)(F|I|B|W|...)(\\d*)``) on compute actions, but stricter: the whole string
+        (surrounding blanks stripped) must match, the micro-batch index is required, and
+        communication or FSDP actions (``SEND_F``, ``UNSHARD``, ...) are rejected. Raises
+        :class:`ScheduleError` (field ``action``) otherwise.
+        """
+        if not isinstance(text, str):
+            raise ScheduleError("action", f"{text!r} is not a string")
+        match = _TORCH_ACTION.fullmatch(text.strip())
+        if match is None:
+            raise ScheduleError(
+                "action",
+                f"{text!r} is not a compute action '{{stage}}{{F|B|I|W}}{{microbatch}}' "
+                "such as '0F3' or '1W0'",
+            )
+        stage, kind, mb = match.groups()
+        return cls(int(stage), int(mb), kind)
+
+
+_TORCH_ACTION = re.compile(r"(\d+)([FBIW])(\d+)", re.ASCII)
+"""A compute action as torch's ``_Action.__repr__`` writes it (see :meth:`Action.parse`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -800,6 +836,31 @@ def _as_action(item: object, rank: int, pos: int) -> Action:
         "schedule",
         f"rank {rank}, position {pos}: {item!r} is not an Action or a (stage, mb, kind) tuple",
     )
+
+
+def parse_schedule(rows: Sequence[Sequence[str]]) -> list[list[Action]]:
+    """Per-rank lists of torch ``_Action`` strings (``"0F3"``, see :meth:`Action.parse`) as
+    :class:`Action` lists. Only parses; :func:`validate_schedule` checks the schedule. Raises
+    :class:`ScheduleError` (field ``schedule``) naming the rank and position of a bad string."""
+    out: list[list[Action]] = []
+    for r, row in enumerate(rows):
+        if isinstance(row, str):
+            raise ScheduleError("schedule", f"rank {r}: expected a list of action strings, "
+                                f"got the string {row!r}")
+        acts: list[Action] = []
+        for pos, text in enumerate(row):
+            try:
+                acts.append(Action.parse(text))
+            except ScheduleError as exc:
+                raise ScheduleError(
+                    "schedule", f"rank {r}, position {pos}: {exc.problems[0].rule}") from None
+        out.append(acts)
+    return out
+
+
+def format_schedule(actions_per_rank: Iterable[Iterable[Action]]) -> list[list[str]]:
+    """Per-rank action lists as torch ``_Action`` strings (:meth:`Action.torch_str`)."""
+    return [[a.torch_str() for a in acts] for acts in actions_per_rank]
 
 
 def build_custom(

@@ -56,6 +56,14 @@ class ParallelPlan(BaseModel):
         "different pools runs at the cluster's inter_pool_Gbps per GPU (null = the slower of "
         "the two pools' NIC rates). null = every stage on pool.",
     )
+    custom_schedule: list[list[str]] | None = Field(
+        None, description="With schedule 'custom' (required then, and only then): per pipeline "
+        "rank, its compute actions in order as torch.distributed.pipelining's _Action strings "
+        "'{stage}{F|B|I|W}{microbatch}', e.g. ['0F0', '0F1', '0I0', '0W0', ...]; F forward, B "
+        "full backward, I input-gradient and W weight-gradient backward. Stages are global "
+        "(0 .. pp·virtual_stages-1) and live on the rank whose list holds them; every rank "
+        "holds virtual_stages of them. Micro-batches 0 .. global_batch_size/(dp·"
+        "micro_batch_size)-1.")
     recompute: Recompute = "none"
     sequence_parallel: bool = False
     zero_stage: int = Field(1, ge=0, le=3, description="0 none, 1 optimizer, 2 +grads, 3 FSDP.")

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from costmodel.errors import FieldProblem, ProblemCollector, SpecError
+from costmodel.pipeline.custom import check_custom, custom_stage_ranks
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.model import ModelSpec
@@ -197,8 +198,17 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     if plan.schedule in BIDIRECTIONAL:
         _check_bidirectional(c, training, plan)
     if plan.schedule == "custom":
-        c.add("plan.schedule", "custom schedules are not supported by the estimate yet; "
-              "use a named schedule")
+        if c.check(plan.custom_schedule is not None, "plan.custom_schedule",
+                   "required with schedule 'custom': per pipeline rank, its compute actions "
+                   "in order, e.g. [['0F0', '0F1', '0B0', '0B1'], ...]"):
+            assert plan.custom_schedule is not None
+            if actions <= MAX_PIPELINE_ACTIONS:
+                for rule in check_custom(plan.custom_schedule, plan.pp, plan.virtual_stages,
+                                         num_microbatches(training, plan)):
+                    c.add("plan.custom_schedule", rule)
+    elif plan.custom_schedule is not None:
+        c.add("plan.custom_schedule", f"only with schedule 'custom' (the plan's schedule is "
+              f"{plan.schedule!r}); leave it null")
     c.raise_if_any()
     return pool
 
@@ -252,8 +262,9 @@ def _check_pool(c: ProblemCollector, training: TrainingSpec, plan: ParallelPlan,
               f"(supported: {', '.join(sorted(gpu.peak_tflops))})")
 
 
-HETERO_SCHEDULES = ("GPipe", "1F1B", "InterleavedZeroBubble")
-"""Schedules a heterogeneous pipeline (``plan.stages``) may use: one stage per rank."""
+HETERO_SCHEDULES = ("GPipe", "1F1B", "InterleavedZeroBubble", "custom")
+"""Schedules a heterogeneous pipeline (``plan.stages``) may use: one stage per rank (a custom
+one with ``virtual_stages`` 1)."""
 
 
 def _check_stages(c: ProblemCollector, model: ModelSpec, training: TrainingSpec,
@@ -365,6 +376,20 @@ def rank_layer_split(num_layers: int, pp: int) -> list[int]:
     return out
 
 
+def plan_stage_ranks(plan: ParallelPlan) -> list[int]:
+    """The pipeline rank of every global stage: the named schedule's placement
+    (:func:`costmodel.pipeline.schedules.stage_to_rank`: one per rank, loop or V), or for a
+    custom schedule the rank whose action list holds the stage. With two model replicas
+    (Chimera, BitPipe) the second replica's stages follow the first's. Assumes
+    :func:`check_plan` passed."""
+    if plan.schedule == "custom":
+        assert plan.custom_schedule is not None
+        return custom_stage_ranks(plan.custom_schedule)
+    from costmodel.pipeline.schedules import stage_to_rank
+
+    return stage_to_rank(plan.schedule, plan.pp, plan.virtual_stages)
+
+
 def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
     """Layers of each global stage: the plan's own ``layers_per_stage``, or an even split of
     the layers over the pipeline ranks (:func:`rank_layer_split`) and of each rank's layers
@@ -373,12 +398,9 @@ def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
         return [st.layers for st in plan.stages]
     if plan.layers_per_stage is not None:
         return list(plan.layers_per_stage)
-    from costmodel.pipeline.schedules import stage_to_rank
-
     per_rank = rank_layer_split(model.num_hidden_layers, plan.pp)
     # the first model replica's placement (Chimera and BitPipe lay out a second one mirrored)
-    ranks = stage_to_rank(plan.schedule if plan.schedule != "custom" else "1F1B", plan.pp,
-                          plan.virtual_stages)[:plan.num_stages]
+    ranks = plan_stage_ranks(plan)[:plan.num_stages]
     out = [0] * len(ranks)
     for r in range(plan.pp):
         mine = [j for j, rr in enumerate(ranks) if rr == r]

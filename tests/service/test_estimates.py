@@ -176,7 +176,7 @@ def test_cross_field_rules_reported_together(api: Api, example: dict[str, Any]) 
     ({"dp": 64}, "plan"),  # 8·4·64 = 2048 GPUs > 512 in the pool
     ({"virtual_stages": 1}, "plan.virtual_stages"),  # Interleaved1F1B needs >= 2
     ({"tp": 1, "sequence_parallel": True, "dp": 16}, "plan.sequence_parallel"),
-    ({"schedule": "custom"}, "plan.schedule"),
+    ({"schedule": "custom"}, "plan.custom_schedule"),  # custom needs its per-rank actions
     ({"ep": 2}, "plan.ep"),  # dense model
 ])
 def test_spec_error_rules(api: Api, example: dict[str, Any], plan: dict[str, Any],
