@@ -337,7 +337,11 @@ class EdgeCost:
 def edge_cost(model: ModelSpec, s: Shard, dev: Device) -> EdgeCost:
     """Embedding (first stage) and final norm + LM head + cross-entropy (last stage).
 
-    The LM head is vocabulary-parallel over TP (Megatron ``VocabParallelEmbedding``): a
+    The embedding is vocabulary-parallel over TP (Megatron ``VocabParallelEmbedding``): each
+    rank looks up its V/tp rows and the partial outputs are summed over the TP group, an
+    all-reduce of T·h elements (a reduce-scatter with sequence parallelism:
+    ``reduce_from_tensor_model_parallel_region`` / ``reduce_scatter_to_sequence_parallel_region``;
+    its backward needs no communication). The LM head is vocabulary-parallel too: a
     (T × h)·(h × V/tp) GEMM. The loss follows Megatron-Core's ``compute_language_model_loss``
     (``logits.float()``) and ``tensor_parallel/cross_entropy.py::VocabParallelCrossEntropy``,
     whose passes over the T·V/tp logits cost, in bytes per logit: forward = cast bf16→fp32
@@ -351,6 +355,10 @@ def edge_cost(model: ModelSpec, s: Shard, dev: Device) -> EdgeCost:
     E = dev.elem_bytes
     emb_fwd = mem_time(2.0 * Tsp * h * E, dev) + (
         mem_time(2.0 * Tsp * h * E, dev) if model.position_embedding == "learned" else 0.0)
+    tp_node = np.minimum(s.tp, s.gpus_per_node)
+    emb_fwd = emb_fwd + np.where(
+        s.sp, collective_time("reduce_scatter", s.tp, T * h * E, tp_node, dev),
+        collective_time("all_reduce", s.tp, T * h * E, tp_node, dev))
     # dense fp32 gradient of the (sharded) table + scatter-add of the token rows
     emb_bwd = mem_time(V * h * 4.0, dev) + mem_time(2.0 * T * h * E, dev)
     head = gemm_time(T, V, h, dev)
@@ -358,7 +366,6 @@ def edge_cost(model: ModelSpec, s: Shard, dev: Device) -> EdgeCost:
     ce_fwd = 6 * dev.kernel_latency + logits * CE_FWD_BYTES / dev.hbm
     ce_bwd = 3 * dev.kernel_latency + logits * CE_BWD_BYTES / dev.hbm
     norm = mem_time(2.0 * Tsp * h * E, dev)
-    tp_node = np.minimum(s.tp, s.gpus_per_node)
     ce_comm = 3.0 * collective_time("all_reduce", s.tp, T * 4.0, tp_node, dev)
     k_head_f, k_head_b = 10.0, 6.0
     head_fwd = np.maximum(head + ce_fwd + norm + ce_comm, k_head_f * dev.host_dispatch)

@@ -16,7 +16,7 @@ from typing import Any
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.pipeline.schedules import stage_to_rank
 from costmodel.profile import CalibrationProfile
-from costmodel.specs.request import EstimateRequest, parse, stage_layers
+from costmodel.specs.request import EstimateRequest, check_plan, parse, stage_layers
 
 RUNTIME_PLAN_FORMAT = "meshplan-runtime-plan/1"
 
@@ -97,7 +97,9 @@ def scale(body: dict[str, Any], **overrides: int | None) -> tuple[dict[str, Any]
         if kv is not None and changed["num_attention_heads"] % kv:
             model["num_key_value_heads"] = None  # MHA unless --kv-heads says otherwise
     out = {**body, "model": model, "training": training, "plan": plan}
-    parse(EstimateRequest, out)  # the scaled request must still be a valid plan
+    # the scaled request must still be a valid plan (every cross-field rule)
+    checked: EstimateRequest = parse(EstimateRequest, out)
+    check_plan(checked.model, checked.training, checked.cluster, checked.plan)
     return out, changed
 
 

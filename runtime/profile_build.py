@@ -144,7 +144,8 @@ def _slug(name: str) -> str:
 
 def build_profile(raw: Raw, name: str, gpu: str | None, created: str,
                   provenance: dict[str, Any]) -> CalibrationProfile:
-    """The calibration profile of ``raw``. ``gpu`` = the catalog name when the device is a
+    """The calibration profile of ``raw`` (provenance: ``raw.provenance`` updated with
+    ``provenance``). ``gpu`` = the catalog name when the device is a
     catalog GPU (measurements then refine the datasheet model and the default efficiency
     model stays), or None for a device the catalog lacks (the profile then defines it: a
     ``device`` section and an efficiency entry with the fitted per-kernel time)."""
@@ -174,7 +175,8 @@ def build_profile(raw: Raw, name: str, gpu: str | None, created: str,
         measurements["hbm_GBps"] = raw.copy_GBps
     body: dict[str, Any] = {
         "name": name, "gpu": gpu, "measurements": measurements,
-        "provenance": {"source": "meshplan-runtime calibrate", "date": created, **provenance},
+        "provenance": {"source": "meshplan-runtime calibrate", "date": created,
+                       **raw.provenance, **provenance},
     }
     if raw.overlap is not None:
         body["provenance"]["overlap"] = raw.overlap

@@ -128,7 +128,7 @@ def worker_main(opts: CalibrateOptions) -> dict[str, Any] | None:
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     name = opts.name or f"{'cpu' if not env.is_cuda else (gpu or raw.device_name)}-" \
         f"{platform.node()}-{created[:10]}"
-    prof = build_profile(raw, name, gpu, created, raw.provenance).model_dump(mode="json")
+    prof = build_profile(raw, name, gpu, created, {}).model_dump(mode="json")
     if opts.result_path:
         import json
 
@@ -480,7 +480,9 @@ def _blocks(env: wdist.Env, opts: CalibrateOptions, dtype: torch.dtype
                             requires_grad=True)
             gy = torch.randn_like(x)
             rope = rope_tables(shape.seq, spec.head_size, env.device)
-            times = _time_block(env, block, x, gy, rope, dtype, opts.reps)
+            # a block is short and noisy (its tensor-parallel form waits on 4 collectives):
+            # three times the repetitions of the other points
+            times = _time_block(env, block, x, gy, rope, dtype, 3 * opts.reps)
             meds = [wdist.median(t) for t in times]
             meds = _max_over_ranks(env, meds) if tp > 1 else wdist.mean_over_ranks(env, meds)
             out.append({"hidden_size": shape.hidden, "intermediate_size": shape.ffn,
@@ -496,7 +498,9 @@ def _time_block(env: wdist.Env, block: Any, x: torch.Tensor, gy: torch.Tensor, r
     """[forward, backward, input-gradient pass, weight-gradient pass] times of ``block``: the
     backward once in one pass (``y.backward``) and once split in two as
     ``torch.distributed.pipelining`` runs it for zero-bubble schedules
-    (``stage_backward_input`` then ``stage_backward_weight``), alternating."""
+    (``stage_backward_input`` then ``stage_backward_weight``), alternating. Parameter
+    gradients accumulate from one repetition to the next, as they do over the micro-batches
+    of a step (with tensor parallelism each accumulation is a DTensor operation)."""
     from torch.distributed.pipelining._backward import (
         stage_backward_input,
         stage_backward_weight,
@@ -505,33 +509,66 @@ def _time_block(env: wdist.Env, block: Any, x: torch.Tensor, gy: torch.Tensor, r
     out: list[list[float]] = [[], [], [], []]
     for i in range(reps + 1):
         for split in (False, True):
-            wdist.sync(env)
-            t0 = _now()
-            with torch.autocast("cuda", dtype=dtype, enabled=env.is_cuda):
-                y = block(x, rope)
-            wdist.sync(env)
-            t1 = _now()
-            if not split:
-                y.backward(gy)
-                wdist.sync(env)
-                t2 = _now()
-                if i:
-                    out[0].append(t1 - t0)
-                    out[1].append(t2 - t1)
-            else:
-                _, groups = stage_backward_input([y], [gy], [x], block.parameters())
-                wdist.sync(env)
-                t2 = _now()
-                stage_backward_weight(block.parameters(), groups)
-                wdist.sync(env)
-                t3 = _now()
-                if i:
-                    out[0].append(t1 - t0)
-                    out[2].append(t2 - t1)
-                    out[3].append(t3 - t2)
-            x.grad = None
-            block.zero_grad(set_to_none=True)
+            with _run_context(block):
+                _time_once(env, block, x, gy, rope, dtype, split, i, out,
+                           stage_backward_input, stage_backward_weight)
     return out
+
+
+def _run_context(block: Any) -> Any:
+    """The context the worker's tensor-parallel runs execute blocks in: ``loss_parallel``
+    (vocabulary-parallel loss) around forward and backward — it routes every DTensor
+    operation through its own handler, which costs host time per operation."""
+    import contextlib
+
+    if any(hasattr(p, "device_mesh") for p in block.parameters()):
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        return loss_parallel()
+    return contextlib.nullcontext()
+
+
+def _time_once(env: wdist.Env, block: Any, x: torch.Tensor, gy: torch.Tensor, rope: Any,
+               dtype: torch.dtype, split: bool, i: int, out: list[list[float]],
+               stage_backward_input: Any, stage_backward_weight: Any) -> None:
+    """One forward and one backward (whole, or split in input and weight passes); appended
+    to ``out`` unless ``i`` is 0 (warm-up)."""
+    wdist.sync(env)
+    t0 = _now()
+    with torch.autocast("cuda", dtype=dtype, enabled=env.is_cuda):
+        y = block(x, rope)
+    _complete(y)
+    wdist.sync(env)
+    t1 = _now()
+    if not split:
+        y.backward(gy)
+        _complete(x.grad)
+        wdist.sync(env)
+        t2 = _now()
+        if i:
+            out[0].append(t1 - t0)
+            out[1].append(t2 - t1)
+    else:
+        grads, groups = stage_backward_input([y], [gy], [x], block.parameters())
+        _complete(grads[0])
+        wdist.sync(env)
+        t2 = _now()
+        stage_backward_weight(block.parameters(), groups)
+        wdist.sync(env)
+        t3 = _now()
+        if i:
+            out[0].append(t1 - t0)
+            out[2].append(t2 - t1)
+            out[3].append(t3 - t2)
+    x.grad = None  # the block's own gradients accumulate, as over a step's micro-batches
+
+
+def _complete(t: Any) -> None:
+    """Wait for the collective that produces ``t``: tensor-parallel outputs are
+    ``AsyncCollectiveTensor``s whose all-reduce finishes on first use (gloo runs it on its own
+    thread; a CUDA synchronisation does not cover it either) — read one element."""
+    if t is not None:
+        t.reshape(-1)[:1].tolist()
 
 
 def raw_dict(raw: Raw) -> dict[str, Any]:

@@ -18,9 +18,10 @@ Megatron's rank order, pipeline outermost. On every rank:
    all-gather + reduce-scatter pairs (Korthikanti et al. 2022 §4.2.2).
 3. **Data parallel** per ZeRO stage:
 
-   * 0 — ``DistributedDataParallel`` with one bucket of Megatron-Core's size,
-     max(40M, 1M·dp) parameters (``bucket_cap_mb``), the bucketing the cost model assumes;
-     gradients all-reduced once per step (``no_sync`` on the other micro-batches);
+   * 0 — ``DistributedDataParallel`` with buckets of Megatron-Core's size, max(40M, 1M·dp)
+     parameters (``bucket_cap_mb``), the bucketing the cost model assumes, gradients kept in
+     the buckets (``gradient_as_bucket_view``, Megatron's contiguous gradient buffer) and
+     all-reduced once per step (``no_sync`` on the other micro-batches);
    * 1 and 2 — FSDP2 ``fully_shard`` per block with ``reshard_after_forward=False`` and the
      gradient reduce-scatter and reshard only after the last micro-batch: parameters gathered
      once per step and gradients reduce-scattered once per step, optimizer states sharded —
@@ -239,9 +240,10 @@ def apply_ddp(model: nn.Module, dp_group: Any, dp: int, env: Env) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     bucket_bytes = max(MEGATRON_BUCKET_PARAMS, 1_000_000 * dp) * 4
+    # gradients live in the buckets (Megatron's contiguous gradient buffer): no copies
     return DDP(model, process_group=dp_group, bucket_cap_mb=bucket_bytes / 2**20,
                device_ids=[env.device.index] if env.is_cuda else None,
-               broadcast_buffers=False)
+               broadcast_buffers=False, gradient_as_bucket_view=True)
 
 
 def build(env: Env, spec: ModelSpec, seq_len: int, plan: ParallelPlan, stages: StageSplit,

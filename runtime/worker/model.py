@@ -23,6 +23,7 @@ on the last), so :func:`split_for_stage` needs no tracing.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import torch
@@ -103,6 +104,15 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0)
 
 
+def _per_rank_rows(w: torch.Tensor, parts: list[int], tp: int) -> torch.Tensor:
+    """Rows of a fused weight in canonical order (``parts`` one after another: q, k, v or
+    gate, up) reordered for ``tp`` ranks: rank r's slice of every part, then rank r+1's."""
+    if tp == 1:
+        return w
+    pieces = [c.chunk(tp, dim=0) for c in w.split(parts, dim=0)]
+    return torch.cat([piece[r] for r in range(tp) for piece in pieces], dim=0)
+
+
 def rope_tables(seq_len: int, head_dim: int, device: torch.device | str = "cpu"
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotary angles, base 10000 (Su et al. 2021), [seq_len, head_dim]."""
@@ -170,6 +180,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.spec = spec
         self.seq_len = seq_len
+        self.tp = tp
         h = spec.hidden_size
         self.embed: nn.Embedding | None = nn.Embedding(spec.vocab_size, h)
         self.pos: nn.Embedding | None = None
@@ -193,15 +204,28 @@ class Transformer(nn.Module):
     def init_weights(self, seed: int = 0) -> None:
         """Deterministic init (same on every rank, so replicas and shards agree), and the
         rotary tables for ``seq_len``."""
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        for name, p in sorted(self.named_parameters(), key=lambda kv: kv[0]):
+        for name, p in self.named_parameters():
             if p.dim() == 1:
                 p.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * INIT_STD)
+                continue
+            # seeded by the parameter's global name: a pipeline stage, a tensor-parallel
+            # layout and the whole model hold the same weights, so every layout of a plan
+            # computes the same function (tested)
+            gen = torch.Generator(device="cpu").manual_seed(seed + zlib.crc32(name.encode()))
+            w = torch.randn(p.shape, generator=gen) * INIT_STD
+            if name.endswith("attn.qkv.weight"):
+                w = self._qkv_rows(w)
+            elif name.endswith("mlp.fc1.weight") and self.spec.gated_mlp:
+                w = _per_rank_rows(w, [self.spec.intermediate_size] * 2, self.tp)
+            p.copy_(w)
         if self.spec.position_embedding == "rope":
             dev = next(iter(self.buffers())).device
             self.rope_cos, self.rope_sin = rope_tables(self.seq_len, self.spec.head_size, dev)
+
+    def _qkv_rows(self, w: torch.Tensor) -> torch.Tensor:
+        d = self.spec.head_size
+        return _per_rank_rows(w, [self.spec.num_attention_heads * d, self.spec.kv_heads * d,
+                                  self.spec.kv_heads * d], self.tp)
 
     def _rope(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.spec.position_embedding != "rope":

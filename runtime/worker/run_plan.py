@@ -136,10 +136,12 @@ def _run_one(env: wdist.Env, p: PreparedPlan, opts: RunOptions) -> _Measured:
     opt = torch.optim.AdamW([{"params": g} for g in layout.param_groups()], lr=opts.lr,
                             fused=True)
     mb = plan.micro_batch_size
-    gen = torch.Generator().manual_seed(opts.seed + 1000 * layout.dp_rank)
-    shape = (m * mb, training.seq_len)
-    tokens = torch.randint(0, model.vocab_size, shape, generator=gen).to(env.device)
-    targets = torch.randint(0, model.vocab_size, shape, generator=gen).to(env.device)
+    # one synthetic global batch, the same for every layout; each data-parallel rank its slice
+    gen = torch.Generator().manual_seed(opts.seed + 1)
+    part = slice(layout.dp_rank * m * mb, (layout.dp_rank + 1) * m * mb)
+    shape = (training.global_batch_size, training.seq_len)
+    tokens = torch.randint(0, model.vocab_size, shape, generator=gen)[part].to(env.device)
+    targets = torch.randint(0, model.vocab_size, shape, generator=gen)[part].to(env.device)
     n_stages = len(stages.layers)
 
     times: list[float] = []
@@ -196,10 +198,14 @@ def _step(layout: Layout, opt: torch.optim.Optimizer, tokens: torch.Tensor,
             counted = m
     global_grad_norm_clip(layout)
     opt.step()
-    if counted == 0:
-        return float("nan")
-    t = total / counted
-    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+    # the global batch's mean loss: the loss-computing ranks' means, averaged over dp
+    t = total / counted if counted else torch.full((), float("nan"), device=tokens.device)
+    t = t.full_tensor() if hasattr(t, "full_tensor") else t
+    if layout.plan.dp > 1 and layout.mesh is not None and counted:
+        t = t.clone()
+        dist.all_reduce(t, group=layout.mesh["dp"].get_group())
+        t = t / layout.plan.dp
+    return float(t)
 
 
 @contextlib.contextmanager
