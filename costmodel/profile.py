@@ -11,6 +11,15 @@ A profile is JSON (format ``meshplan-calibration/1``) with two parts:
   datasheet peaks that depends on operation size (a fixed per-kernel latency plus a sustained
   fraction of peak, in the manner of Calculon (Isaev et al. 2023) and SimuMax), never a single
   global MFU constant. Every number carries its provenance in the file.
+* **device** (optional) — a device the GPU catalog does not list (a CPU host, an unlisted
+  GPU), described by what was measured on it (:class:`~costmodel.specs.measured_device.
+  MeasuredDevice`: name, arch, peak TFLOP/s per precision, memory, memory and link
+  bandwidth). ``gpu`` is then its name, and a cluster pool of an estimate request carrying
+  this profile may name it in its ``gpu`` field.
+
+Measured blocks (``measurements.layers``) may also give the backward split in an
+input-gradient and a weight-gradient pass (``bwd_input_s``, ``bwd_weight_s``), which the
+zero-bubble schedules run.
 
 ``costmodel/data/profiles/default.json`` ships the default efficiency model. Measured profiles
 are stored per GPU type by the service and passed to :func:`costmodel.estimate` by name or
