@@ -325,7 +325,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # send/recv between pipeline ranks (Megatron scatter/gather: T·h/tp bytes)
     stride = tp * cp * dp
     inter = stride >= pool.gpus_per_node
-    nbytes = sh.tokens * model.hidden_size * ELEM / tp
+    nbytes = sh.tokens * model.hidden_size * dev.elem_bytes / tp
     p2p = collective_time("send_recv", 2.0, nbytes, np.where(inter, 1.0, 2.0), dev)
     extra_mb = np.maximum(0.0, m - pp)
     gpipe = sched == SCHEDULE_CODES["GPipe"]
@@ -389,6 +389,9 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         vshape | single, logit_b, 0.0)
     act_first = np.where(single, L * act_layer + emb_act + working + logit_b, act_first)
     act_last = last_layers * act_layer * infl_last + working + logit_b
+    # the activation formulas count bf16 elements; fp32 keeps twice the bytes
+    act_first = act_first * (dev.elem_bytes / ELEM)
+    act_last = act_last * (dev.elem_bytes / ELEM)
     n_groups = (1.0 + (tp > 1) + (pp > 1) + (dp > 1) + (cp > 1) + (ep > 1))
     over = overhead_bytes(prof, n_groups)
     gathered = np.where(zero >= 3, zero3_gathered_params(model, "block", tp), 0.0)

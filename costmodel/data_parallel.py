@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from costmodel.layer_cost import ELEM
 from costmodel.ops import Device, collective_time, mem_time, members_per_node
 
 MEGATRON_BUCKET_PARAMS = 40_000_000
@@ -58,7 +57,7 @@ def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarra
         bucket = np.minimum(1.0, np.maximum(MEGATRON_BUCKET_PARAMS, 1e6 * group) / safe)
         ar = collective_time("all_reduce", group, params * gb, k, dev)
         rs = collective_time("reduce_scatter", group, params * gb, k, dev)
-        ag = collective_time("all_gather", group, params * ELEM, k, dev)
+        ag = collective_time("all_gather", group, params * dev.elem_bytes, k, dev)
         grad = np.where(zero == 0, ar, rs)
         gather = np.where(zero == 0, 0.0, ag)
         # overlapped parts still cost compute: the profile's overlap_compute_cost (Calculon's
@@ -76,19 +75,40 @@ def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarra
 
 def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarray,
                          tp: np.ndarray, t_fwd: np.ndarray, t_bwd: np.ndarray,
-                         precision: str, dev: Device
+                         precision: str, dev: Device, units: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """FSDP / ZeRO-3 on one rank and micro-batch: parameters all-gathered before each block's
     forward and backward, gradients reduce-scattered after its backward (FSDP's default, no
-    no_sync). Prefetch overlaps them with compute; what exceeds the stage's compute, plus the
-    first block's gather and the last block's reduce-scatter, is exposed (Zhao et al. 2023,
-    "PyTorch FSDP", §3.3). Returns (exposed_fwd, exposed_bwd, total_fwd, total_bwd)."""
+    no_sync), one collective per sharding unit of the unit's parameters (the stage's
+    ``params`` spread evenly over its ``units``: its blocks, plus one for the vocabulary
+    layers where the stage holds them; default ``layers``): each pays its own latency and
+    size-dependent bus bandwidth. Each gather is followed by its copy-out into the unsharded
+    parameters and each reduce-scatter preceded by its copy-in of the gradients (FSDP2's
+    ``foreach_all_gather_copy_out`` and ``foreach_reduce``,
+    ``torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py``): one read and one write
+    of the unit's bytes each. Prefetch overlaps them with compute; what exceeds the stage's
+    compute, plus the first unit's gather and the last unit's reduce-scatter, is exposed
+    (Zhao et al. 2023, "PyTorch FSDP", §3.3). The hidden part still costs the compute it
+    overlaps the profile's
+    ``overlap_compute_cost`` of its time (Calculon's ``processor_usage``, as in
+    :func:`dp_comm`): small on GPUs, whose collectives take a few SMs, about 1 on a CPU, whose
+    cores run the collective themselves. Returns (exposed_fwd, exposed_bwd, total_fwd,
+    total_bwd)."""
     k = members_per_node(tp, group, dev.gpus_per_node)
-    ag = collective_time("all_gather", group, params * ELEM, k, dev)
-    rs = collective_time("reduce_scatter", group, params * grad_comm_bytes(precision), k, dev)
-    n = np.maximum(layers, 1.0)
-    ef = np.maximum(0.0, ag - t_fwd) + ag / n
-    eb = np.maximum(0.0, ag + rs - t_bwd) + rs / n
+    n = np.maximum(layers if units is None else units, 1.0)
+    # one gather and one reduce-scatter per unit: n messages of params/n, with their copies
+    w_unit = params / n * dev.elem_bytes
+    g_unit = params / n * grad_comm_bytes(precision)
+    ag = n * (collective_time("all_gather", group, w_unit, k, dev) + mem_time(2 * w_unit, dev))
+    rs = n * (collective_time("reduce_scatter", group, g_unit, k, dev)
+              + mem_time(2 * g_unit, dev))
+    coll = dev.profile.eff.collectives
+    u = np.where(k >= group, coll["intra_node"].overlap_compute_cost,
+                 coll["inter_node"].overlap_compute_cost)
+    ef = (np.maximum(0.0, ag - t_fwd) + ag / n
+          + u * np.minimum(ag * (1.0 - 1.0 / n), t_fwd))
+    eb = (np.maximum(0.0, ag + rs - t_bwd) + rs / n
+          + u * np.minimum((ag + rs) * (1.0 - 1.0 / n), t_bwd))
     on = group > 1
     z = np.zeros_like(ef)
     return (np.where(on, ef, z), np.where(on, eb, z), np.where(on, ag, z),
@@ -104,12 +124,19 @@ def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.nda
     ``t(P)/n`` with P ≥ n·p is at least that. For lower bounds in the search."""
     k = members_per_node(tp, group, dev.gpus_per_node)
     p = layer_params
-    ag = (collective_time("all_gather", group, 2 * p * ELEM, k, dev)
-          - collective_time("all_gather", group, p * ELEM, k, dev))
+    E = dev.elem_bytes
+    ag = (collective_time("all_gather", group, 2 * p * E, k, dev)
+          - collective_time("all_gather", group, p * E, k, dev))
     gb = grad_comm_bytes(precision)
     rs = (collective_time("reduce_scatter", group, 2 * p * gb, k, dev)
           - collective_time("reduce_scatter", group, p * gb, k, dev))
     return np.where(group > 1, np.maximum(ag, 0.0) + np.maximum(rs, 0.0), 0.0)
+
+
+def optimizer_bytes(optimizer: str, precision: str) -> float:
+    """HBM bytes of one optimizer update per parameter (:data:`OPTIMIZER_BYTES_PER_PARAM`);
+    fp32 training writes no separate low-precision weight copy (2 B less)."""
+    return OPTIMIZER_BYTES_PER_PARAM[optimizer] - (2.0 if precision == "fp32" else 0.0)
 
 
 def optimizer_time(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
@@ -119,4 +146,5 @@ def optimizer_time(params_dense: np.ndarray, params_expert: np.ndarray, zero: np
     d = dp * cp
     local = np.where(zero >= 1, params_dense / d + params_expert / np.maximum(1.0, d / ep),
                      params_dense + params_expert)
-    return mem_time(local * OPTIMIZER_BYTES_PER_PARAM[optimizer], dev) + 3 * dev.kernel_latency
+    return (mem_time(local * optimizer_bytes(optimizer, dev.precision), dev)
+            + 3 * dev.kernel_latency)

@@ -99,6 +99,18 @@ from costmodel.specs.request import (
 )
 from costmodel.specs.training import TrainingSpec
 
+SPLIT_BACKWARD = ("InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV")
+"""Schedules whose backward runs as separate input- and weight-gradient passes (I and W
+actions; torch's ``stage_backward_input`` / ``stage_backward_weight``)."""
+
+
+def splits_backward(plan: ParallelPlan) -> bool:
+    """Whether the plan's schedule runs split backward passes: a named zero-bubble schedule,
+    or a custom schedule with any input-gradient-only (``I``) action."""
+    if plan.schedule == "custom":
+        return any("I" in a for row in plan.custom_schedule or () for a in row)
+    return plan.schedule in SPLIT_BACKWARD
+
 SCHEDULE_FIELDS = {"name": "plan.schedule", "n_microbatches": "training.global_batch_size",
                    "pp": "plan.pp", "virtual_stages": "plan.virtual_stages"}
 """Simulator argument names → the request fields they come from."""
@@ -290,10 +302,12 @@ class _Evaluation:
     def _sum(self, attr: str, j: int) -> float:
         pc = self.stage_pc[j]
         t = 0.0
-        if pc.dense is not None:
-            t += self.n_dense[j] * _f(getattr(pc.dense, attr))
-        if pc.moe is not None:
-            t += self.n_moe[j] * _f(getattr(pc.moe, attr))
+        for cost, count in ((pc.dense, self.n_dense[j]), (pc.moe, self.n_moe[j])):
+            if cost is not None:
+                value = getattr(cost, attr)
+                if value is None:  # no measured split backward: the unsplit figures
+                    value = getattr(cost, attr.removesuffix("_split"))
+                t += count * _f(value)
         return t
 
     def _stage_times(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -302,8 +316,11 @@ class _Evaluation:
         last = n - 1
         e0, e = self.stage_pc[0].edge, self.stage_pc[last].edge
         tf = np.array([self._sum("fwd", j) for j in range(n)])
-        ti = np.array([self._sum("bwd_input", j) for j in range(n)])
-        tw = np.array([self._sum("bwd_weight", j) for j in range(n)])
+        split = splits_backward(c.plan)
+        ti = np.array([self._sum("bwd_input_split" if split else "bwd_input", j)
+                       for j in range(n)])
+        tw = np.array([self._sum("bwd_weight_split" if split else "bwd_weight", j)
+                       for j in range(n)])
         extra = {k: np.zeros(n) for k in ("zero3_f", "zero3_b", "zero3_exposed", "offload_f",
                                            "offload_b", "vocab")}
         if c.plan.vocab_placement == "split" and c.plan.pp > 1:
@@ -316,7 +333,7 @@ class _Evaluation:
                 pc = self.stage_pc[j]
                 ej = pc.edge
                 bcast = collective_time("all_gather", c.plan.pp,
-                                        c.shard.tokens * self._h() * ELEM, 1.0, pc.dev)
+                                        c.shard.tokens * self._h() * pc.dev.elem_bytes, 1.0, pc.dev)
                 tf[j] += share * _f(ej.head_fwd) + _f(bcast)
                 ti[j] += share * _f(ej.head_bwd_input) + _f(bcast)
                 tw[j] += share * _f(ej.head_bwd_weight)
@@ -372,11 +389,15 @@ class _Evaluation:
         n = len(self.layers)
         params = np.array([sum(self._stage_params(j)) for j in range(n)])
         layers = np.array(self.layers, dtype=float)
+        # sharding units: the blocks, plus the vocabulary layers where the stage holds them
+        split = c.plan.vocab_placement == "split" and c.plan.pp > 1
+        units = layers + np.array([1.0 if split or j in (0, n - 1) else 0.0 for j in range(n)])
         ef, eb = np.zeros(n), np.zeros(n)
         for idx, pc in self._groups(list(range(n)), self.stage_pc):
             ef[idx], eb[idx], extra["zero3_f"][idx], extra["zero3_b"][idx] = zero3_per_microbatch(
                 params[idx], layers[idx], np.asarray(float(c.plan.dp * c.plan.cp)),
-                np.asarray(float(pc.tp)), tf[idx], ti[idx], c.training.precision, pc.dev)
+                np.asarray(float(pc.tp)), tf[idx], ti[idx], c.training.precision, pc.dev,
+                units[idx])
         tf += ef
         ti += eb
         extra["zero3_exposed"] = ef + eb
@@ -445,7 +466,8 @@ class _Evaluation:
         c = self.c
         n = len(self.all_ranks)
         per_replica = len(self.layers)
-        nbytes = c.shard.tokens * self._h() * ELEM / c.plan.tp  # Megatron scatter/gather
+        # Megatron scatter/gather: T·h/tp elements per GPU pair
+        nbytes = c.shard.tokens * self._h() * c.dev.elem_bytes / c.plan.tp
         if c.stage_pools is not None:
             return self._p2p_stages(nbytes)
         matrix = c.cluster.node_bandwidth_Gbps
@@ -498,7 +520,7 @@ class _Evaluation:
         exact resharding traffic depends on the rank mapping and on sequence parallelism."""
         c = self.c
         n = len(self.layers)
-        full = c.shard.tokens * self._h() * ELEM  # T·h·2 bytes of one micro-batch's activation
+        full = c.shard.tokens * self._h() * c.dev.elem_bytes  # T·h·2 B of one micro-batch
         strides = [t * c.plan.cp * c.plan.dp for t in self.tps]
         offset = []  # first GPU of each stage among the GPUs of its pool
         seen: dict[str, int] = {}
@@ -704,10 +726,11 @@ class _Evaluation:
             if self.all_ranks[g] == br or self.all_ranks[g + 1] == br:
                 pp_comm += p2p[g]
         pair = float(st.pair[crit])
+        split = "_split" if splits_backward(plan) else ""
         breakdown = Breakdown(
             forward_s=per_mb("fwd") * m_copy,
-            backward_input_s=(per_mb("bwd_input") - per_mb("recompute")) * m_copy,
-            backward_weight_s=per_mb("bwd_weight") * m_copy,
+            backward_input_s=(per_mb("bwd_input" + split) - per_mb("recompute")) * m_copy,
+            backward_weight_s=per_mb("bwd_weight" + split) * m_copy,
             recompute_s=per_mb("recompute") * m_copy,
             tp_comm_s=comm("tp_comm"), cp_comm_s=comm("cp_comm"), ep_comm_s=comm("ep_comm"),
             pp_comm_s=pp_comm * m_copy,
@@ -757,6 +780,7 @@ class _Evaluation:
         n = len(self.layers)
         d = plan.dp * plan.cp
         ctx_b = c.profile.eff.memory.cuda_context_gib * GIB
+        act_scale = c.dev.elem_bytes / ELEM
         out: list[StageMemory] = []
         for r in range(plan.pp):
             # each rank against its own pool's device, with its own tp
@@ -787,6 +811,9 @@ class _Evaluation:
                 logits = _f(logits_bytes(model, s)) / plan.pp
             elif (n - 1) in mine:
                 logits = _f(logits_bytes(model, s))
+            # the activation formulas count bf16 elements; fp32 keeps twice the bytes
+            acts *= act_scale
+            logits *= act_scale
             weights, grads, optb = _f(st.weights), _f(st.grads), _f(st.optimizer)
             total = weights + grads + optb + acts + logits + over
             out.append(StageMemory(

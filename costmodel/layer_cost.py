@@ -30,7 +30,9 @@ from costmodel.ops import Device, collective_time, flash_attention_time, gemm_ti
 from costmodel.specs.model import ModelSpec
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
-ELEM = 2.0  # bytes of a bf16/fp16 activation element (fp8 recipes keep activations in bf16)
+ELEM = 2.0
+"""Bytes of a bf16/fp16 activation element (fp8 recipes keep activations in bf16), as the
+memory formulas count them; times use the device's ``elem_bytes`` (4 for fp32)."""
 CE_FWD_BYTES = 38.0  # per logit, see edge_cost
 CE_BWD_BYTES = 22.0
 
@@ -82,6 +84,11 @@ class BlockCost:
     flops_fwd: np.ndarray
     """Executed forward FLOPs (hardware count; causal-skipped attention counted as run)."""
     flops_recompute: np.ndarray
+    bwd_input_split: np.ndarray | None = None
+    """Input-gradient backward when the schedule runs the backward as two passes (zero-bubble
+    schedules); None = ``bwd_input`` (the split costs nothing extra in the model)."""
+    bwd_weight_split: np.ndarray | None = None
+    """The weight-gradient pass of a split backward; None = ``bwd_weight``."""
 
 
 def _gemms(m: np.ndarray, shapes: list[tuple[np.ndarray | float, np.ndarray | float]],
@@ -160,6 +167,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     T, Tsp = s.tokens, s.sp_tokens
     gated = 2.0 if model.gated_mlp else 1.0
     dropout = model.hidden_dropout > 0
+    E = dev.elem_bytes
 
     # ---- attention projections and core
     ins, outs = _attn_proj_shapes(model, s.tp)
@@ -178,11 +186,11 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
                  else model.intermediate_size) / s.tp
 
     # ---- memory-bound kernels (forward bytes): 2 norms, 2 bias-dropout-adds, activation, rope
-    norm_b = 2 * 2.0 * Tsp * h * ELEM
-    bda_b = 2 * (3.0 * ELEM + (1.0 if dropout else 0.0)) * Tsp * h
-    act_b = (gated + 1.0) * T * ffn_width * ELEM
+    norm_b = 2 * 2.0 * Tsp * h * E
+    bda_b = 2 * (3.0 * E + (1.0 if dropout else 0.0)) * Tsp * h
+    act_b = (gated + 1.0) * T * ffn_width * E
     rope = model.position_embedding == "rope"
-    rope_b = (2.0 * T * (model.q_width + model.kv_heads * model.head_size) / s.tp * ELEM
+    rope_b = (2.0 * T * (model.q_width + model.kv_heads * model.head_size) / s.tp * E
               if rope else 0.0 * T)
     n_mem = 5.0 + (1.0 if rope else 0.0)
     t_mem_fwd = mem_time(norm_b / 2, dev) * 2 + mem_time(bda_b / 2, dev) * 2 + mem_time(
@@ -190,7 +198,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     t_mem_bwd = 2.0 * t_mem_fwd
 
     # ---- tensor-parallel collectives: 2 fwd + 2 bwd all-reduces (or AG+RS pairs with SP)
-    act_bytes = T * h * ELEM
+    act_bytes = T * h * E
     tp_node = np.minimum(s.tp, s.gpus_per_node)
     ar = collective_time("all_reduce", s.tp, act_bytes, tp_node, dev)
     agrs = (collective_time("all_gather", s.tp, act_bytes, tp_node, dev)
@@ -202,7 +210,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
 
     # ---- context parallel: ring exchange of K and V blocks (Megatron-Core CP / ring attention),
     # overlapped with the attention of the block in hand; backward also returns dK, dV.
-    kv_bytes = 2.0 * T * model.kv_heads * model.head_size / s.tp * ELEM
+    kv_bytes = 2.0 * T * model.kv_heads * model.head_size / s.tp * E
     cp_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.cp)
     step = collective_time("send_recv", np.full_like(s.cp, 2.0), kv_bytes,
                            np.where(cp_node >= s.cp, 2.0, 1.0), dev)
@@ -235,12 +243,18 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     # forward/backward contain the kernels, launches and TP collectives of that run); the
     # backward splits into input and weight gradient in the model's own ratio
     measured = _measured_block(model, s, dev, moe)
+    split_in = split_w = None
     if measured is not None:
-        m_f, m_b = measured
+        m_f, m_b, m_split = measured
         share_w = bwd_w / np.maximum(bwd_in + bwd_w, 1e-30)
         fwd = np.full_like(np.asarray(fwd, dtype=float), m_f)
         bwd_in = np.full_like(np.asarray(bwd_in, dtype=float), m_b) * (1 - share_w)
         bwd_w = np.full_like(np.asarray(bwd_w, dtype=float), m_b) * share_w
+        if m_split is not None:
+            # a measured split backward (two autograd passes) replaces the even split: what a
+            # zero-bubble schedule's I and W actions take
+            split_in = np.full_like(bwd_in, m_split[0])
+            split_w = np.full_like(bwd_w, m_split[1])
 
     # ---- recompute (Korthikanti et al. 2022 §5): full re-runs the block forward in backward;
     # selective re-runs core attention only.
@@ -252,19 +266,25 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
         fwd=fwd, bwd_input=bwd_in + recompute, bwd_weight=bwd_w, recompute=recompute,
         comm_fwd=comm_f, comm_bwd=comm_b, tp_comm=tp_fwd + tp_bwd, cp_comm=cp_fwd + cp_bwd,
         ep_comm=2 * ep_fwd, flops_fwd=flops_fwd, flops_recompute=flops_rc,
+        bwd_input_split=None if split_in is None else split_in + recompute,
+        bwd_weight_split=split_w,
     )
 
 
 def _measured_block(model: ModelSpec, s: Shard, dev: Device, moe: bool
-                    ) -> tuple[float, float] | None:
-    """The profile's measured (fwd, bwd) of this dense block shape, for a single plan."""
+                    ) -> tuple[float, float, tuple[float, float] | None] | None:
+    """The profile's measured (fwd, bwd, split (input, weight) backward or None) of this dense
+    block shape, for a single plan."""
     if moe or not dev.measured or not dev.profile.measurements.layers or s.b.size != 1:
         return None
     if not (np.all(s.cp == 1) and not np.any(s.sp)):
         return None
     key = (model.hidden_size, model.intermediate_size, model.num_attention_heads,
            model.kv_heads, s.seq, int(s.b), int(s.tp), dev.precision)
-    return dev.profile.layer_time(key)
+    whole = dev.profile.layer_time(key)
+    if whole is None:
+        return None
+    return whole[0], whole[1], dev.profile.layer_split_time(key)
 
 
 def _moe_ffn(model: ModelSpec, s: Shard, dev: Device
@@ -295,7 +315,7 @@ def _moe_ffn(model: ModelSpec, s: Shard, dev: Device
     if shared_f:
         t_sh, fl_sh = _gemms(T, [(gated * shared_f / s.tp, h), (h, shared_f / s.tp)], dev)
         t_exp, fl = t_exp + t_sh, fl + fl_sh
-    a2a_bytes = T * k * h * ELEM
+    a2a_bytes = T * k * h * dev.elem_bytes
     ep_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.ep)
     a2a = 2.0 * collective_time("all_to_all", s.ep, a2a_bytes, ep_node, dev)
     n_kernels = 2.0 * local + 1.0  # two GEMMs per local expert + the router
@@ -317,7 +337,11 @@ class EdgeCost:
 def edge_cost(model: ModelSpec, s: Shard, dev: Device) -> EdgeCost:
     """Embedding (first stage) and final norm + LM head + cross-entropy (last stage).
 
-    The LM head is vocabulary-parallel over TP (Megatron ``VocabParallelEmbedding``): a
+    The embedding is vocabulary-parallel over TP (Megatron ``VocabParallelEmbedding``): each
+    rank looks up its V/tp rows and the partial outputs are summed over the TP group, an
+    all-reduce of T·h elements (a reduce-scatter with sequence parallelism:
+    ``reduce_from_tensor_model_parallel_region`` / ``reduce_scatter_to_sequence_parallel_region``;
+    its backward needs no communication). The LM head is vocabulary-parallel too: a
     (T × h)·(h × V/tp) GEMM. The loss follows Megatron-Core's ``compute_language_model_loss``
     (``logits.float()``) and ``tensor_parallel/cross_entropy.py::VocabParallelCrossEntropy``,
     whose passes over the T·V/tp logits cost, in bytes per logit: forward = cast bf16→fp32
@@ -328,16 +352,20 @@ def edge_cost(model: ModelSpec, s: Shard, dev: Device) -> EdgeCost:
     h = float(model.hidden_size)
     T, Tsp = s.tokens, s.sp_tokens
     V = model.vocab_size / s.tp
-    emb_fwd = mem_time(2.0 * Tsp * h * ELEM, dev) + (
-        mem_time(2.0 * Tsp * h * ELEM, dev) if model.position_embedding == "learned" else 0.0)
+    E = dev.elem_bytes
+    emb_fwd = mem_time(2.0 * Tsp * h * E, dev) + (
+        mem_time(2.0 * Tsp * h * E, dev) if model.position_embedding == "learned" else 0.0)
+    tp_node = np.minimum(s.tp, s.gpus_per_node)
+    emb_fwd = emb_fwd + np.where(
+        s.sp, collective_time("reduce_scatter", s.tp, T * h * E, tp_node, dev),
+        collective_time("all_reduce", s.tp, T * h * E, tp_node, dev))
     # dense fp32 gradient of the (sharded) table + scatter-add of the token rows
-    emb_bwd = mem_time(V * h * 4.0, dev) + mem_time(2.0 * T * h * ELEM, dev)
+    emb_bwd = mem_time(V * h * 4.0, dev) + mem_time(2.0 * T * h * E, dev)
     head = gemm_time(T, V, h, dev)
     logits = T * V
     ce_fwd = 6 * dev.kernel_latency + logits * CE_FWD_BYTES / dev.hbm
     ce_bwd = 3 * dev.kernel_latency + logits * CE_BWD_BYTES / dev.hbm
-    norm = mem_time(2.0 * Tsp * h * ELEM, dev)
-    tp_node = np.minimum(s.tp, s.gpus_per_node)
+    norm = mem_time(2.0 * Tsp * h * E, dev)
     ce_comm = 3.0 * collective_time("all_reduce", s.tp, T * 4.0, tp_node, dev)
     k_head_f, k_head_b = 10.0, 6.0
     head_fwd = np.maximum(head + ce_fwd + norm + ce_comm, k_head_f * dev.host_dispatch)

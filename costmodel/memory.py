@@ -108,10 +108,14 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
     ``params_*`` are this rank's parameters after TP/PP/EP sharding; ``d_*`` the sizes of the
     groups ZeRO shards over; ``gathered_params`` the parameters ZeRO-3 holds unsharded at once
     (the unit being computed and the one prefetched). fp8 training keeps bf16 weights plus an fp8
-    copy (Transformer Engine), one more byte per parameter.
+    copy (Transformer Engine), one more byte per parameter; fp32 training keeps 4-byte weights
+    that are their own master copy (optimizer states: the moments only).
     """
     opt = OPTIMIZER_STATE_BYTES[optimizer]
     w_bytes = 2.0 + (1.0 if precision == "fp8" else 0.0)
+    if precision == "fp32":
+        # plain fp32 training: the fp32 weights are the master copy (no separate 4 B copy)
+        w_bytes, opt = 4.0, opt - 4.0
     p_all = params_dense + params_expert
     sharded_opt = params_dense * opt / d_dense + params_expert * opt / d_expert
     sharded_grad = params_dense * 4.0 / d_dense + params_expert * 4.0 / d_expert

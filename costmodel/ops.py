@@ -70,6 +70,9 @@ class Device:
     memory_bytes: float
     precision: str
     profile: CalibrationProfile
+    elem_bytes: float = 2.0
+    """Bytes of one activation / weight element at the job's precision
+    (:func:`activation_bytes`)."""
 
     @classmethod
     def from_pool(cls, pool: GPUPool, precision: str, profile: CalibrationProfile) -> Device:
@@ -95,13 +98,19 @@ class Device:
             wave_ref=float(wave_efficiency(eff.gemm_reference_shape[0],
                                            eff.gemm_reference_shape[1], gpu.sm_count)),
             memory_bytes=gpu.memory_bytes,
-            precision=precision, profile=profile,
+            precision=precision, profile=profile, elem_bytes=activation_bytes(precision),
         )
 
     @property
     def measured(self) -> bool:
         """Whether the profile's measurements apply to this device."""
         return self.profile.gpu in (None, self.name)
+
+
+def activation_bytes(precision: str) -> float:
+    """Bytes of an activation (and compute-weight) element: 2 for bf16 and fp16, and for fp8,
+    whose recipes keep activations in bf16 (Transformer Engine); 4 for fp32."""
+    return 4.0 if precision == "fp32" else 2.0
 
 
 TILE = (256.0, 128.0)
@@ -122,7 +131,8 @@ def wave_efficiency(m: Array, n: Array, sms: float) -> np.ndarray:
     return best
 
 
-def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float = 2.0) -> np.ndarray:
+def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | None = None
+              ) -> np.ndarray:
     """One GEMM (m×k)·(k×n): roofline of compute and operand traffic plus kernel latency.
 
     The compute rate is the profile's sustained fraction of peak (the maximum achievable
@@ -130,6 +140,8 @@ def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float = 2.0
     relative to that best shape: ``rate = gemm_rate · wave_eff(m, n) / wave_eff(MAMF shape)``.
     """
     flops = 2.0 * np.asarray(m, dtype=float) * n * k
+    if elem_bytes is None:
+        elem_bytes = dev.elem_bytes
     rate = dev.gemm_rate * wave_efficiency(m, n, dev.sms) / dev.wave_ref
     if dev.measured:
         measured = dev.profile.gemm_rate(flops, dev.precision)

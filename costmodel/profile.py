@@ -11,6 +11,15 @@ A profile is JSON (format ``meshplan-calibration/1``) with two parts:
   datasheet peaks that depends on operation size (a fixed per-kernel latency plus a sustained
   fraction of peak, in the manner of Calculon (Isaev et al. 2023) and SimuMax), never a single
   global MFU constant. Every number carries its provenance in the file.
+* **device** (optional) — a device the GPU catalog does not list (a CPU host, an unlisted
+  GPU), described by what was measured on it (:class:`~costmodel.specs.measured_device.
+  MeasuredDevice`: name, arch, peak TFLOP/s per precision, memory, memory and link
+  bandwidth). ``gpu`` is then its name, and a cluster pool of an estimate request carrying
+  this profile may name it in its ``gpu`` field.
+
+Measured blocks (``measurements.layers``) may also give the backward split in an
+input-gradient and a weight-gradient pass (``bwd_input_s``, ``bwd_weight_s``), which the
+zero-bubble schedules run.
 
 ``costmodel/data/profiles/default.json`` ships the default efficiency model. Measured profiles
 are stored per GPU type by the service and passed to :func:`costmodel.estimate` by name or
@@ -32,8 +41,11 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
 )
+
+from costmodel.specs.measured_device import MeasuredDevice
 
 FORMAT: Literal["meshplan-calibration/1"] = "meshplan-calibration/1"
 Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
@@ -92,7 +104,13 @@ class LayerPoint(BaseModel):
     tp: PositiveInt = 1
     dtype: str = "bf16"
     fwd_s: PositiveFloat
-    bwd_s: PositiveFloat
+    bwd_s: PositiveFloat = Field(description="Backward in one pass (input and weight "
+                                 "gradients together), as GPipe and 1F1B run it.")
+    bwd_input_s: PositiveFloat | None = Field(
+        None, description="Input-gradient pass when the backward runs split into two "
+        "(torch.distributed.pipelining's stage_backward_input, as zero-bubble schedules run it).")
+    bwd_weight_s: PositiveFloat | None = Field(
+        None, description="The weight-gradient pass that follows it (stage_backward_weight).")
 
 
 class Measurements(BaseModel):
@@ -190,16 +208,29 @@ class CalibrationProfile(BaseModel):
 
     format: Literal["meshplan-calibration/1"] = FORMAT
     name: str
-    gpu: str | None = Field(None, description="GPU type it was measured on (catalog name or "
-                            "alias); null = any.")
+    # declared before ``gpu`` so that gpu's validator sees it (pydantic validates in order)
+    device: MeasuredDevice | None = Field(
+        None, description="The device measured, when it is not a catalog GPU (e.g. the CPU of "
+        "a CI host): its measured peaks, memory and links. A cluster pool of an estimate "
+        "request that carries this profile names it by device.name.")
+    gpu: str | None = Field(None, validate_default=True,
+                            description="GPU type it was measured on (catalog name or alias, or "
+                            "device.name); null = any.")
     provenance: Provenance
 
     @field_validator("gpu")
     @classmethod
-    def _canonical_gpu(cls, v: str | None) -> str | None:
+    def _canonical_gpu(cls, v: str | None, info: ValidationInfo) -> str | None:
         from costmodel.specs.gpus import canonical_gpu_name
 
-        return None if v is None else canonical_gpu_name(v)
+        device = info.data.get("device")
+        if v is None:
+            return device.name if device is not None else None
+        if device is not None:
+            if v.strip() != device.name:
+                raise ValueError(f"must be the measured device's name {device.name!r}")
+            return device.name
+        return canonical_gpu_name(v)
     measurements: Measurements = Measurements()
     efficiency: Efficiency | None = Field(
         None, description="Overrides of the default efficiency model; null = the default's.")
@@ -270,6 +301,19 @@ class CalibrationProfile(BaseModel):
         if not hits:
             return None
         return (float(np.mean([p.fwd_s for p in hits])), float(np.mean([p.bwd_s for p in hits])))
+
+    def layer_split_time(self, model_key: tuple[int, int, int, int, int, int, int, str]
+                         ) -> tuple[float, float] | None:
+        """Measured (input-gradient, weight-gradient) seconds of one block of exactly this
+        shape when its backward runs split in two passes, or None."""
+        hits = [p for p in self.measurements.layers
+                if (p.hidden_size, p.intermediate_size, p.num_attention_heads,
+                    p.num_key_value_heads, p.seq_len, p.micro_batch_size, p.tp, p.dtype)
+                == model_key and p.bwd_input_s is not None and p.bwd_weight_s is not None]
+        if not hits:
+            return None
+        return (float(np.mean([p.bwd_input_s for p in hits])),
+                float(np.mean([p.bwd_weight_s for p in hits])))
 
     @cached_property
     def _coll_curves(self) -> dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]]:

@@ -1,11 +1,12 @@
-"""meshplan's runtime side: launch-config emitters and the torch runtime worker.
+"""meshplan's runtime: launch-config emitters and the torch runtime worker.
 
-``runtime.launch`` renders a plan into the files that start it (a torchrun command line, a
-torchtitan TOML and overrides, Megatron-LM arguments, a DeepSpeed config, the worker's own plan
-JSON, a pipeline-schedule CSV). The emitters are pure: they import ``costmodel`` and nothing of
-torch, so the service and the CLI can render configs on machines without a GPU stack.
+* ``runtime/launch/`` (pure, no torch): render a stored plan as a torchrun, torchtitan,
+  Megatron, DeepSpeed, runtime or schedule-CSV launch config.
+* ``runtime/worker/`` (imports torch, an optional extra: ``pip install meshplan[runtime]``):
+  ``meshplan-runtime calibrate`` measures the local devices into a calibration profile and
+  ``meshplan-runtime run PLAN`` executes a plan's layout and reports measured against
+  predicted step time.
 
-The torch worker (calibrate, run a plan, report measured against predicted) lives in
-``runtime/worker/``; it is the only part of this package that imports torch, and only when it
-runs.
+Importing :mod:`runtime` or :mod:`runtime.cli` does not import torch: the worker modules are
+imported inside the commands, so the emitters and the CLI's help work without it.
 """

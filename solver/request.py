@@ -11,7 +11,7 @@ from costmodel.errors import ProblemCollector
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import Cluster
 from costmodel.specs.plan import Recompute, ScheduleName
-from costmodel.specs.request import ModelField
+from costmodel.specs.request import ModelField, attach_measured_device
 from costmodel.specs.training import TrainingSpec
 
 Objective = Literal["throughput", "cost", "time_to_train", "cost_to_train"]
@@ -69,6 +69,12 @@ class SearchRequest(ModelField):
     time_limit_s: float = Field(10.0, gt=0, le=600)
     seed: int = Field(0, ge=0)
     calibration: CalibrationProfile | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _measured_device(cls, data: object) -> object:
+        """A pool may name the measured device of ``calibration`` (as in an estimate)."""
+        return attach_measured_device(data)
 
     @model_validator(mode="after")
     def _needs_train_tokens(self) -> SearchRequest:

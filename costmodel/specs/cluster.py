@@ -8,18 +8,26 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from costmodel.specs.gpus import GPUType, canonical_gpu_name, get_gpu
+from costmodel.specs.measured_device import MeasuredDevice
 
 
 class GPUPool(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, description="Pool name; plans refer to it.")
-    gpu: str = Field(description="Catalog GPU name or alias (see GET /v1/gpus).")
+    # declared before ``gpu`` so that gpu's validator sees it (pydantic validates in order)
+    device: MeasuredDevice | None = Field(
+        None, description="A measured device not in the catalog (a calibration profile's "
+        "'device'); 'gpu' then names it. Filled in by the estimate request when 'gpu' names "
+        "the device of the request's calibration; null = a catalog GPU.")
+    gpu: str = Field(description="Catalog GPU name or alias (see GET /v1/gpus), or the name of "
+                     "the measured device of the request's calibration (e.g. 'cpu').")
     gpus_per_node: PositiveInt = 8
     nodes: PositiveInt = 1
     price_per_gpu_hour: NonNegativeFloat = Field(0.0, le=1e6)
@@ -34,11 +42,30 @@ class GPUPool(BaseModel):
 
     @field_validator("gpu")
     @classmethod
-    def _canonical(cls, v: str) -> str:
-        return canonical_gpu_name(v)
+    def _canonical(cls, v: str, info: ValidationInfo) -> str:
+        device = info.data.get("device")
+        if device is not None:
+            if v.strip() != device.name:
+                raise ValueError(f"names {v!r} but the pool's device is {device.name!r}")
+            return device.name
+        try:
+            return canonical_gpu_name(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or the device a calibration profile in the request "
+                             "measured, calibration.device.name)") from None
+
+    @model_validator(mode="after")
+    def _network_known(self) -> GPUPool:
+        if (self.device is not None and self.device.nic_Gbps is None and self.nodes > 1
+                and self.inter_node_Gbps is None):
+            raise ValueError(f"device {self.device.name!r} was measured on one node (no network "
+                             "rate); a pool of several nodes needs inter_node_Gbps")
+        return self
 
     @property
     def gpu_type(self) -> GPUType:
+        if self.device is not None:
+            return self.device.gpu_type()
         return get_gpu(self.gpu)
 
     @property

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from costmodel.errors import FieldProblem, ProblemCollector, SpecError
 from costmodel.pipeline.custom import check_custom, custom_stage_ranks
@@ -51,6 +58,35 @@ class ModelField(BaseModel):
         return resolve_model(v)
 
 
+def attach_measured_device(data: Any) -> Any:
+    """Give every cluster pool whose ``gpu`` names the measured device of the request's
+    ``calibration`` (``calibration.device.name``, e.g. ``"cpu"``) that device description, so
+    the pool validates and costs like a catalog GPU (see
+    :mod:`costmodel.specs.measured_device`). Works on the raw request dict, before validation;
+    anything else is returned unchanged and left to the validators."""
+    if not isinstance(data, dict):
+        return data
+    cal, cluster = data.get("calibration"), data.get("cluster")
+    if isinstance(cal, CalibrationProfile):
+        device: Any = cal.device
+        name = device.name if device is not None else None
+    elif isinstance(cal, dict) and isinstance(cal.get("device"), dict):
+        device = cal["device"]
+        name = device.get("name")
+    else:
+        return data
+    if not isinstance(name, str) or not isinstance(cluster, dict):
+        return data
+    pools = cluster.get("pools")
+    if not isinstance(pools, list):
+        return data
+    new_pools = [
+        {**p, "device": device} if isinstance(p, dict) and p.get("device") is None
+        and isinstance(p.get("gpu"), str) and p["gpu"].strip() == name else p
+        for p in pools]
+    return {**data, "cluster": {**cluster, "pools": new_pools}}
+
+
 class EstimateRequest(ModelField):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,7 +94,14 @@ class EstimateRequest(ModelField):
     cluster: Cluster
     plan: ParallelPlan
     calibration: CalibrationProfile | None = Field(
-        None, description="A calibration profile to use instead of the default efficiency model.")
+        None, description="A calibration profile to use instead of the default efficiency "
+        "model. When it defines a measured device (calibration.device), a pool's 'gpu' may "
+        "name it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _measured_device(cls, data: Any) -> Any:
+        return attach_measured_device(data)
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

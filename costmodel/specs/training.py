@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-Precision = Literal["bf16", "fp16", "fp8"]
+Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 
 
 class TrainingSpec(BaseModel):
@@ -16,7 +16,8 @@ class TrainingSpec(BaseModel):
     seq_len: PositiveInt = Field(description="Tokens per sequence.")
     precision: Precision = Field(
         "bf16", description="Compute precision of the matmuls; fp8 keeps bf16 master weights "
-        "and optimizer states (Transformer Engine recipe)."
+        "and optimizer states (Transformer Engine recipe); fp32 is plain single precision (what "
+        "a CPU run uses; a device needs a measured fp32 peak, as a calibrated device has)."
     )
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     train_tokens: PositiveInt | None = Field(

@@ -534,7 +534,11 @@ def test_pareto_front(objective: str) -> None:
                                             constraints={"max_memory_fraction": 0.5}))
     result = search(req)
     front = result.pareto
-    assert len(front) >= 2
+    assert front
+    by_speed = max(result.plans, key=lambda rp: rp.estimate.tokens_per_s).estimate
+    if by_speed.cost_per_million_tokens > min(
+            rp.estimate.cost_per_million_tokens for rp in result.plans) * (1 + REL):
+        assert len(front) >= 2  # a speed/cost trade-off exists among the ranked plans
     for a, b in itertools.pairwise(front):
         assert a.tokens_per_s > b.tokens_per_s
         assert a.cost_per_million_tokens > b.cost_per_million_tokens
