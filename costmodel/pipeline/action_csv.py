@@ -45,9 +45,9 @@ from collections.abc import Iterable, Sequence
 
 from costmodel.pipeline.schedules import (
     BIDIRECTIONAL_SCHEDULES,
-    KIND_CODES,
     Action,
     ScheduleError,
+    as_action,
     build_schedule,
     validate_schedule,
 )
@@ -62,18 +62,13 @@ __all__ = [
     "to_csv",
 ]
 
-# torch's _action_regex, restricted to the compute types (F, I, B, W) with a micro-batch.
-_COMPUTE = re.compile(r"(\d+)([FIBW])(\d+)")
 _OVERLAP = re.compile(r"\((.*)\)OVERLAP_F_B")
 _NON_COMPUTE = re.compile(r"\d*(UNSHARD|RESHARD|REDUCE_GRAD|SEND_F|RECV_F|SEND_B|RECV_B)\d*")
 
 
 def action_string(action: Action | tuple[int, int, str]) -> str:
-    """torch's ``_Action`` string of one compute action: ``f"{stage}{kind}{mb}"``."""
-    if isinstance(action, Action):
-        return f"{action.stage}{action.kind}{action.mb}"
-    stage, mb, kind = action
-    return f"{int(stage)}{kind}{int(mb)}"
+    """torch's ``_Action`` string of one compute action (:meth:`Action.torch_str`)."""
+    return as_action(action, 0, 0).torch_str()
 
 
 def action_strings(
@@ -86,25 +81,11 @@ def action_strings(
         row: list[str] = []
         for pos, a in enumerate(acts):
             if isinstance(a, str):
-                row.extend(action_string(x) for x in parse_action(a, r, pos))
+                row.extend(x.torch_str() for x in parse_action(a, r, pos))
             else:
-                row.append(action_string(_checked(a, r, pos)))
+                row.append(as_action(a, r, pos).torch_str())
         out.append(row)
     return out
-
-
-def _checked(a: object, rank: int, pos: int) -> Action:
-    if isinstance(a, Action):
-        return a
-    if isinstance(a, tuple) and len(a) == 3 and a[2] in KIND_CODES:
-        stage, mb, kind = a
-        if isinstance(stage, int) and isinstance(mb, int) and stage >= 0 and mb >= 0:
-            return Action(stage, mb, kind)
-    raise ScheduleError(
-        "schedule",
-        f"rank {rank}, position {pos}: {a!r} is not an Action, a (stage, mb, kind) tuple or a "
-        "torch action string such as '0F3'",
-    )
 
 
 def parse_action(text: str, rank: int = 0, pos: int = 0) -> list[Action]:
@@ -114,8 +95,10 @@ def parse_action(text: str, rank: int = 0, pos: int = 0) -> list[Action]:
     s = text.strip()
     if not s:
         return []
-    if m := _COMPUTE.fullmatch(s):
-        return [Action(int(m.group(1)), int(m.group(3)), m.group(2))]
+    try:
+        return [Action.parse(s)]
+    except ScheduleError:
+        pass
     if m := _OVERLAP.fullmatch(s):
         parts = [p for p in m.group(1).split(";") if p.strip()]
         out = [a for p in parts for a in parse_action(p, rank, pos)]

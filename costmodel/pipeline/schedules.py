@@ -820,7 +820,9 @@ def validate_schedule(
     )
 
 
-def _as_action(item: object, rank: int, pos: int) -> Action:
+def as_action(item: object, rank: int, pos: int) -> Action:
+    """``item`` (an Action or a ``(stage, mb, kind)`` tuple) as an Action; raises
+    :class:`ScheduleError` naming the rank and position otherwise."""
     if isinstance(item, Action):
         return item
     if isinstance(item, tuple) and len(item) == 3:
@@ -874,7 +876,7 @@ def build_custom(
     ``stage_ranks`` or inferred); see :func:`validate_schedule` for the rules checked.
     """
     normalised = [
-        [_as_action(item, r, pos) for pos, item in enumerate(acts)]
+        [as_action(item, r, pos) for pos, item in enumerate(acts)]
         for r, acts in enumerate(actions_per_rank)
     ]
     return validate_schedule(normalised, stage_ranks, replicas)
