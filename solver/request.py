@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from costmodel.errors import ProblemCollector
+from costmodel.pipeline.schedules import SCHEDULES
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import Cluster
 from costmodel.specs.plan import Recompute, ScheduleName
@@ -45,6 +46,23 @@ class Constraints(BaseModel):
         f"keys: {', '.join(FIXABLE)}.")
     max_micro_batch_size: PositiveInt = Field(8, le=64)
     max_pp: PositiveInt = Field(64, le=256)
+
+    @field_validator("schedules")
+    @classmethod
+    def _searchable(cls, v: list[str] | None) -> list[str] | None:
+        """The enumeration walks torch's named schedules; "custom" ones are synthesized from
+        its finalists, and the bidirectional ones are estimated but not enumerated."""
+        if v is None:
+            return v
+        unsearched = [s for s in v if s not in SCHEDULES and s != "custom"]
+        if unsearched:
+            raise ValueError(
+                f"{', '.join(unsearched)} can be estimated (POST /v1/estimates) but not "
+                f"searched; the search takes {', '.join(SCHEDULES)} and 'custom'")
+        if not any(s in SCHEDULES for s in v):
+            raise ValueError("'custom' schedules are synthesized from the finalists of the "
+                             "named ones; list at least one of " + ", ".join(SCHEDULES))
+        return v
 
     @model_validator(mode="after")
     def _known_keys(self) -> Constraints:

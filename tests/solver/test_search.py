@@ -313,6 +313,22 @@ def test_to_train_objectives_need_train_tokens(objective: str) -> None:
     assert "training.train_tokens" in str(exc.value)
 
 
+@pytest.mark.parametrize(("schedules", "says"), [
+    (["Chimera"], "can be estimated"), (["1F1B", "BitPipe"], "BitPipe"),
+    (["custom"], "list at least one")])
+def test_schedules_the_search_cannot_walk_are_refused(schedules: list[str], says: str) -> None:
+    """Checks: a schedules constraint naming only schedules the enumeration does not walk (the
+    bidirectional ones; 'custom' alone, which is synthesized from named finalists) is a
+    SpecError on constraints.schedules, not a silent search restricted to pp = 1."""
+    b = body()
+    b["constraints"] = {"schedules": schedules}
+    with pytest.raises(SpecError) as exc:
+        search(b)
+    problems = exc.value.problems
+    assert [p.field for p in problems] == ["constraints.schedules"]
+    assert says in problems[0].rule
+
+
 def test_time_and_cost_to_train_values() -> None:
     """Checks: time_to_train = train_tokens / tokens_per_s, cost_to_train = that time in hours
     × $/hour, for every plan; the time_to_train optimum is the throughput optimum and the
