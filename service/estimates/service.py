@@ -5,11 +5,10 @@ Shared by ``POST /v1/estimates`` and ``meshplan estimate`` (in-process).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 import costmodel
 from costmodel.errors import FieldProblem, SpecError
@@ -19,6 +18,7 @@ from costmodel.specs.request import num_microbatches
 from service.errors import from_pydantic
 from service.estimates.schemas import EstimateRequest
 from service.settings import Settings
+from service.validation import non_finite
 
 
 def check_admission(req: spec.EstimateRequest, settings: Settings) -> None:
@@ -49,12 +49,31 @@ def check_admission(req: spec.EstimateRequest, settings: Settings) -> None:
         raise SpecError(problems)
 
 
-def create_estimate(req: spec.EstimateRequest, settings: Settings) -> Estimate:
+def with_calibration(req: EstimateRequest, session: Session | None) -> EstimateRequest:
+    """``req`` with the stored profile its ``calibration_id`` names (SpecError on
+    ``calibration_id`` when unknown, combined with ``calibration``, or without a database)."""
+    if req.calibration_id is None:
+        return req
+    if req.calibration is not None:
+        raise SpecError(FieldProblem("calibration_id", "give either calibration (a profile) or "
+                                                       "calibration_id, not both"))
+    if session is None:
+        raise SpecError(FieldProblem("calibration_id", "stored calibrations need a server "
+                                                       "(--server URL)"))
+    from service.calibrations.service import resolve
+
+    _, profile = resolve(session, req.calibration_id)
+    return req.model_copy(update={"calibration": profile})
+
+
+def create_estimate(req: EstimateRequest, settings: Settings,
+                    session: Session | None = None) -> Estimate:
     """Admission checks, then the cost model. Raises :class:`SpecError` for invalid input,
     including inputs so extreme that a result overflows (JSON has no infinity)."""
+    req = with_calibration(req, session)
     check_admission(req, settings)
     est = costmodel.estimate(req)
-    overflowed = list(_non_finite(est.model_dump()))
+    overflowed = list(non_finite(est.model_dump()))
     if overflowed:
         shown = ", ".join(overflowed[:5]) + (
             f" and {len(overflowed) - 5} more" if len(overflowed) > 5 else "")
@@ -62,18 +81,6 @@ def create_estimate(req: spec.EstimateRequest, settings: Settings) -> Estimate:
             "body", "the inputs are outside the range the cost model can evaluate: "
             f"{shown} came out infinite or undefined"))
     return est
-
-
-def _non_finite(node: Any, path: str = "") -> Iterator[str]:
-    if isinstance(node, float):
-        if not math.isfinite(node):
-            yield path or "value"
-    elif isinstance(node, dict):
-        for k, v in node.items():
-            yield from _non_finite(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list | tuple):
-        for i, v in enumerate(node):
-            yield from _non_finite(v, f"{path}.{i}")
 
 
 def parse_request(data: Any) -> EstimateRequest:
