@@ -4,6 +4,9 @@
 endpoint returns and rolls back when it raises. Services only ``flush``. Its scope is the
 endpoint function (``Depends(scope="function")``), so the commit happens **before** the
 response is sent: a client that gets ``202`` for a search can rely on it being stored.
+
+Keep transactions short: on SQLite every transaction holds the database's write lock
+(:mod:`service.db.engine`). Endpoints that wait or compute commit their unit of work first.
 """
 
 from __future__ import annotations

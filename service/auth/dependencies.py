@@ -13,7 +13,7 @@ from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth.service import ANONYMOUS, Principal, authenticate
-from service.deps import SessionDep, SettingsDep
+from service.deps import DatabaseDep, SettingsDep
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (only when "
                     "the server runs with MESHPLAN_AUTH=1; keys: `meshplan apikey create`).")
@@ -23,14 +23,16 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 
 def get_principal(
     settings: SettingsDep,
-    session: SessionDep,
+    db: DatabaseDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> Principal:
     if not settings.auth:
         return ANONYMOUS
     token = header_key or (credentials.credentials if credentials else None)
-    return authenticate(session, token)
+    # a transaction of its own: the request's unit of work does not start with the key check
+    with db.session() as session:
+        return authenticate(session, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.auth.dependencies import PrincipalDep
-from service.deps import SessionDep, SettingsDep
+from service.deps import DatabaseDep, SettingsDep
 from service.errors import PROBLEM_RESPONSES
 from service.estimates import service
 from service.estimates.schemas import Estimate, EstimateBody
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/estimates", tags=["estimates"])
 
 @router.post("", summary="Estimate one plan", response_model=Estimate,
              responses=PROBLEM_RESPONSES)
-def create_estimate(body: EstimateBody, settings: SettingsDep, session: SessionDep,
+def create_estimate(body: EstimateBody, settings: SettingsDep, db: DatabaseDep,
                     principal: PrincipalDep) -> Estimate:
     """Step time with its breakdown, tokens/s, MFU, memory per pipeline rank and cost of the
     plan in `plan`, for the model, training job and cluster given.
@@ -27,4 +27,4 @@ def create_estimate(body: EstimateBody, settings: SettingsDep, session: SessionD
     calibration profile (`GET /v1/calibrations?gpu=...`).
     """
     # A def endpoint: FastAPI runs it in its threadpool, since the estimate is CPU-bound.
-    return service.create_estimate(body, settings, session)
+    return service.create_estimate(body, settings, db)

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 import costmodel
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.results import Estimate
 from costmodel.specs import request as spec
 from costmodel.specs.request import num_microbatches
+from service.db.engine import Database
 from service.errors import from_pydantic
 from service.estimates.schemas import EstimateRequest
 from service.settings import Settings
@@ -49,28 +49,30 @@ def check_admission(req: spec.EstimateRequest, settings: Settings) -> None:
         raise SpecError(problems)
 
 
-def with_calibration(req: EstimateRequest, session: Session | None) -> EstimateRequest:
+def with_calibration(req: EstimateRequest, db: Database | None) -> EstimateRequest:
     """``req`` with the stored profile its ``calibration_id`` names (SpecError on
-    ``calibration_id`` when unknown, combined with ``calibration``, or without a database)."""
+    ``calibration_id`` when unknown, combined with ``calibration``, or without a database).
+    The profile is read in a transaction of its own, ended before the estimate runs."""
     if req.calibration_id is None:
         return req
     if req.calibration is not None:
         raise SpecError(FieldProblem("calibration_id", "give either calibration (a profile) or "
                                                        "calibration_id, not both"))
-    if session is None:
+    if db is None:
         raise SpecError(FieldProblem("calibration_id", "stored calibrations need a server "
                                                        "(--server URL)"))
     from service.calibrations.service import resolve
 
-    _, profile = resolve(session, req.calibration_id)
+    with db.session() as session:
+        _, profile = resolve(session, req.calibration_id)
     return req.model_copy(update={"calibration": profile})
 
 
 def create_estimate(req: EstimateRequest, settings: Settings,
-                    session: Session | None = None) -> Estimate:
+                    db: Database | None = None) -> Estimate:
     """Admission checks, then the cost model. Raises :class:`SpecError` for invalid input,
     including inputs so extreme that a result overflows (JSON has no infinity)."""
-    req = with_calibration(req, session)
+    req = with_calibration(req, db)
     check_admission(req, settings)
     est = costmodel.estimate(req)
     overflowed = list(non_finite(est.model_dump()))

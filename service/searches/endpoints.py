@@ -82,6 +82,7 @@ async def get_search(search_id: str, response: Response, session: SessionDep,
     `202` while `queued` or `running` (with `progress`)."""
     _check_wait(wait, settings)
     job = await run_in_threadpool(service.get, session, search_id, principal)
+    await run_in_threadpool(session.commit)  # hold no transaction while waiting
     if wait > 0 and not service.finished(job):
         job = await service.wait_for(db, job.id, wait, settings.poll_s) or job
     return _answer(response, service.to_out(job))

@@ -21,7 +21,8 @@ def test_readyz(api: Api) -> None:
     resp = api.get("/readyz")
     assert resp.status_code == 200
     assert resp.json() == {"status": "ready",
-                           "checks": {"gpu_catalog": "ok", "default_profile": "ok"}}
+                           "checks": {"gpu_catalog": "ok", "default_profile": "ok",
+                                      "database": "ok", "migrations": "ok"}}
 
 
 def test_readyz_reports_a_failed_check(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
