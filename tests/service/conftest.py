@@ -130,6 +130,15 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
+def pg_db(postgres_url: str) -> Iterator[Database]:
+    """PostgreSQL only (for what SQLite does not have, like row locks)."""
+    database = Database(postgres_url)
+    empty_tables(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
 def sqlite_db(sqlite_url: str) -> Iterator[Database]:
     database = Database(sqlite_url)
     empty_tables(database)

@@ -411,8 +411,8 @@ def test_fail_if_gates(search_file: Path, request_file: Path,
     assert main(["estimate", str(request_file), "--fail-if", "step_time_s>1e6"]) == 0
 
 
-@pytest.mark.parametrize("cond", ["mfu", "mfu<<0.3", "mfu<abc", "speed>1", "memory.per_stage>1", "plan.schedule>1",
-                                  "warnings>0", ""])
+@pytest.mark.parametrize("cond", ["mfu", "mfu<<0.3", "mfu<abc", "speed>1", "memory.per_stage>1",
+                                  "plan.schedule>1", "warnings>0", ""])
 def test_bad_fail_if_exits_2_before_running(search_file: Path, cond: str,
                                             capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
