@@ -4,7 +4,7 @@ status, progress, errors)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
@@ -32,7 +32,7 @@ class SearchBody(SearchRequest):
 
 
 class SearchProgressOut(BaseModel):
-    phase: Literal["enumerating", "simulating", "refining", "done"] | str = Field(
+    phase: str = Field(
         description="enumerating (bulk evaluation of each pool), simulating (branch and bound "
         "with the exact estimate), refining (CP-SAT on the finalists), done.")
     candidates: int = Field(description="Plans enumerated so far.")

@@ -166,12 +166,17 @@ def test_cancel_a_running_search_stops_its_solver(client: Api, background_worker
     its 120 s limit); the search ends ``cancelled``."""
     search_id = client.post("/v1/searches", json=long_search(120)).json()["id"]
 
-    def running() -> bool:
-        return bool(client.get(f"/v1/searches/{search_id}").json()["status"] == "running")
+    def running_with_progress() -> dict[str, Any] | None:
+        resp = client.get(f"/v1/searches/{search_id}")
+        body: dict[str, Any] = resp.json()
+        return body if resp.status_code == 202 and body["progress"] else None
 
     from tests.service.support import wait_until
 
-    wait_until(running, 60, "the worker to start the search")
+    # progress is visible while it runs (written by the worker's heartbeat)
+    seen = wait_until(running_with_progress, 60, "the search to run and report progress")
+    assert seen["status"] == "running" and seen["progress"]["updated"]
+    assert seen["progress"]["phase"] in ("enumerating", "simulating", "refining")
     resp = client.request("DELETE", f"/v1/searches/{search_id}")
     assert resp.status_code == 202
     assert resp.json()["status"] == "running" and resp.json()["cancel_requested"] is True
