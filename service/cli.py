@@ -199,7 +199,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import signal
 
-    from service.db import migrate
     from service.jobs.worker import WorkerProcesses, process_main
 
     settings = _settings(log_level=args.log_level)
@@ -209,13 +208,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _logging(settings)
     db = _database(settings)
     _migrate_embedded(db)
-    try:
-        if not migrate.is_current(db):
-            logging.getLogger("meshplan.jobs").warning(
-                "the database is not at the latest revision (run `meshplan db upgrade`); "
-                "waiting for it")
-    except Exception as exc:
-        logging.getLogger("meshplan.jobs").warning("database unavailable: %s", exc)
+    _wait_for_schema(db)
     db.dispose()
     if n == 1:
         process_main(settings.model_dump(mode="json"), None)
@@ -232,6 +225,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     workers.wait()
     return EXIT_OK
+
+
+def _wait_for_schema(db: Database, poll_s: float = 5.0) -> None:
+    """Workers start once the database is reachable and at the code's revision (during a
+    rolling upgrade, `meshplan db upgrade` may still be running)."""
+    import time
+
+    from service.db import migrate
+
+    log = logging.getLogger("meshplan.jobs")
+    said = ""
+    while True:
+        try:
+            current, head = migrate.current(db), migrate.head()
+            if current == head:
+                return
+            why = f"the database is at revision {current or 'base'}, this version needs " \
+                  f"{head}: run `meshplan db upgrade`"
+        except Exception as exc:
+            why = f"the database {db.safe_url()} is unavailable ({type(exc).__name__})"
+        if why != said:
+            log.warning("%s; waiting", why)
+            said = why
+        time.sleep(poll_s)
 
 
 def _logging(settings: Settings, *, migrations: bool = False) -> None:

@@ -22,9 +22,6 @@ class Principal:
     key_id: uuid.UUID | None
     enforced: bool
 
-    def owns(self, owner_id: uuid.UUID | None) -> bool:
-        return not self.enforced or owner_id == self.key_id
-
     def visible(self, owner_column: InstrumentedAttribute[Any]) -> Any:
         """A WHERE clause keeping the rows this principal may see."""
         return owner_column == self.key_id if self.enforced else true()

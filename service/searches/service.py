@@ -65,7 +65,7 @@ def check_admission(req: SearchRequest, settings: Settings) -> None:
         raise SpecError(problems)
 
 
-def prepare(session: Session | None, body: SearchBody, settings: Settings
+def prepare(session: Session, body: SearchBody, settings: Settings
             ) -> tuple[dict[str, Any], uuid.UUID | None]:
     """The request to store (the validated body, a stored calibration inlined) and the id of
     that calibration. Raises :class:`SpecError` for invalid input."""
@@ -75,9 +75,6 @@ def prepare(session: Session | None, body: SearchBody, settings: Settings
         if body.calibration is not None:
             raise SpecError(FieldProblem("calibration_id", "give either calibration (a profile) "
                                                            "or calibration_id, not both"))
-        if session is None:
-            raise SpecError(FieldProblem("calibration_id", "stored calibrations need a "
-                                                           "server (--server URL)"))
         calibration_id, profile = calibrations.resolve(session, body.calibration_id)
         data["calibration"] = profile.model_dump(mode="json")
     require_finite(data)

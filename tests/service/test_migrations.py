@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,8 +23,8 @@ from service.db import migrate
 from service.db.base import Base
 from service.db.engine import Database
 from service.settings import Settings
-from tests.service.conftest import POSTGRES_SERVER
-from tests.service.support import Api, assert_problem
+from tests.service.conftest import FAST_JOBS, POSTGRES_SERVER, ROOT
+from tests.service.support import SMALL_SEARCH, Api, assert_problem, wait_until
 
 TABLES = {"api_keys", "calibrations", "searches", "search_attempts", "plans", "runs"}
 
@@ -33,13 +36,19 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
     request.getfixturevalue("postgres_url")  # skips (or fails) when PostgreSQL is away
+    with fresh_postgres() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
     import psycopg
     from sqlalchemy.engine import make_url
 
     server = make_url(POSTGRES_SERVER)
     name = f"meshplan_mig_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(host=server.host, port=server.port or 5432,
-                         user=server.username or "postgres",
+                         user=server.username or "postgres", password=server.password,
                          dbname=server.database or "postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
@@ -125,3 +134,30 @@ def test_embedded_sqlite_is_migrated_on_start_postgres_is_not(tmp_path: Path) ->
     pg = Database("postgresql+psycopg://nobody@127.0.0.1:1/never")
     assert migrate.upgrade_if_embedded(pg) is False  # not even connected to
     pg.dispose()
+
+
+def test_worker_waits_for_the_schema(postgres_url: str, tmp_path: Path) -> None:
+    """A release rollout on PostgreSQL: workers started before `meshplan db upgrade` wait for
+    it (they do not migrate PostgreSQL themselves), then run searches."""
+    with fresh_postgres() as url:
+        log = tmp_path / "worker.log"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHPLAN_DATABASE_URL": url,
+               "MESHPLAN_POLL_S": "0.05"}
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "service", "worker"], cwd=ROOT,
+                                    env=env, stdout=fh, stderr=subprocess.STDOUT)
+        db = Database(url)
+        api = Api(create_app(Settings(database_url=url, **FAST_JOBS), db=db))
+        try:
+            wait_until(lambda: "run `meshplan db upgrade`; waiting" in log.read_text(), 60,
+                       "the worker to report the missing schema")
+            assert migrate.current(db) is None  # it did not migrate
+            migrate.upgrade(db)
+            ident = api.post("/v1/searches", json=SMALL_SEARCH).json()["id"]
+            done = api.get(f"/v1/searches/{ident}", params={"wait": 60}).json()
+            assert done["status"] == "succeeded", log.read_text()[-2000:]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            api.close()
+            db.dispose()
