@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from service import __version__, docs, errors
 from service.api import router as api_router
+from service.db import migrate
+from service.db.engine import Database
 from service.health import service as health
 from service.health.endpoints import router as health_router
 from service.metrics import Metrics, MetricsMiddleware
@@ -20,25 +22,37 @@ from service.settings import Settings, get_settings
 logger = logging.getLogger("meshplan.service")
 
 DESCRIPTION = """\
-meshplan predicts how a training job laid out over GPUs will run — step time, throughput, MFU,
-memory per pipeline rank and cost — from the model, the job, the GPU inventory and a parallel
-plan. Errors are RFC 9457 `application/problem+json`; input errors list every broken rule as
-`{field, rule}` in `errors`.
+meshplan plans how to lay out LLM training jobs over GPUs. `POST /v1/estimates` predicts how
+one layout will run — step time, throughput, MFU, memory per pipeline rank and cost — from the
+model, the job, the GPU inventory and a parallel plan; `POST /v1/searches` finds the best
+layouts (a durable job: 202 with its id, then poll it or pass `?wait=S`), whose plans are
+stored (`GET /v1/plans/{id}`) with the runs that measured them. Errors are RFC 9457
+`application/problem+json`; input errors list every broken rule as `{field, rule}` in
+`errors`. With `MESHPLAN_AUTH=1` every `/v1` endpoint needs an API key (Authorize).
 """
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    db: Database = app.state.db
+    # The embedded SQLite database is migrated on start (zero setup); PostgreSQL is not.
+    try:
+        migrate.upgrade_if_embedded(db)
+    except Exception:
+        logger.exception("could not migrate the embedded database %s", db.safe_url())
     # Load the catalog and the default profile once before the first request (they are
     # cached); a failure leaves the app up and /readyz reporting it.
-    checks = health.readiness()
+    checks = health.readiness(db)
     if any(state != "ok" for state in checks.values()):
         logger.warning("starting while not ready: %s", checks)
     yield
+    if app.state.owns_db:
+        db.dispose()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A new app with its own settings (from the environment when not given) and metrics."""
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    """A new app with its own settings (from the environment when not given), metrics and
+    database (``db``, or one opened from the settings)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="meshplan", version=__version__, description=DESCRIPTION,
@@ -46,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.owns_db = db is None
+    app.state.db = db or Database(settings.effective_database_url)
 
     errors.install(app)
     app.include_router(api_router)

@@ -1,11 +1,23 @@
-"""Dependencies shared by the endpoints (full-stack-fastapi-template ``api/deps.py`` style)."""
+"""Dependencies shared by the endpoints (full-stack-fastapi-template ``api/deps.py`` style).
+
+``SessionDep`` is the request's unit of work: one session whose transaction commits when the
+endpoint returns and rolls back when it raises. Services only ``flush``. Its scope is the
+endpoint function (``Depends(scope="function")``), so the commit happens **before** the
+response is sent: a client that gets ``202`` for a search can rely on it being stored.
+
+Keep transactions short: on SQLite every transaction holds the database's write lock
+(:mod:`service.db.engine`). Endpoints that wait or compute commit their unit of work first.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
+from service.db.engine import Database
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -20,5 +32,22 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    with db.sessionmaker() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

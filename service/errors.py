@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from costmodel.errors import FieldProblem, SpecError
+from service.exceptions import ServiceError
 
 logger = logging.getLogger("meshplan.service")
 
@@ -61,6 +62,10 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(
         None, description="For 422: every broken rule, with the field it concerns.")
 
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such resource (or not one this key created)."},
+}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Malformed JSON body."},
@@ -211,6 +216,11 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return problem_response(request, status, detail, headers=exc.headers)
 
 
+async def _service_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return problem_response(request, exc.status, exc.detail, headers=exc.headers)
+
+
 INTERNAL_ERROR_DETAIL = "an unexpected error occurred; it has been logged"
 
 
@@ -225,6 +235,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(SpecError, _spec_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(ServiceError, _service_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
 
 

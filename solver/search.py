@@ -52,6 +52,29 @@ BOUND_SAFETY = 1.0 - 1e-9
 """Shave float round-off off the lower bounds so that they stay below the estimate."""
 PARETO_MAX = 12
 """Pareto points re-evaluated with the full estimate (the rest of the front is not listed)."""
+PROGRESS_EVERY = 16
+"""Simulated plans between two progress reports of the branch and bound."""
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where a running search is, for ``search(progress=...)`` (a job runner shows it).
+
+    ``best`` and ``bound`` are in the objective's public units (tokens/s for throughput, $ per
+    million tokens for cost, ...): the best plan simulated so far and the optimistic bound of
+    the next plan to simulate; the search is proven optimal when they meet."""
+
+    phase: str  # "enumerating" | "simulating" | "refining"
+    candidates: int
+    fitting: int
+    simulated: int
+    best: float | None
+    bound: float | None
+    elapsed_s: float
+
+
+class SearchCancelled(Exception):
+    """``search(should_stop=...)`` returned True: the search stopped without a result."""
 
 
 @dataclass
@@ -82,10 +105,29 @@ def _public_value(name: str, v: float) -> float:
     return -v if name == "throughput" else v
 
 
-def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
-    """Find the best plans (the ``POST /v1/searches`` body, as a dict or the model)."""
+def search(request: SearchRequest | dict[str, Any], *,
+           progress: Callable[[SearchProgress], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> SearchResult:
+    """Find the best plans (the ``POST /v1/searches`` body, as a dict or the model).
+
+    ``progress`` is called with a :class:`SearchProgress` at each phase and every
+    :data:`PROGRESS_EVERY` simulated plans; ``should_stop`` is polled where the time limit is
+    checked (each pool, each simulated plan, each finalist) and makes the search raise
+    :class:`SearchCancelled` when it returns True (cooperative cancellation for job runners).
+    """
     req: SearchRequest = parse(SearchRequest, request)
     t0 = time.perf_counter()
+
+    def report(phase: str, simulated: int = 0, best: float | None = None,
+               bound: float | None = None) -> None:
+        if should_stop is not None and should_stop():
+            raise SearchCancelled("the search was asked to stop")
+        if progress is not None:
+            progress(SearchProgress(
+                phase=phase, candidates=n_cands, fitting=n_fit, simulated=simulated,
+                best=None if best is None else _public_value(req.objective, best),
+                bound=None if bound is None else _public_value(req.objective, bound),
+                elapsed_s=time.perf_counter() - t0))
     deadline = t0 + req.time_limit_s
     cons = req.constraints
     pools = [p for p in req.cluster.pools if not cons.pools or p.name in cons.pools]
@@ -93,6 +135,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     n_cands = n_valid = n_fit = 0
     empty: list[tuple[GPUPool, str]] = []
     for pool in pools:
+        report("enumerating")
         if req.training.precision not in pool.gpu_type.peak_tflops:
             empty.append((pool, f"{pool.gpu} has no {req.training.precision} tensor cores"))
             continue
@@ -157,6 +200,10 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     k_best = req.top_k
     for pos in order:
         bound = float(optimistic[pos])
+        if simulated % PROGRESS_EVERY == 0:
+            report("simulating", simulated, top[0][0] if top else None, bound)
+        elif should_stop is not None and should_stop():
+            raise SearchCancelled("the search was asked to stop")
         if len(top) >= k_best and bound >= top[k_best - 1][0]:
             stop_bound = bound
             break
@@ -187,6 +234,7 @@ def search(request: SearchRequest | dict[str, Any]) -> SearchResult:
     partitions = placements = 0
     refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
     for _, pos, plan, est in top:
+        report("refining", simulated, top[0][0], stop_bound)
         val = value_of(est)
         if plan.pp > 1 and time.perf_counter() < deadline:
             partitions += 1

@@ -4,37 +4,32 @@ with an OpenAPI example and one guard."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import Body
-from pydantic import ConfigDict, ValidatorFunctionWrapHandler, field_validator
+from pydantic import ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
 from costmodel.results import Estimate
 from costmodel.specs import request as spec
-
-logger = logging.getLogger("meshplan.service")
+from service.validation import input_errors_only
 
 
 class EstimateRequest(spec.EstimateRequest):
-    """The cost model's request, unchanged, plus a guard: a validator that fails with anything
-    other than a validation error (say a ``TypeError`` on a list where a number belongs in an
-    ``hf_config``) reports it as invalid input of that section (422), not as a server error.
-    Such a failure is a cost-model bug; it is logged as a warning."""
+    """The cost model's request plus ``calibration_id`` (a stored profile, resolved by the
+    service) and a guard: a validator that fails with anything other than a validation error is
+    reported as invalid input of that section (422), not as a server error
+    (:func:`service.validation.input_errors_only`)."""
 
     model_config = ConfigDict(title="EstimateRequest")
+
+    calibration_id: str | None = Field(
+        None, description="Id of a stored calibration profile (`POST /v1/calibrations`) to use "
+        "instead of the default efficiency model; give this or `calibration`, not both.")
 
     @field_validator("*", mode="wrap")
     @classmethod
     def _input_errors_only(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except (ValueError, AssertionError):  # pydantic reports these itself
-            raise
-        except Exception as exc:
-            logger.warning("validator raised %s instead of a validation error: %s",
-                           type(exc).__name__, exc)
-            raise ValueError(f"could not be interpreted ({exc})") from None
+        return input_errors_only(value, handler)
 
 
 LLAMA3_70B_EXAMPLE: dict[str, Any] = {

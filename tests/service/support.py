@@ -65,3 +65,44 @@ def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
 
 def fields(body: dict[str, Any]) -> set[str]:
     return {e["field"] for e in body["errors"]}
+
+
+# ---------------------------------------------------------------------------- searches
+SMALL_SEARCH: dict[str, Any] = {
+    "model": {"preset": "llama3-8b"},
+    "training": {"global_batch_size": 64, "seq_len": 2048},
+    "cluster": {"pools": [{"name": "a100", "gpu": "A100-SXM-80GB", "gpus_per_node": 8,
+                           "nodes": 1, "price_per_gpu_hour": 1.29}]},
+    "top_k": 2, "time_limit_s": 20,
+}
+"""Llama-3-8B on one A100 node: a search of about half a second."""
+
+
+def long_search(time_limit_s: float) -> dict[str, Any]:
+    """Llama-3-405B on 2048 H100 + 2048 A100, cheapest per token: the branch and bound does not
+    finish within ``time_limit_s`` (it runs for the whole limit, then refines)."""
+    return {
+        "model": {"preset": "llama3-405b"},
+        "training": {"global_batch_size": 2048, "seq_len": 8192},
+        "cluster": {"pools": [
+            {"name": "h100", "gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": 256,
+             "price_per_gpu_hour": 2.49},
+            {"name": "a100", "gpu": "A100-SXM-80GB", "gpus_per_node": 8, "nodes": 256,
+             "price_per_gpu_hour": 1.29}]},
+        "objective": "cost", "top_k": 10, "time_limit_s": time_limit_s,
+    }
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after
+    ``timeout`` seconds (a hang guard, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

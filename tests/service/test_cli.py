@@ -174,7 +174,7 @@ def test_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == preset_names()
 
 
-@pytest.mark.parametrize("command", ["worker", "launch", "db"])
+@pytest.mark.parametrize("command", ["launch"])
 def test_commands_of_later_versions_are_not_offered(command: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -217,7 +217,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m service serve`` on a free port, for the --server tests."""
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHPLAN_LOG_LEVEL": "warning"}
+    # the embedded mode: a SQLite file in MESHPLAN_DATA_DIR (a temporary directory, see
+    # conftest), migrated on start, and one embedded worker process
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHPLAN_LOG_LEVEL": "warning",
+           "MESHPLAN_WORKERS": "1", "MESHPLAN_POLL_S": "0.1"}
+    env.pop("MESHPLAN_DATABASE_URL", None)
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port",
@@ -290,6 +294,7 @@ SMALL_SEARCH = {"model": {"preset": "llama3-8b"},
                 "cluster": {"pools": [{"name": "h100", "gpu": "H100", "nodes": 2,
                                        "price_per_gpu_hour": 2.0}]},
                 "top_k": 2, "time_limit_s": 20}
+"""Llama-3-8B on 16 H100: a search of about a second."""
 
 
 def test_plan_finds_plans_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -335,3 +340,95 @@ def test_closed_pipe_is_not_a_traceback(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["plan", str(path)]) == 141
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- plan --server
+@pytest.fixture
+def search_file(tmp_path: Path) -> Path:
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(SMALL_SEARCH))
+    return path
+
+
+def test_plan_on_the_server_answers_like_in_process(server: str, search_file: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The embedded worker of `meshplan serve` runs it; same plans as in-process, with the ids
+    of the stored plans."""
+    assert main(["plan", str(search_file), "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["plan", str(search_file), "--json", "--server", server]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    ids = [p.pop("id") for p in remote["plans"]]
+    assert all(httpx.get(f"{server}/v1/plans/{i}").status_code == 200 for i in ids)
+    for key in ("plans", "pareto", "optimality", "infeasible_reason"):
+        assert remote[key] == local[key], key
+    assert main(["plan", str(search_file), "--server", server]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("search ") and f"[plan {ids[0]}]" in out
+
+
+def test_plan_on_the_server_exit_codes(server: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps({**SMALL_SEARCH, "objective": "cost_to_train"}))
+    assert main(["plan", str(invalid), "--server", server]) == 2
+    assert "training.train_tokens" in capsys.readouterr().err
+    over = tmp_path / "over.json"
+    over.write_text(json.dumps({**SMALL_SEARCH, "time_limit_s": 500}))
+    assert main(["plan", str(over), "--server", server]) == 2
+    assert "time_limit_s: time_limit_s=500 exceeds this server's limit" in (
+        capsys.readouterr().err)
+    nothing = tmp_path / "nothing.json"
+    nothing.write_text(json.dumps({**SMALL_SEARCH, "model": {"preset": "llama3-405b"},
+                                   "cluster": {"pools": [{"name": "l4", "gpu": "L4",
+                                                          "nodes": 1}]}}))
+    proc = run_module("plan", str(nothing), "--server", server)
+    assert proc.returncode == 3, proc.stderr
+    assert "no feasible plan" in proc.stderr and "needs at least" in proc.stderr
+    url = f"http://127.0.0.1:{_free_port()}"
+    assert main(["plan", str(nothing), "--server", url, "--timeout", "5"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_fail_if_gates(search_file: Path, request_file: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    """CI gates: exit 4 when a condition holds for the best plan, 0 when none does."""
+    assert main(["plan", str(search_file), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["plans"][0]
+    mfu = best["estimate"]["mfu"]
+    assert main(["plan", str(search_file), "--fail-if", f"mfu<{mfu / 2}",
+                 "--fail-if", "cost_per_million_tokens>1000"]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(search_file), "--fail-if", f"mfu<{mfu * 2}",
+                 "--fail-if", "memory.peak_gib>=0"]) == 4
+    err = capsys.readouterr().err
+    assert f"--fail-if mfu<{mfu * 2:g}: mfu = " in err
+    assert "--fail-if memory.peak_gib>=0: memory.peak_gib = " in err
+    assert main(["plan", str(search_file), "--fail-if", "objective_value>1"]) == 4
+    capsys.readouterr()
+    assert main(["estimate", str(request_file), "--fail-if", "mfu < 0.99"]) == 4
+    assert "--fail-if mfu<0.99: mfu = 0.4" in capsys.readouterr().err
+    assert main(["estimate", str(request_file), "--fail-if", "step_time_s>1e6"]) == 0
+
+
+@pytest.mark.parametrize("cond", ["mfu", "mfu<<0.3", "mfu<abc", "speed>1", "memory.per_stage>1",
+                                  "plan.schedule>1", "warnings>0", ""])
+def test_bad_fail_if_exits_2_before_running(search_file: Path, cond: str,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import solver
+
+    monkeypatch.setattr(solver, "search", lambda *a, **k: pytest.fail("search ran"))
+    assert main(["plan", str(search_file), "--fail-if", cond]) == 2
+    assert "--fail-if" in capsys.readouterr().err
+
+
+def test_calibration_id_needs_a_server(search_file: Path, request_file: Path,
+                                       example: dict[str, Any],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    search_file.write_text(json.dumps({**SMALL_SEARCH, "calibration_id": "abc"}))
+    assert main(["plan", str(search_file)]) == 2
+    assert "calibration_id: stored calibrations need a server" in capsys.readouterr().err
+    request_file.write_text(json.dumps({**example, "calibration_id": "abc"}))
+    assert main(["estimate", str(request_file)]) == 2
+    assert "calibration_id: stored calibrations need a server" in capsys.readouterr().err

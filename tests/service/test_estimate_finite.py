@@ -1,5 +1,5 @@
 """An estimate whose figures come out infinite or NaN is refused (422 naming them), and the
-fast pre-check of :func:`service.estimates.service.non_finite_fields` agrees with the walk."""
+fast pre-check of :func:`service.validation.non_finite_fields` agrees with the walk."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import costmodel
+from service import validation
 from service.estimates import service
 from tests.service.support import Api, assert_problem
 
@@ -16,13 +17,13 @@ from tests.service.support import Api, assert_problem
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_non_finite_fields_names_every_path(value: float) -> None:
     data = {"a": 1.0, "b": {"c": [0.5, value]}, "d": value, "e": "text"}
-    assert service.non_finite_fields(data) == ["b.c.1", "d"]
+    assert validation.non_finite_fields(data) == ["b.c.1", "d"]
 
 
 def test_finite_data_and_look_alike_strings_pass() -> None:
-    assert service.non_finite_fields({"a": [1.0, 2], "b": {"c": None}}) == []
+    assert validation.non_finite_fields({"a": [1.0, 2], "b": {"c": None}}) == []
     # The words in a string trigger the exact walk, which finds nothing.
-    assert service.non_finite_fields({"note": "NaN and Infinity are words here"}) == []
+    assert validation.non_finite_fields({"note": "NaN and Infinity are words here"}) == []
 
 
 def test_an_estimate_that_overflows_answers_422(api: Api, example: dict[str, Any],
@@ -42,4 +43,4 @@ def test_an_estimate_that_overflows_answers_422(api: Api, example: dict[str, Any
 
 def test_a_real_estimate_has_no_non_finite_field(example: dict[str, Any]) -> None:
     est = costmodel.estimate(example)
-    assert service.non_finite_fields(est.model_dump()) == []
+    assert validation.non_finite_fields(est.model_dump()) == []

@@ -1,4 +1,6 @@
-"""Property: no body a client can send to ``POST /v1/estimates`` produces a 500.
+"""Property: no body a client can send to ``POST /v1/estimates`` produces a 500 — nor to
+``POST /v1/searches``, ``POST /v1/calibrations``, ``POST /v1/plans/{id}/runs``, nor any id or
+query string of the ``GET``/``DELETE`` endpoints (at the end of this file).
 
 Every answer is 200 (an estimate with finite numbers) or a problem+json 400 / 413 / 422. Bodies
 are random JSON-ish values; mutations of the documented Llama-3-70B example (and of the same
@@ -20,12 +22,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from costmodel.profile import default_profile
 from costmodel.specs.gpus import catalog
 from costmodel.specs.presets import get_preset, preset_names
 from service.app import create_app
+from service.calibrations.schemas import H100_PROFILE_EXAMPLE
 from service.estimates.schemas import LLAMA3_70B_EXAMPLE
+from service.runs.schemas import RUN_EXAMPLE
+from service.searches.schemas import LLAMA3_70B_SEARCH_EXAMPLE
 from service.settings import Settings
-from tests.service.support import Api, assert_problem
+from tests.service.support import SMALL_SEARCH, Api, assert_problem
 
 HF_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "hf_configs"
 ALLOWED = {200, 400, 413, 422}
@@ -44,6 +50,9 @@ KEYS = [
     "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
     "num_local_experts", "num_experts_per_tok", "n_embd", "n_layer", "n_head", "model_type",
     "intermediate_size", "vocab_size", "node_bandwidth_Gbps", "efficiency", "measurements",
+    "calibration_id", "objective", "constraints", "top_k", "time_limit_s", "seed", "fixed",
+    "max_gpus", "schedules", "measured", "predicted", "environment", "steps", "step_time_s",
+    "step_times_s", "provenance", "gemm", "collectives", "format",
 ]
 NUMBERS = [
     0, -1, 1, 2, 3, 4, 5, 7, 8, 16, 64, 80, 1024, 8192, 10**6, 2**31, 2**53 + 1, 2**63,
@@ -169,10 +178,10 @@ top_level = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fuzz_api() -> Any:
+def fuzz_api(sqlite_url: str) -> Any:
     # A lower simulation limit than the default keeps each example fast; the limit itself is
     # tested in test_estimates.py.
-    client = Api(create_app(Settings(max_schedule_cells=100_000)))
+    client = Api(create_app(Settings(max_schedule_cells=100_000, database_url=sqlite_url)))
     yield client
     client.close()
 
@@ -228,3 +237,109 @@ def test_raw_bodies_never_500(fuzz_api: Api, raw: bytes) -> None:
     resp = fuzz_api.post_raw("/v1/estimates", raw)
     assert resp.status_code in ALLOWED - {200}, resp.text
     assert_problem(resp, resp.status_code)
+
+
+# ---------------------------------------------------------------------------- the other endpoints
+SEARCH_BASES = [copy.deepcopy(LLAMA3_70B_SEARCH_EXAMPLE), copy.deepcopy(SMALL_SEARCH)]
+
+
+def mutations(bases: list[dict[str, Any]]) -> st.SearchStrategy[Any]:
+    @st.composite
+    def strategy(draw: st.DrawFn) -> Any:
+        req = copy.deepcopy(draw(st.sampled_from(bases)))
+        for _ in range(draw(st.integers(1, 3))):
+            candidates = paths(req)
+            if not candidates:
+                break
+            path = draw(st.sampled_from(candidates))
+            parent: Any = req
+            for key in path[:-1]:
+                parent = parent[key]
+            op = draw(st.sampled_from(["replace", "replace", "delete", "extra"]))
+            last = path[-1]
+            if op == "replace":
+                parent[last] = draw(junk)
+            elif op == "delete":
+                del parent[last]
+            elif isinstance(parent, dict):
+                parent[draw(st.sampled_from(KEYS))] = draw(junk)
+            else:
+                parent.append(draw(junk))
+        return req
+
+    return strategy()
+
+
+def post(api: Api, path: str, body: Any, allowed: set[int]) -> None:
+    raw = json.dumps(body, allow_nan=True).encode()
+    resp = api.post_raw(path, raw)
+    assert resp.status_code in allowed, (resp.status_code, resp.text[:2000], raw[:2000])
+    if resp.status_code >= 400:
+        assert_problem(resp, resp.status_code)
+
+
+@pytest.fixture(scope="module")
+def stored_plan(fuzz_api: Api, sqlite_url: str) -> str:
+    """A plan row to post runs to (stored directly: no search needs to run)."""
+    import uuid
+
+    from service.db.engine import Database
+    from service.db.models import Plan, SearchJob
+
+    db = Database(sqlite_url)
+    with db.session() as s:
+        job = SearchJob(request={}, request_hash="0" * 64, cost_model_version="fuzz",
+                        status="succeeded", attempts=1, cancel_requested=False)
+        s.add(job)
+        s.flush()
+        plan = Plan(id=uuid.uuid4(), search_id=job.id, rank=1, objective="throughput",
+                    objective_value=1.0, plan={}, estimate={"step_time_s": 10.0},
+                    explanation={}, request={}, cost_model_version="fuzz")
+        s.add(plan)
+    db.dispose()
+    return str(plan.id)
+
+
+@FUZZ
+@given(body=st.one_of(junk, mutations(SEARCH_BASES)))
+def test_searches_never_500(fuzz_api: Api, body: Any) -> None:
+    post(fuzz_api, "/v1/searches", body, {200, 202, 400, 413, 422})
+
+
+@FUZZ
+@given(body=st.one_of(junk, mutations([copy.deepcopy(H100_PROFILE_EXAMPLE),
+                                       default_profile().model_dump(mode="json")])))
+def test_calibrations_never_500(fuzz_api: Api, body: Any) -> None:
+    post(fuzz_api, "/v1/calibrations", body, {201, 400, 413, 422})
+
+
+@FUZZ
+@given(body=st.one_of(junk, mutations([copy.deepcopy(RUN_EXAMPLE)])))
+def test_runs_never_500(fuzz_api: Api, stored_plan: str, body: Any) -> None:
+    post(fuzz_api, f"/v1/plans/{stored_plan}/runs", body, {201, 400, 413, 422})
+
+
+words = st.one_of(st.text(max_size=40), st.sampled_from(
+    ["", "0", "-1", "1e999", "nan", "inf", "00000000-0000-0000-0000-000000000000",
+     "%00", "..", "H100", "queued", "succeeded"]))
+
+
+@FUZZ
+@given(method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]),
+       resource=st.sampled_from(["searches", "plans", "calibrations"]),
+       ident=words, suffix=st.sampled_from(["", "/runs", "/x"]),
+       params=st.dictionaries(st.sampled_from(["wait", "limit", "offset", "status", "gpu"]),
+                              words, max_size=3))
+def test_ids_and_queries_never_500(fuzz_api: Api, method: str, resource: str, ident: str,
+                                   suffix: str, params: dict[str, str]) -> None:
+    from urllib.parse import quote
+
+    if "wait" in params:  # an existing search would be waited for: only refusals here
+        params["wait"] = params["wait"] if params["wait"] in ("", "-1", "nan", "inf",
+                                                             "1e999") else "61"
+    path = f"/v1/{resource}/{quote(ident, safe='')}{suffix}" if ident else f"/v1/{resource}"
+    resp = fuzz_api.request(method, path, params=params, json={})
+    assert resp.status_code in {200, 201, 202, 400, 404, 405, 409, 422}, (
+        resp.status_code, resp.text[:1000], method, path, params)
+    if resp.status_code >= 400:
+        assert_problem(resp, resp.status_code)

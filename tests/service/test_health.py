@@ -7,6 +7,7 @@ import re
 import pytest
 
 from service.health import service as health
+from service.jobs.worker import Worker
 from service.metrics import CONTENT_TYPE, Metrics, RouteTemplates
 from tests.service.support import Api, assert_problem
 
@@ -21,7 +22,8 @@ def test_readyz(api: Api) -> None:
     resp = api.get("/readyz")
     assert resp.status_code == 200
     assert resp.json() == {"status": "ready",
-                           "checks": {"gpu_catalog": "ok", "default_profile": "ok"}}
+                           "checks": {"gpu_catalog": "ok", "default_profile": "ok",
+                                      "database": "ok", "migrations": "ok"}}
 
 
 def test_readyz_reports_a_failed_check(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,3 +113,24 @@ def test_route_templates() -> None:
     assert routes.resolve("/v1/gpus/H100") == "/v1/gpus/{name}"
     assert routes.resolve("/v1/gpus/a/b") == "unmatched"
     assert routes.resolve("/docs/assets/a/b.js") == "/docs/assets/{path:path}"
+
+
+def test_metrics_count_the_search_queue(client: Api, worker: Worker) -> None:
+    """The queue's gauges and the attempts counter come from the database (every replica
+    reports the same), on both backends."""
+    from tests.service.support import SMALL_SEARCH
+
+    client.post("/v1/searches", json=SMALL_SEARCH)
+    client.post("/v1/searches", json={**SMALL_SEARCH, "top_k": 1})
+    s = _samples(client.get("/metrics").text)
+    assert s["meshplan_database_up"] == 1
+    assert s['meshplan_searches{status="queued"}'] == 2
+    assert s['meshplan_searches{status="succeeded"}'] == 0
+    assert s["meshplan_search_oldest_queued_seconds"] >= 0
+    worker.run_until_idle()
+    s = _samples(client.get("/metrics").text)
+    assert s['meshplan_searches{status="queued"}'] == 0
+    assert s['meshplan_searches{status="succeeded"}'] == 2
+    assert s['meshplan_search_attempts_total{outcome="succeeded"}'] == 2
+    assert s['meshplan_search_attempts_total{outcome="lease_expired"}'] == 0
+    assert s["meshplan_search_oldest_queued_seconds"] == 0

@@ -1,0 +1,1 @@
+"""Optional API-key authentication (``MESHPLAN_AUTH=1``; off by default)."""

@@ -1,0 +1,1 @@
+"""Stored calibration profiles (``/v1/calibrations``), one GPU type each."""

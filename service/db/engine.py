@@ -1,0 +1,93 @@
+"""The engine and sessions of one database (SQLite or PostgreSQL).
+
+SQLite is set up for several processes (the API and its embedded workers) sharing one file:
+
+* WAL journal, so readers never wait for the writer, and a 30 s busy timeout;
+* every transaction starts with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe "Serializable
+  isolation / Savepoints / Transactional DDL" for pysqlite): the driver's own transaction
+  handling is turned off and the write lock is taken when a transaction begins, not when its
+  first write comes. A deferred transaction that reads and then writes can fail at once with
+  "database is locked" (SQLITE_BUSY_SNAPSHOT) when another process wrote in between; an
+  immediate one waits its turn. This is what makes a worker's claim atomic on SQLite, where
+  ``FOR UPDATE SKIP LOCKED`` does not exist. Transactions here are milliseconds long.
+* foreign keys enforced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+class Database:
+    """An engine and a session factory for ``url``; one per process."""
+
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False,
+                                      "timeout": SQLITE_BUSY_TIMEOUT_S}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    def safe_url(self) -> str:
+        """The URL with its password hidden, for logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits when the block ends, or rolls back."""
+        with self.sessionmaker() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,19 @@
+"""Queries of ``plans``."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from service.auth.service import Principal
+from service.db.models import Plan
+
+
+def get(session: Session, ident: uuid.UUID, principal: Principal, *, with_runs: bool = False
+        ) -> Plan | None:
+    q = select(Plan).where(Plan.id == ident, principal.visible(Plan.owner_id))
+    if with_runs:
+        q = q.options(selectinload(Plan.runs))
+    return session.scalars(q).first()

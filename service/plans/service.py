@@ -1,0 +1,51 @@
+"""Reading stored plans; the estimate request behind one (for launch configs and timelines)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from service.auth.service import Principal
+from service.db.models import Plan
+from service.estimates.schemas import EstimateRequest
+from service.exceptions import NotFound
+from service.plans import repository
+from service.plans.schemas import PlanOut, RunsSummary
+from service.runs import service as runs
+
+
+def get(session: Session, plan_id: str, principal: Principal, *, with_runs: bool = False
+        ) -> Plan:
+    """The plan, if it exists and ``principal`` may see it; :class:`NotFound` otherwise."""
+    try:
+        ident = uuid.UUID(plan_id)
+    except ValueError:
+        ident = None
+    plan = repository.get(session, ident, principal, with_runs=with_runs) if ident else None
+    if plan is None:
+        raise NotFound(f"no plan with id {plan_id!r}")
+    return plan
+
+
+def estimate_request(session: Session, plan_id: str, principal: Principal) -> EstimateRequest:
+    """The validated ``{model, training, cluster, plan[, calibration]}`` that reproduces the
+    stored plan's estimate: what launch-config emitters and the timeline renderer take."""
+    return EstimateRequest.model_validate(get(session, plan_id, principal).request)
+
+
+def to_out(plan: Plan) -> PlanOut:
+    errors = [r.relative_error for r in plan.runs if r.relative_error is not None]
+    summary = RunsSummary(
+        count=len(plan.runs),
+        mean_relative_error=sum(errors) / len(errors) if errors else None,
+        mean_abs_relative_error=sum(map(abs, errors)) / len(errors) if errors else None)
+    return PlanOut(
+        id=str(plan.id), search_id=str(plan.search_id), rank=plan.rank,
+        objective=plan.objective, objective_value=plan.objective_value,
+        plan=plan.plan, estimate=plan.estimate,
+        explanation=plan.explanation,
+        request=plan.request,
+        calibration_id=str(plan.calibration_id) if plan.calibration_id else None,
+        cost_model_version=plan.cost_model_version, created=plan.created_at,
+        runs=[runs.to_out(r) for r in plan.runs], runs_summary=summary)

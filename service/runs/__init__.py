@@ -1,0 +1,1 @@
+"""Measured runs of stored plans (``/v1/plans/{id}/runs``)."""

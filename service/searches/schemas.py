@@ -1,0 +1,113 @@
+"""Schemas of ``/v1/searches``: the solver's request and result, with what storing adds (ids,
+status, progress, errors)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import Body
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+
+from service.db.models import SearchStatus
+from service.errors import Problem
+from service.validation import input_errors_only
+from solver.request import SearchRequest
+from solver.results import RankedPlan, SearchResult
+
+
+class SearchBody(SearchRequest):
+    """The solver's request plus ``calibration_id`` (a stored profile)."""
+
+    model_config = ConfigDict(title="SearchRequest")
+
+    calibration_id: str | None = Field(
+        None, description="Id of a stored calibration profile (`POST /v1/calibrations`) to use "
+        "instead of the default efficiency model; give this or `calibration`, not both.")
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _input_errors_only(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return input_errors_only(value, handler)
+
+
+class SearchProgressOut(BaseModel):
+    phase: str = Field(
+        description="enumerating (bulk evaluation of each pool), simulating (branch and bound "
+        "with the exact estimate), refining (CP-SAT on the finalists), done.")
+    candidates: int = Field(description="Plans enumerated so far.")
+    fitting: int = Field(description="Of which valid and fitting the constraints.")
+    plans_evaluated: int = Field(description="Plans simulated with the full estimate.")
+    best: float | None = Field(None, description="Objective of the best plan so far.")
+    bound: float | None = Field(None, description="Optimistic bound of the plans not yet "
+                                "simulated; the search is optimal when best reaches it.")
+    elapsed_s: float
+    updated: dt.datetime | None = Field(None, description="Time of the worker's last "
+                                        "heartbeat.")
+
+
+class StoredRankedPlan(RankedPlan):
+    id: str = Field(description="The stored plan: GET /v1/plans/{id}.")
+
+
+class StoredSearchResult(SearchResult):
+    plans: list[StoredRankedPlan]  # type: ignore[assignment]
+
+
+class SearchOut(BaseModel):
+    """A search and, once it has succeeded, its result."""
+
+    id: str
+    status: SearchStatus
+    progress: SearchProgressOut | None = None
+    result: StoredSearchResult | None = None
+    error: Problem | None = Field(None, description="Why a failed search failed.")
+    cancel_requested: bool = False
+    attempts: int = Field(description="Workers that have claimed it (more than one after a "
+                          "worker died).")
+    request_hash: str = Field(description="sha256 of the canonical request and the cost-model "
+                              "version: identical requests share one search.")
+    cost_model_version: str
+    calibration_id: str | None = None
+    created: dt.datetime
+    started: dt.datetime | None = None
+    finished: dt.datetime | None = None
+
+
+class SearchSummary(BaseModel):
+    id: str
+    status: SearchStatus
+    objective: str
+    created: dt.datetime
+    finished: dt.datetime | None = None
+
+
+LLAMA3_70B_SEARCH_EXAMPLE: dict[str, Any] = {
+    "model": {"preset": "llama3-70b"},
+    "training": {"global_batch_size": 1024, "seq_len": 8192, "precision": "bf16",
+                 "train_tokens": 15_000_000_000_000},
+    "cluster": {
+        "pools": [
+            {"name": "h100", "gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": 32,
+             "price_per_gpu_hour": 2.49},
+            {"name": "a100", "gpu": "A100-SXM-80GB", "gpus_per_node": 8, "nodes": 64,
+             "price_per_gpu_hour": 1.29},
+        ],
+    },
+    "objective": "cost",
+    "constraints": {"max_cost_per_hour": 1000},
+    "top_k": 3,
+    "time_limit_s": 10,
+}
+"""Llama-3-70B, 1024 × 8192-token sequences, 15T tokens to train, on an inventory of 256 H100
+and 512 A100: the cheapest plans per token under $1000/hour, within 10 s. The tests run it."""
+
+SearchBodyDep = Annotated[
+    SearchBody,
+    Body(openapi_examples={
+        "llama3-70b-mixed": {
+            "summary": "Llama-3-70B on a mixed H100/A100 inventory, cheapest per token",
+            "value": LLAMA3_70B_SEARCH_EXAMPLE,
+        },
+    }),
+]
