@@ -4,7 +4,8 @@
 runs more workers (on other machines, against the same PostgreSQL); ``meshplan db upgrade``
 migrates the database; ``meshplan apikey create|list|revoke`` manages API keys;
 ``meshplan estimate FILE`` evaluates one plan and ``meshplan plan FILE`` searches the best plans
-(in-process, or against ``--server URL``); ``meshplan gpus`` and ``meshplan models`` list the
+(in-process, or against ``--server URL``); ``meshplan launch PLAN --format F`` renders a
+plan's launch config; ``meshplan gpus`` and ``meshplan models`` list the
 catalog and the presets.
 
 Exit codes (ARCHITECTURE.md): 0 ok, 2 invalid input (each ``field: rule`` on stderr; also an
@@ -21,6 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
@@ -126,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the search result as JSON")
     _remote_options(plan, default_timeout=600.0)
     plan.set_defaults(func=cmd_plan)
+
+    from runtime.launch import FORMATS
+
+    launch = sub.add_parser(
+        "launch", help="render a plan's launch config (torchrun, torchtitan, Megatron-LM, ...)",
+        description="Render the launch config of PLAN: a stored plan's id with --server, or "
+        "in-process a JSON file holding an estimate request ({model, training, cluster, plan}) "
+        "or a stored plan (the GET /v1/plans/{id} answer). Prints the main file (notes on "
+        "stderr), or all files into --out DIR. Exit 2 on invalid input or when the framework "
+        "cannot run the plan (each field: rule on stderr).")
+    launch.add_argument("plan", metavar="PLAN", help="plan id (with --server), or a JSON file "
+                        "(- for stdin)")
+    launch.add_argument("--format", "-f", required=True, choices=FORMATS, dest="fmt")
+    launch.add_argument("--out", metavar="DIR", help="write the config's files into DIR")
+    launch.add_argument("--json", action="store_true", help="print the config as JSON")
+    launch.add_argument("--server", metavar="URL", help="read the stored plan from a server")
+    launch.add_argument("--api-key", metavar="KEY",
+                        help="API key for --server (default: MESHPLAN_API_KEY)")
+    launch.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                        help="seconds to wait for --server (default 60)")
+    launch.set_defaults(func=cmd_launch)
 
     gpus = sub.add_parser("gpus", help="list the GPU catalog")
     gpus.add_argument("--json", action="store_true", help="print the catalog as JSON")
@@ -624,6 +647,48 @@ def why_not_fits(est: Estimate) -> list[str]:
         shown = ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.05)
         lines.append(f"  pipeline rank {s.rank} needs {s.total_gib:.1f} GiB ({shown})")
     return lines
+
+
+# ---------------------------------------------------------------------------- launch
+def cmd_launch(args: argparse.Namespace) -> int:
+    from runtime.launch import LaunchConfig, render
+
+    if args.server:
+        body = _client_call(args, lambda c: c.launch(args.plan, args.fmt))
+        body.pop("plan_id", None)
+        try:
+            cfg = LaunchConfig.model_validate(body)
+        except ValidationError as exc:
+            raise CLIError(EXIT_ERROR, f"meshplan: unexpected answer from {args.server}: {exc}"
+                           ) from None
+    else:
+        data = _read_json(args.plan)
+        if isinstance(data, dict) and isinstance(data.get("request"), dict):
+            data = data["request"]  # a stored plan as GET /v1/plans/{id} answers it
+        try:
+            cfg = render(args.fmt, data)
+        except SpecError as exc:  # LaunchError included
+            raise _invalid([(p.field, p.rule) for p in exc.problems]) from None
+    if args.json:
+        json.dump(cfg.model_dump(mode="json"), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.out:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, content in {cfg.filename: cfg.content, **cfg.files}.items():
+                (out / name).write_text(content, encoding="utf-8")
+                print(out / name)
+        except OSError as exc:
+            raise CLIError(EXIT_ERROR, f"meshplan: cannot write {out}: {exc}") from None
+    else:
+        sys.stdout.write(cfg.content if cfg.content.endswith("\n") else cfg.content + "\n")
+        for name in cfg.files:
+            print(f"meshplan: {cfg.filename} uses {name} as well (--out DIR writes it)",
+                  file=sys.stderr)
+    for note in cfg.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- catalog

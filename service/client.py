@@ -78,6 +78,10 @@ class Client:
     def estimate(self, data: Any) -> dict[str, Any]:
         return self._body(self._request("POST", "/v1/estimates", json=data), (200,))
 
+    def launch(self, plan_id: str, fmt: str) -> dict[str, Any]:
+        """``GET /v1/plans/{id}/launch/{format}``: the stored plan's launch config."""
+        return self._body(self._request("GET", f"/v1/plans/{plan_id}/launch/{fmt}"), (200,))
+
     def search(self, data: Any, *, timeout: float) -> dict[str, Any]:
         """Submit a search and wait for it to finish (at most ``timeout`` seconds); the final
         ``GET /v1/searches/{id}`` body. ClientError ``error`` if it is still running then."""

@@ -36,6 +36,15 @@ MEDIA_CSV = "text/csv"
 MEDIA_TOML = "application/toml"
 
 
+def media_type_of(filename: str) -> str:
+    """The MIME type of a file an emitter writes, from its suffix (``text/plain`` otherwise)."""
+    for suffix, media in ((".sh", MEDIA_SHELL), (".json", MEDIA_JSON), (".csv", MEDIA_CSV),
+                          (".toml", MEDIA_TOML)):
+        if filename.endswith(suffix):
+            return media
+    return "text/plain"
+
+
 class LaunchError(SpecError):
     """A valid plan that the chosen framework cannot express or run.
 

@@ -1,18 +1,26 @@
-"""``GET /v1/plans/{id}``, ``POST`` and ``GET /v1/plans/{id}/runs``.
+"""``GET /v1/plans/{id}``, its launch configs and pipeline timeline, and its runs.
 
-``GET /v1/plans/{id}/launch/{format}`` and ``GET /v1/plans/{id}/timeline.svg`` belong here
-too; they take :func:`service.plans.service.estimate_request`.
+The launch configs (:mod:`runtime.launch`) and the timeline (:func:`costmodel.timeline_svg`)
+are rendered from :func:`service.plans.service.estimate_request`, the stored request that
+reproduces the plan's estimate.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+import costmodel
+from costmodel.errors import FieldProblem, SpecError
+from runtime import launch
+from runtime.launch.base import media_type_of
 from service.auth.dependencies import PrincipalDep
 from service.deps import SessionDep
 from service.errors import NOT_FOUND, PROBLEM_RESPONSES
 from service.plans import service
-from service.plans.schemas import PlanOut
+from service.plans.schemas import LaunchOut, PlanOut
 from service.runs import service as runs
 from service.runs.schemas import RunBodyDep, RunOut
 
@@ -25,6 +33,53 @@ def get_plan(plan_id: str, session: SessionDep, principal: PrincipalDep) -> Plan
     """The plan, its estimate and explanation, the estimate request that reproduces it, the
     cost-model version that made it, and the measured runs against the prediction."""
     return service.to_out(service.get(session, plan_id, principal, with_runs=True))
+
+
+LaunchFormat = Literal["torchrun", "torchtitan", "megatron", "deepspeed", "runtime",
+                       "schedule-csv"]
+assert set(LaunchFormat.__args__) == set(launch.FORMATS)  # type: ignore[attr-defined]
+
+
+@router.get("/{plan_id}/launch/{format}", summary="A launch config of a stored plan",
+            response_model=LaunchOut,
+            responses={**NOT_FOUND, **PROBLEM_RESPONSES,
+                       200: {"content": {"text/plain": {}, "application/json": {}}}})
+def get_launch(plan_id: str, format: LaunchFormat, session: SessionDep,
+               principal: PrincipalDep,
+               file: Annotated[str | None, Query(
+                   description="Answer with this one file as is (its name from `filename` or "
+                   "`files` of the JSON answer) instead of the JSON.")] = None,
+               ) -> LaunchOut | Response:
+    """What starts the plan: `torchrun` (the meshplan runtime worker on the plan's nodes),
+    `torchtitan` (launch script and job TOML), `megatron` (`pretrain_gpt.py` arguments),
+    `deepspeed` (ds_config JSON), `runtime` (the worker's plan JSON) or `schedule-csv` (torch's
+    pipeline action list). The answer holds the main file (`filename`, `content`), any extra
+    files and notes on what to supply (data paths, rendezvous host). A plan the framework cannot
+    run (a schedule it lacks, an uneven split it cannot express, ...) is a 422 naming the plan
+    field and the framework's rule."""
+    cfg = launch.render(format, service.estimate_request(session, plan_id, principal))
+    if file is None:
+        return LaunchOut(plan_id=plan_id, **cfg.model_dump())
+    files = {cfg.filename: cfg.content, **cfg.files}
+    if file not in files:
+        raise SpecError(FieldProblem("file", f"{file!r} is not a file of this config; its files: "
+                                     f"{', '.join(files)}"))
+    media = cfg.media_type if file == cfg.filename else media_type_of(file)
+    return Response(files[file], media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="{file}"'})
+
+
+@router.get("/{plan_id}/timeline.svg", summary="The simulated pipeline timeline of a plan",
+            response_class=Response,
+            responses={**NOT_FOUND, 200: {"content": {"image/svg+xml": {}}}})
+async def get_timeline(plan_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
+    """One row per pipeline rank, each forward / backward / input-gradient / weight-gradient
+    action of every micro-batch where the cost model's simulation of the plan's schedule puts
+    it; idle time (the pipeline bubble) is left empty."""
+    req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
+    await run_in_threadpool(session.commit)  # hold no transaction while simulating
+    svg = await run_in_threadpool(costmodel.timeline_svg, req)
+    return Response(svg, media_type="image/svg+xml")
 
 
 @router.post("/{plan_id}/runs", status_code=201, summary="Report a measured run of a plan",

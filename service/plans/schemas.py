@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from costmodel.results import Estimate
 from costmodel.specs.plan import ParallelPlan
+from runtime.launch import LaunchConfig
 from service.runs.schemas import RunOut
 from solver.results import Explanation
 
@@ -40,3 +41,9 @@ class PlanOut(BaseModel):
     created: dt.datetime
     runs: list[RunOut]
     runs_summary: RunsSummary
+
+
+class LaunchOut(LaunchConfig):
+    """``GET /v1/plans/{id}/launch/{format}``: the launch config of a stored plan."""
+
+    plan_id: str

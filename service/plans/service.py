@@ -6,9 +6,9 @@ import uuid
 
 from sqlalchemy.orm import Session
 
+from costmodel.specs.request import EstimateRequest
 from service.auth.service import Principal
 from service.db.models import Plan
-from service.estimates.schemas import EstimateRequest
 from service.exceptions import NotFound
 from service.plans import repository
 from service.plans.schemas import PlanOut, RunsSummary
@@ -30,7 +30,8 @@ def get(session: Session, plan_id: str, principal: Principal, *, with_runs: bool
 
 def estimate_request(session: Session, plan_id: str, principal: Principal) -> EstimateRequest:
     """The validated ``{model, training, cluster, plan[, calibration]}`` that reproduces the
-    stored plan's estimate: what launch-config emitters and the timeline renderer take."""
+    stored plan's estimate: what launch-config emitters and the timeline renderer take. The
+    cost model's own request type (not the API body), since the emitters write it out."""
     return EstimateRequest.model_validate(get(session, plan_id, principal).request)
 
 

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from costmodel.specs.presets import preset_names
 from service.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "llama3-70b-h100.json"
 
 
 def run_module(*args: str, stdin: str | None = None, timeout: float = 120
@@ -174,13 +176,33 @@ def test_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == preset_names()
 
 
-@pytest.mark.parametrize("command", ["launch"])
-def test_commands_of_later_versions_are_not_offered(command: str,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main([command])
-    assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+def test_launch_renders_a_request_file(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Checks: `meshplan launch FILE -f F` prints the emitter's main file in-process, --json
+    the whole config, --out DIR writes every file; a stored plan's JSON works as well."""
+    from runtime.launch import render
+
+    body = json.loads(EXAMPLE.read_text())
+    expected = render("torchtitan", body)
+    assert main(["launch", str(EXAMPLE), "-f", "torchtitan"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == expected.content.rstrip("\n")
+    stored = tmp_path / "stored.json"
+    stored.write_text(json.dumps({"id": "x", "request": body}))
+    assert main(["launch", str(stored), "--format", "torchtitan", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected.model_dump(mode="json")
+    out = tmp_path / "cfg"
+    assert main(["launch", str(EXAMPLE), "-f", "torchtitan", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([expected.filename, *expected.files])
+
+
+def test_launch_refusal_is_exit_2_with_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    """Checks: a plan the framework cannot run exits 2 and names the plan field and rule."""
+    body = json.loads(EXAMPLE.read_text())
+    body["plan"]["zero_stage"] = 3
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(body, fh)
+    assert main(["launch", fh.name, "-f", "megatron"]) == 2
+    assert "plan.zero_stage:" in capsys.readouterr().err
 
 
 def test_no_command_is_a_usage_error() -> None:
@@ -432,3 +454,22 @@ def test_calibration_id_needs_a_server(search_file: Path, request_file: Path,
     request_file.write_text(json.dumps({**example, "calibration_id": "abc"}))
     assert main(["estimate", str(request_file)]) == 2
     assert "calibration_id: stored calibrations need a server" in capsys.readouterr().err
+
+
+def test_server_launch_of_a_stored_plan(server: str, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    """Checks: `meshplan launch ID -f F --server URL` prints what the server renders for the
+    stored plan, the same as rendering its stored request in-process."""
+    from runtime.launch import render
+    from tests.service.support import SMALL_SEARCH
+
+    search = httpx.post(f"{server}/v1/searches", params={"wait": 60}, json=SMALL_SEARCH,
+                        timeout=90).json()
+    assert search["status"] == "succeeded", search
+    plan_id = search["result"]["plans"][0]["id"]
+    stored = httpx.get(f"{server}/v1/plans/{plan_id}").json()
+    assert main(["launch", plan_id, "-f", "runtime", "--server", server, "--json"]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote == render("runtime", stored["request"]).model_dump(mode="json")
+    assert main(["launch", "no-such-plan", "-f", "runtime", "--server", server]) == 1
+    assert "404" in capsys.readouterr().err

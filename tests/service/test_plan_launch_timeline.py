@@ -1,0 +1,77 @@
+"""``GET /v1/plans/{id}/launch/{format}`` and ``GET /v1/plans/{id}/timeline.svg``: rendered
+from the stored request of a plan (both databases)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import costmodel
+from runtime import launch
+from service.jobs.worker import Worker
+from tests.service.support import SMALL_SEARCH, Api, assert_problem, fields
+
+
+@pytest.fixture
+def plan_id(client: Api, worker: Worker) -> str:
+    search_id = client.post("/v1/searches", json=SMALL_SEARCH).json()["id"]
+    worker.run_until_idle()
+    ident: str = client.get(f"/v1/searches/{search_id}").json()["result"]["plans"][0]["id"]
+    return ident
+
+
+@pytest.mark.parametrize("fmt", launch.FORMATS)
+def test_launch_config_equals_the_emitter_on_the_stored_request(client: Api, plan_id: str,
+                                                                fmt: str) -> None:
+    """Checks: each format answers 200 with the emitter's output for the plan's stored
+    request, or 422 naming a plan field when the framework cannot run the plan."""
+    request = client.get(f"/v1/plans/{plan_id}").json()["request"]
+    resp = client.get(f"/v1/plans/{plan_id}/launch/{fmt}")
+    try:
+        expected = launch.render(fmt, request)
+    except launch.LaunchError as exc:
+        body = assert_problem(resp, 422)
+        assert set(fields(body)) == {p.field for p in exc.problems}
+        return
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert out["plan_id"] == plan_id and out["format"] == fmt
+    assert {k: out[k] for k in expected.model_dump()} == expected.model_dump()
+
+
+def test_launch_file_download(client: Api, plan_id: str) -> None:
+    """Checks: ?file= answers one file as is with its media type; the runtime plan JSON is the
+    stored request tagged with its format; an unknown file name is a 422 on `file`."""
+    out = client.get(f"/v1/plans/{plan_id}/launch/runtime").json()
+    raw = client.get(f"/v1/plans/{plan_id}/launch/runtime", params={"file": out["filename"]})
+    assert raw.status_code == 200
+    assert raw.headers["content-type"].startswith("application/json")
+    assert out["filename"] in raw.headers["content-disposition"]
+    doc = json.loads(raw.text)
+    assert doc["format"] == launch.PLAN_FORMAT
+    assert doc["plan"] == client.get(f"/v1/plans/{plan_id}").json()["plan"]
+    assert fields(assert_problem(client.get(f"/v1/plans/{plan_id}/launch/runtime",
+                                            params={"file": "nope.txt"}), 422)) == {"file"}
+
+
+def test_unknown_format_and_plan(client: Api, plan_id: str) -> None:
+    body = assert_problem(client.get(f"/v1/plans/{plan_id}/launch/slurm"), 422)
+    assert any(f.endswith("format") for f in fields(body))
+    ident = str(uuid.uuid4())
+    assert_problem(client.get(f"/v1/plans/{ident}/launch/torchrun"), 404)
+    assert_problem(client.get(f"/v1/plans/{ident}/timeline.svg"), 404)
+
+
+def test_timeline_svg_draws_the_plans_simulation(client: Api, plan_id: str) -> None:
+    """Checks: the SVG is what costmodel.timeline_svg draws for the stored request, valid XML,
+    one rect per simulated action."""
+    resp = client.get(f"/v1/plans/{plan_id}/timeline.svg")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("image/svg+xml")
+    request = client.get(f"/v1/plans/{plan_id}").json()["request"]
+    assert resp.text == costmodel.timeline_svg(request)
+    root = ET.fromstring(resp.text)
+    assert root.tag.endswith("svg")
