@@ -20,9 +20,13 @@ LEASE = 0.4
 
 
 def enqueue(db: Database, n: int = 1) -> list[uuid.UUID]:
-    """``n`` queued searches, oldest first (the request is not run here)."""
+    """``n`` queued searches, oldest first (the request is not run here). They are 2 ms apart:
+    SQLite's clock (the database's, see service.db.base) counts milliseconds, and searches
+    created within one millisecond are claimed in id order, not in insertion order."""
     ids = []
     for i in range(n):
+        if i:
+            time.sleep(0.002)
         with db.session() as s:
             job = SearchJob(request={"i": i}, request_hash=f"{i:064d}", dedup_key=f"k{i}",
                             cost_model_version="test", status="queued", attempts=0,
