@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: MESHPLAN_PORT or 8000)")
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
                        help="default: MESHPLAN_LOG_LEVEL or info")
+    serve.add_argument("--http-workers", type=int, metavar="N",
+                       help="API server processes (default: MESHPLAN_HTTP_WORKERS or 1; one "
+                       "per core the API may use)")
     serve.add_argument("--workers", type=int, metavar="N",
                        help="embedded worker processes (default: MESHPLAN_WORKERS or 1; 0 = "
                        "none, run `meshplan worker` elsewhere)")
@@ -203,16 +206,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.jobs.worker import WorkerProcesses
 
-    settings = _settings(host=args.host, port=args.port, log_level=args.log_level,
-                         workers=args.workers)
+    overrides = {"host": args.host, "port": args.port, "log_level": args.log_level,
+                 "workers": args.workers, "http_workers": args.http_workers}
+    settings = _settings(**overrides)
     _logging(settings)
     db = _database(settings)
     _migrate_embedded(db)
     workers = WorkerProcesses(settings, settings.workers, embedded=True)
     try:
         workers.start()
-        uvicorn.run(create_app(settings, db=db), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+        if settings.http_workers > 1:
+            # uvicorn's process manager: each process builds its app from the environment,
+            # so the command-line overrides go there too
+            for key, value in overrides.items():
+                if value is not None:
+                    os.environ[f"MESHPLAN_{key.upper()}"] = str(value)
+            uvicorn.run("service.app:create_app", factory=True, workers=settings.http_workers,
+                        host=settings.host, port=settings.port, log_level=settings.log_level)
+        else:
+            uvicorn.run(create_app(settings, db=db), host=settings.host, port=settings.port,
+                        log_level=settings.log_level)
     finally:
         workers.stop(timeout=max(10.0, 2 * settings.heartbeat_s))
         db.dispose()

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir,
                            description="Directory of the embedded SQLite database.")
 
+    http_workers: int = Field(
+        1, ge=1, le=256, description="API server processes of `meshplan serve` (uvicorn's "
+        "workers). An estimate is CPU-bound Python, so one process serves one core; set it to "
+        "the cores the API may use.")
+
     # ------------------------------------------------------------------ jobs and workers
     workers: int = Field(
         1, ge=0, le=256, description="Worker processes: the ones `meshplan serve` starts next "

@@ -473,3 +473,36 @@ def test_server_launch_of_a_stored_plan(server: str, capsys: pytest.CaptureFixtu
     assert remote == render("runtime", stored["request"]).model_dump(mode="json")
     assert main(["launch", "no-such-plan", "-f", "runtime", "--server", server]) == 1
     assert "404" in capsys.readouterr().err
+
+
+def test_serve_with_several_api_processes(tmp_path: Path, request_file: Path) -> None:
+    """Checks: `meshplan serve --http-workers 2` (uvicorn's process manager, each process
+    building its app from the environment) answers readiness and estimates, and stops on
+    SIGTERM."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHPLAN_LOG_LEVEL": "warning",
+           "MESHPLAN_DATA_DIR": str(tmp_path)}
+    env.pop("MESHPLAN_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(port), "--http-workers", "2",
+         "--workers", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        body = json.loads(request_file.read_text())
+        answers = [httpx.post(f"{url}/v1/estimates", json=body, timeout=30) for _ in range(4)]
+        assert all(a.status_code == 200 for a in answers)
+        assert len({a.json()["step_time_s"] for a in answers}) == 1
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
