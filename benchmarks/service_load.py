@@ -6,9 +6,9 @@ The load generator is ``wrk`` (Debian's package ``wrk``: ``apt-get install wrk``
 of N connections, each sending its next request when the previous answer arrived; latency is
 wrk's own per-request measurement. This script installs nothing; it starts the service itself:
 
-* ``meshplan serve`` (one process, what ships), or with ``--server-workers N`` uvicorn's own
-  multi-process server on the same app factory (``uvicorn --factory service.app:create_app
-  --workers N``), at log level warning (no access log);
+* ``meshplan serve --http-workers N`` (``--server-workers N``, default 2: one API process
+  per core of the 2-core machine) with its embedded search worker, at log level warning (no
+  access log);
 * against (a) a fresh SQLite file and (b) a fresh PostgreSQL database ``meshplan_bench_<pid>``
   that it creates on ``--pg`` (default 127.0.0.1:5432, user postgres) and drops afterwards;
   where the build has ``meshplan db upgrade`` it migrates the database first;
@@ -207,13 +207,8 @@ def running_server(database_url: str, workers: int, tmp: Path) -> Iterator[Serve
     port = _free_port()
     env = {**os.environ, "MESHPLAN_DATABASE_URL": database_url, "MESHPLAN_LOG_LEVEL": "warning",
            "PYTHONPATH": str(ROOT)}
-    if workers > 1:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
-                   "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                   "--log-level", "warning", "--no-access-log"]
-    else:
-        command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
-                   "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning", "--http-workers", str(workers)]
     log = tmp / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
@@ -456,8 +451,7 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     print()
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s (after "
           f"{args.warmup:g}s warm-up), {os.cpu_count()} cores, server: "
-          + ("meshplan serve (1 process)" if args.server_workers <= 1
-             else f"uvicorn --workers {args.server_workers}"))
+          + f"meshplan serve --http-workers {args.server_workers}")
     for line in [head, tuple("-" * w for w in widths), *body]:
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     for note in notes:
@@ -475,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up (3)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent clients (32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
-    parser.add_argument("--server-workers", type=int, default=1,
-                        help="1: `meshplan serve`; N > 1: uvicorn --workers N (default 1)")
+    parser.add_argument("--server-workers", type=int, default=2,
+                        help="API processes: meshplan serve --http-workers N (default 2)")
     parser.add_argument("--backends", default="sqlite,postgres",
                         help="comma-separated: sqlite, postgres (default both)")
     parser.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres",

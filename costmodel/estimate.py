@@ -267,6 +267,7 @@ class _Evaluation:
             self.rank_stages[r].append(g % n_model)
         self.warnings: list[str] = []
         self._params_cache: dict[int, tuple[float, float]] = {}
+        self._act_cache: dict[tuple[int, bool], float] = {}
 
     def _pool_costs(self, pool: GPUPool, tp: int) -> _PoolCosts:
         """Device, shard and block costs of ``pool`` at tensor-parallel degree ``tp``, built
@@ -429,14 +430,23 @@ class _Evaluation:
             extra["offload_f"][j] = ef
             extra["offload_b"][j] = eb
 
+    def _block_activation(self, s: Shard, moe: bool) -> float:
+        """:func:`block_activation_bytes` of one shard, once per (shard, block kind): stages on
+        one (pool, tp) share their shard."""
+        key = (id(s), moe)
+        value = self._act_cache.get(key)
+        if value is None:
+            value = self._act_cache[key] = _f(block_activation_bytes(self.c.model, s, moe=moe))
+        return value
+
     def _stash_bytes(self, j: int) -> float:
         """Activation bytes one micro-batch leaves stashed on global stage j."""
         model, s = self.c.model, self.stage_pc[j].shard
         total = 0.0
         if self.n_dense[j]:
-            total += self.n_dense[j] * _f(block_activation_bytes(model, s, moe=False))
+            total += self.n_dense[j] * self._block_activation(s, moe=False)
         if self.n_moe[j]:
-            total += self.n_moe[j] * _f(block_activation_bytes(model, s, moe=True))
+            total += self.n_moe[j] * self._block_activation(s, moe=True)
         if j == 0:
             total += _f(embedding_activation_bytes(model, s))
         return total

@@ -19,9 +19,9 @@ copy-in/out); the cost model under-predicts it (see the report's figures).
 
 Timing noise: on this shared 2-core virtual machine one invocation of ``run`` can be ~20% slower
 than the next with no change of code (a layout's six step times agree within a run; the runs
-disagree). A layout outside the tolerance is therefore measured once more, in fresh processes
-with more steps, and the second measurement is asserted; both are printed. A systematic model
-error fails both times.
+disagree). A layout outside the tolerance is therefore measured once more — a fresh
+calibration, then the layout in fresh processes with more steps — and the second measurement
+is asserted; both are printed. A systematic model error fails both times.
 
 The workers run with ``--nice -19`` (their own session and a higher priority): on a shared
 host this keeps foreign load from dominating the timings; where the priority change is not
@@ -110,10 +110,16 @@ def worker(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     outside = [n for n in ASSERTED if abs(reports[n].relative_error or 0.0) > TOLERANCE]
     retry_out = ""
     if outside:
+        # both sides measured again: a calibration taken in a slow or fast moment is as likely
+        # a cause as the run
+        prof2 = tmp / "calibration-again.json"
+        cal2 = _cli(["calibrate", "--nproc", "2", "--nice", "-19", "--block", BLOCK,
+                     "--out", str(prof2)])
+        assert cal2.returncode == 0, cal2.stderr[-4000:]
         again = tmp / "again.json"
         rerun = _cli(["run", "--nproc", "2", "--nice", "-19",
                       *(str(tmp / f"{n}.json") for n in outside), "--calibration",
-                      str(prof_path), "--steps", "10", "--warmup", "2", "--out", str(again)])
+                      str(prof2), "--steps", "10", "--warmup", "2", "--out", str(again)])
         assert rerun.returncode == 0, rerun.stderr[-4000:]
         for n, r in zip(outside, json.loads(again.read_text()), strict=True):
             reports[n] = RunReport.model_validate(r)
@@ -172,11 +178,10 @@ def test_every_layout_trains_the_same_model(worker: dict[str, Any]) -> None:
     global-batch loss at every step (same weights, same data: the layouts are correct), and
     the loss goes down."""
     reports: dict[str, RunReport] = worker["reports"]
-    ref = reports["dp2-ddp"].measured.losses
+    ref = reports["dp2-ddp"].measured.losses[:6]  # a layout measured again ran 10 steps
     assert len(ref) == 6 and all(math.isfinite(x) for x in ref)
     assert ref[-1] < ref[0]
     for name, r in reports.items():
-        # a layout measured again ran 10 steps: its first six are the same steps
         assert r.measured.losses[:6] == pytest.approx(ref, rel=1e-4), name
 
 
