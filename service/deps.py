@@ -47,7 +47,15 @@ def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Sess
             raise
 
 
+def get_read_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """A session for endpoints that only read (a deferred transaction on SQLite, so reads do
+    not queue behind each other; see :mod:`service.db.engine`)."""
+    with db.read_session() as session:
+        yield session
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from service.auth.dependencies import PrincipalDep
 from service.calibrations import service
 from service.calibrations.schemas import CalibrationBodyDep, CalibrationOut, CalibrationSummary
-from service.deps import SessionDep
+from service.deps import ReadSessionDep, SessionDep
 from service.errors import NOT_FOUND, PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/calibrations", tags=["calibrations"])
@@ -26,7 +26,7 @@ def create_calibration(body: CalibrationBodyDep, session: SessionDep,
 
 @router.get("", summary="List calibration profiles", responses=PROBLEM_RESPONSES)
 def list_calibrations(
-    session: SessionDep, principal: PrincipalDep,
+    session: ReadSessionDep, principal: PrincipalDep,
     gpu: Annotated[str | None, Query(description="Only profiles for this GPU (an alias is "
                                                  "fine).", max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -38,6 +38,6 @@ def list_calibrations(
 
 
 @router.get("/{calibration_id}", summary="One calibration profile", responses=NOT_FOUND)
-def get_calibration(calibration_id: str, session: SessionDep,
+def get_calibration(calibration_id: str, session: ReadSessionDep,
                     principal: PrincipalDep) -> CalibrationOut:
     return service.detail(service.get(session, calibration_id))

@@ -17,7 +17,7 @@ from costmodel.errors import FieldProblem, SpecError
 from runtime import launch
 from runtime.launch.base import media_type_of
 from service.auth.dependencies import PrincipalDep
-from service.deps import SessionDep
+from service.deps import ReadSessionDep, SessionDep
 from service.errors import NOT_FOUND, PROBLEM_RESPONSES
 from service.plans import service
 from service.plans.schemas import LaunchOut, PlanOut
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/plans", tags=["plans"])
 
 @router.get("/{plan_id}", summary="A stored plan with its estimate, explanation and runs",
             responses=NOT_FOUND)
-def get_plan(plan_id: str, session: SessionDep, principal: PrincipalDep) -> PlanOut:
+def get_plan(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> PlanOut:
     """The plan, its estimate and explanation, the estimate request that reproduces it, the
     cost-model version that made it, and the measured runs against the prediction."""
     return service.to_out(service.get(session, plan_id, principal, with_runs=True))
@@ -44,7 +44,7 @@ assert set(LaunchFormat.__args__) == set(launch.FORMATS)  # type: ignore[attr-de
             response_model=LaunchOut,
             responses={**NOT_FOUND, **PROBLEM_RESPONSES,
                        200: {"content": {"text/plain": {}, "application/json": {}}}})
-def get_launch(plan_id: str, format: LaunchFormat, session: SessionDep,
+def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
                principal: PrincipalDep,
                file: Annotated[str | None, Query(
                    description="Answer with this one file as is (its name from `filename` or "
@@ -72,7 +72,7 @@ def get_launch(plan_id: str, format: LaunchFormat, session: SessionDep,
 @router.get("/{plan_id}/timeline.svg", summary="The simulated pipeline timeline of a plan",
             response_class=Response,
             responses={**NOT_FOUND, 200: {"content": {"image/svg+xml": {}}}})
-async def get_timeline(plan_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
+async def get_timeline(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
     """One row per pipeline rank, each forward / backward / input-gradient / weight-gradient
     action of every micro-batch where the cost model's simulation of the plan's schedule puts
     it; idle time (the pipeline bubble) is left empty."""
@@ -93,6 +93,6 @@ def create_run(plan_id: str, body: RunBodyDep, session: SessionDep,
 
 
 @router.get("/{plan_id}/runs", summary="The measured runs of a plan", responses=NOT_FOUND)
-def list_runs(plan_id: str, session: SessionDep, principal: PrincipalDep) -> list[RunOut]:
+def list_runs(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> list[RunOut]:
     plan = service.get(session, plan_id, principal, with_runs=True)
     return [runs.to_out(r) for r in plan.runs]

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from costmodel.errors import FieldProblem, SpecError
 from service.auth.dependencies import PrincipalDep
 from service.db.models import SearchStatus
-from service.deps import DatabaseDep, SessionDep, SettingsDep
+from service.deps import DatabaseDep, ReadSessionDep, SessionDep, SettingsDep
 from service.errors import NOT_FOUND, PROBLEM_RESPONSES, Problem
 from service.searches import service
 from service.searches.schemas import SearchBodyDep, SearchOut, SearchSummary
@@ -62,7 +62,7 @@ async def create_search(body: SearchBodyDep, response: Response, session: Sessio
 
 @router.get("", summary="List searches", responses=PROBLEM_RESPONSES)
 def list_searches(
-    session: SessionDep, principal: PrincipalDep,
+    session: ReadSessionDep, principal: PrincipalDep,
     status: Annotated[SearchStatus | None, Query(description="Only searches in this state.")]
     = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -75,7 +75,7 @@ def list_searches(
 @router.get("/{search_id}", summary="A search: status, progress, result",
             responses={202: {"model": SearchOut, "description": "Still queued or running."},
                        **NOT_FOUND, 422: {"model": Problem, "description": "`wait` too long."}})
-async def get_search(search_id: str, response: Response, session: SessionDep,
+async def get_search(search_id: str, response: Response, session: ReadSessionDep,
                      db: DatabaseDep, principal: PrincipalDep, settings: SettingsDep,
                      wait: WaitQuery = 0) -> SearchOut:
     """`200` when finished (`succeeded` with `result`, `failed` with `error`, `cancelled`),

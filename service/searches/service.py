@@ -178,7 +178,7 @@ async def wait_for(db: Database, job_id: uuid.UUID, seconds: float, poll_s: floa
 
 
 def _load(db: Database, job_id: uuid.UUID) -> SearchJob | None:
-    with db.session() as session:
+    with db.read_session() as session:
         return session.get(SearchJob, job_id)
 
 
