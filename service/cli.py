@@ -216,8 +216,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         workers.start()
         if settings.http_workers > 1:
-            # uvicorn's process manager: each process builds its app from the environment,
-            # so the command-line overrides go there too
+            from service.http_processes import HTTPProcesses, supports_reuseport
+
+            if supports_reuseport() and settings.port:
+                db.dispose()  # each API process opens its own
+                return HTTPProcesses(settings, settings.http_workers).run()
+            # elsewhere uvicorn's process manager (one shared socket); each process builds
+            # its app from the environment, so the command-line overrides go there too
             for key, value in overrides.items():
                 if value is not None:
                     os.environ[f"MESHPLAN_{key.upper()}"] = str(value)

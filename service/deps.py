@@ -7,11 +7,16 @@ response is sent: a client that gets ``202`` for a search can rely on it being s
 
 Keep transactions short: on SQLite every transaction holds the database's write lock
 (:mod:`service.db.engine`). Endpoints that wait or compute commit their unit of work first.
+
+The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+its thread pool, one hand-off per dependency per request, which was a large part of a plan
+read's cost. ``ReadSessionDep`` opens its session on the event loop too (a session does no
+I/O until its first query); ``SessionDep`` stays in the pool, since its commit writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,17 +27,17 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
@@ -47,9 +52,11 @@ def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Sess
             raise
 
 
-def get_read_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+async def get_read_session(db: Annotated[Database, Depends(get_database)]
+                           ) -> AsyncIterator[Session]:
     """A session for endpoints that only read (a deferred transaction on SQLite, so reads do
-    not queue behind each other; see :mod:`service.db.engine`)."""
+    not queue behind each other; see :mod:`service.db.engine`). It ends with a commit that
+    writes nothing (a read transaction's end)."""
     with db.read_session() as session:
         yield session
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth.service import ANONYMOUS, Principal, authenticate
+from service.db.engine import Database
 from service.deps import DatabaseDep, SettingsDep
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (only when "
@@ -21,7 +23,7 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="The same key in an `X-API-Key` header.")
 
 
-def get_principal(
+async def get_principal(
     settings: SettingsDep,
     db: DatabaseDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
@@ -30,6 +32,10 @@ def get_principal(
     if not settings.auth:
         return ANONYMOUS
     token = header_key or (credentials.credentials if credentials else None)
+    return await run_in_threadpool(_authenticate, db, token)
+
+
+def _authenticate(db: Database, token: str | None) -> Principal:
     # a transaction of its own: the request's unit of work does not start with the key check
     with db.session() as session:
         return authenticate(session, token)

@@ -17,8 +17,12 @@ from costmodel.specs.request import num_microbatches
 from service.db.engine import Database
 from service.errors import from_pydantic
 from service.estimates.schemas import EstimateRequest
+from service.fair_gate import FairGate
 from service.settings import Settings
 from service.validation import non_finite_fields
+
+COMPUTE_GATE = FairGate()
+"""Serialises this process's estimates in arrival order (see :mod:`service.fair_gate`)."""
 
 
 def check_admission(req: spec.EstimateRequest, settings: Settings) -> None:
@@ -63,7 +67,7 @@ def with_calibration(req: EstimateRequest, db: Database | None) -> EstimateReque
                                                        "(--server URL)"))
     from service.calibrations.service import resolve
 
-    with db.session() as session:
+    with db.read_session() as session:
         _, profile = resolve(session, req.calibration_id)
     return req.model_copy(update={"calibration": profile})
 
@@ -74,7 +78,8 @@ def create_estimate(req: EstimateRequest, settings: Settings,
     including inputs so extreme that a result overflows (JSON has no infinity)."""
     req = with_calibration(req, db)
     check_admission(req, settings)
-    est = costmodel.estimate(req)
+    with COMPUTE_GATE:  # one estimate at a time per process, in arrival order
+        est = costmodel.estimate(req)
     overflowed = non_finite_fields(est.model_dump())
     if overflowed:
         shown = ", ".join(overflowed[:5]) + (

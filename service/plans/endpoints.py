@@ -28,11 +28,12 @@ router = APIRouter(prefix="/plans", tags=["plans"])
 
 
 @router.get("/{plan_id}", summary="A stored plan with its estimate, explanation and runs",
-            responses=NOT_FOUND)
-def get_plan(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> PlanOut:
+            response_model=PlanOut, responses=NOT_FOUND)
+async def get_plan(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
     """The plan, its estimate and explanation, the estimate request that reproduces it, the
     cost-model version that made it, and the measured runs against the prediction."""
-    return service.to_out(service.get(session, plan_id, principal, with_runs=True))
+    plan = service.get(session, plan_id, principal, with_runs=True)
+    return Response(service.to_json(plan), media_type="application/json")
 
 
 LaunchFormat = Literal["torchrun", "torchtitan", "megatron", "deepspeed", "runtime",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pydantic_core
 from sqlalchemy.orm import Session
 
 from costmodel.specs.request import EstimateRequest
@@ -35,12 +36,34 @@ def estimate_request(session: Session, plan_id: str, principal: Principal) -> Es
     return EstimateRequest.model_validate(get(session, plan_id, principal).request)
 
 
-def to_out(plan: Plan) -> PlanOut:
+def _summary(plan: Plan) -> RunsSummary:
     errors = [r.relative_error for r in plan.runs if r.relative_error is not None]
-    summary = RunsSummary(
+    return RunsSummary(
         count=len(plan.runs),
         mean_relative_error=sum(errors) / len(errors) if errors else None,
         mean_abs_relative_error=sum(map(abs, errors)) / len(errors) if errors else None)
+
+
+def to_json(plan: Plan) -> bytes:
+    """``to_out(plan).model_dump_json()`` without validating the stored JSON again.
+
+    The plan, estimate, explanation, request and run reports were validated when they were
+    stored (by the solver's and the API's models); the hot read path only wraps them. A test
+    holds this equal to :func:`to_out`'s serialisation."""
+    return pydantic_core.to_json({
+        "id": str(plan.id), "search_id": str(plan.search_id), "rank": plan.rank,
+        "objective": plan.objective, "objective_value": plan.objective_value,
+        "plan": plan.plan, "estimate": plan.estimate, "explanation": plan.explanation,
+        "request": plan.request,
+        "calibration_id": str(plan.calibration_id) if plan.calibration_id else None,
+        "cost_model_version": plan.cost_model_version, "created": plan.created_at,
+        "runs": [runs.to_dict(r) for r in plan.runs],
+        "runs_summary": _summary(plan).model_dump(),
+    })
+
+
+def to_out(plan: Plan) -> PlanOut:
+    summary = _summary(plan)
     return PlanOut(
         id=str(plan.id), search_id=str(plan.search_id), rank=plan.rank,
         objective=plan.objective, objective_value=plan.objective_value,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from costmodel.runs import RunReport
@@ -30,6 +32,15 @@ def create(session: Session, plan: Plan, body: RunBody, principal: Principal) ->
     session.flush()
     session.refresh(run)
     return run
+
+
+def to_dict(run: Run) -> dict[str, Any]:
+    """:func:`to_out` as plain data, the stored report as it was validated on the way in."""
+    return {"id": str(run.id), "plan_id": str(run.plan_id), "created": run.created_at,
+            "measured_step_time_s": run.measured_step_time_s,
+            "predicted_step_time_s": run.predicted_step_time_s,
+            "predicted_source": run.predicted_source, "relative_error": run.relative_error,
+            "report": run.report}
 
 
 def to_out(run: Run) -> RunOut:

@@ -128,3 +128,16 @@ def test_estimate_request_seam(client: Api, db: Database, plan_id: str) -> None:
     import costmodel
 
     assert costmodel.estimate(req).model_dump(mode="json") == plan["estimate"]
+
+
+def test_plan_json_fast_path_equals_the_schema(client: Api, plan_id: str, db: Database) -> None:
+    """Checks: GET /v1/plans/{id} (serialised from the stored JSON without validating it
+    again) answers exactly what PlanOut's validation and serialisation would, with runs."""
+    assert client.post(f"/v1/plans/{plan_id}/runs", json=report(10.0, 9.0)).status_code == 201
+    assert client.post(f"/v1/plans/{plan_id}/runs", json=report(12.0)).status_code == 201
+    answer = client.get(f"/v1/plans/{plan_id}").json()
+    with db.read_session() as s:
+        stored = plans.get(s, plan_id, ANONYMOUS, with_runs=True)
+        reference = plans.to_out(stored).model_dump(mode="json")
+    assert answer == reference
+    assert len(answer["runs"]) == 2
