@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from service.auth.service import Principal
 from service.db.models import Plan
@@ -15,5 +15,6 @@ def get(session: Session, ident: uuid.UUID, principal: Principal, *, with_runs: 
         ) -> Plan | None:
     q = select(Plan).where(Plan.id == ident, principal.visible(Plan.owner_id))
     if with_runs:
-        q = q.options(selectinload(Plan.runs))
-    return session.scalars(q).first()
+        # one round trip (a plan has few runs), not a second SELECT for them
+        q = q.options(joinedload(Plan.runs))
+    return session.scalars(q).unique().first()
