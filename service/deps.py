@@ -43,13 +43,8 @@ async def get_database(request: Request) -> Database:
 
 
 def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
-    with db.sessionmaker() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with db.session() as session:
+        yield session
 
 
 async def get_read_session(db: Annotated[Database, Depends(get_database)]

@@ -21,10 +21,10 @@ import multiprocessing
 import signal
 import socket
 import threading
-import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from service.jobs.worker import stop_processes
 from service.settings import Settings
 
 logger = logging.getLogger("meshplan.service")
@@ -99,13 +99,4 @@ class HTTPProcesses:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM each (uvicorn finishes the requests in flight), then SIGKILL stragglers."""
-        for p in self.processes:
-            if p.is_alive():
-                p.terminate()
-        deadline = time.monotonic() + timeout
-        for p in self.processes:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join()
-        self.processes.clear()
+        stop_processes(self.processes, timeout, "API")

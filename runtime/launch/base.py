@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from costmodel.errors import FieldProblem, SpecError
+from costmodel.errors import FieldProblem, ProblemCollector, SpecError
 from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
@@ -61,19 +61,9 @@ class LaunchError(SpecError):
         super().__init__(problems)
 
 
-class Refusals:
-    """Collects every framework rule a plan breaks, so one answer lists them all."""
-
-    def __init__(self) -> None:
-        self.problems: list[FieldProblem] = []
-
-    def add(self, field: str, rule: str) -> None:
-        self.problems.append(FieldProblem(field, rule))
-
-    def check(self, ok: bool, field: str, rule: str) -> bool:
-        if not ok:
-            self.add(field, rule)
-        return ok
+class Refusals(ProblemCollector):
+    """Collects every framework rule a plan breaks, so one answer lists them all (as a
+    :class:`LaunchError`)."""
 
     def raise_if_any(self) -> None:
         if self.problems:

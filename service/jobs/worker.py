@@ -108,6 +108,23 @@ def process_main(settings_data: dict[str, Any], parent_pid: int | None) -> None:
         db.dispose()
 
 
+def stop_processes(processes: list[BaseProcess], timeout: float, what: str) -> None:
+    """SIGTERM every live process, wait up to ``timeout`` s in all, SIGKILL the stragglers;
+    empties ``processes``."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            logger.warning("%s process %s did not stop in %.0f s; killing it", what, p.pid,
+                           timeout)
+            p.kill()
+            p.join()
+    processes.clear()
+
+
 class WorkerProcesses:
     """``n`` worker processes (spawned, so they share nothing with the caller's state)."""
 
@@ -136,18 +153,7 @@ class WorkerProcesses:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM each (a running search goes back to the queue), then SIGKILL stragglers."""
-        for p in self.processes:
-            if p.is_alive():
-                p.terminate()
-        deadline = time.monotonic() + timeout
-        for p in self.processes:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                logger.warning("worker process %s did not stop in %.0f s; killing it",
-                               p.pid, timeout)
-                p.kill()
-                p.join()
-        self.processes.clear()
+        stop_processes(self.processes, timeout, "worker")
 
     def alive(self) -> int:
         return sum(p.is_alive() for p in self.processes)

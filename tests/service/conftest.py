@@ -34,7 +34,7 @@ from service.db.engine import Database
 from service.estimates.schemas import LLAMA3_70B_EXAMPLE
 from service.jobs.worker import Worker
 from service.settings import Settings
-from tests.service.support import Api
+from tests.service.support import SMALL_SEARCH, Api
 
 POSTGRES_SERVER = os.environ.get("MESHPLAN_TEST_POSTGRES",
                                  "postgresql://postgres@127.0.0.1:5432/test")
@@ -202,3 +202,12 @@ def example() -> dict[str, Any]:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def plan_id(client: Api, worker: Worker) -> str:
+    """The best plan of a small search, run to the end by ``worker``."""
+    search_id = client.post("/v1/searches", json=SMALL_SEARCH).json()["id"]
+    worker.run_until_idle()
+    ident: str = client.get(f"/v1/searches/{search_id}").json()["result"]["plans"][0]["id"]
+    return ident

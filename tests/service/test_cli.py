@@ -234,6 +234,20 @@ def _free_port() -> int:
         return port
 
 
+def _ready(url: str, proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Whether the server at ``url`` answers /readyz with 200 before ``timeout`` seconds
+    pass, while ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m service serve`` on a free port, for the --server tests."""
@@ -250,16 +264,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
              str(port)], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+        if not _ready(url, proc, 30):
+            pytest.fail(f"server did not start:\n{log.read_text()}")
         yield url
     finally:
         proc.terminate()
@@ -489,15 +495,7 @@ def test_serve_with_several_api_processes(tmp_path: Path, request_file: Path) ->
         text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        assert _ready(url, proc, 60), "server did not start"
         body = json.loads(request_file.read_text())
         answers = [httpx.post(f"{url}/v1/estimates", json=body, timeout=30) for _ in range(4)]
         assert all(a.status_code == 200 for a in answers)

@@ -11,16 +11,7 @@ import pytest
 
 import costmodel
 from runtime import launch
-from service.jobs.worker import Worker
-from tests.service.support import SMALL_SEARCH, Api, assert_problem, fields
-
-
-@pytest.fixture
-def plan_id(client: Api, worker: Worker) -> str:
-    search_id = client.post("/v1/searches", json=SMALL_SEARCH).json()["id"]
-    worker.run_until_idle()
-    ident: str = client.get(f"/v1/searches/{search_id}").json()["result"]["plans"][0]["id"]
-    return ident
+from tests.service.support import Api, assert_problem, fields
 
 
 @pytest.mark.parametrize("fmt", launch.FORMATS)

@@ -11,18 +11,9 @@ import pytest
 
 from service.auth.service import ANONYMOUS
 from service.db.engine import Database
-from service.jobs.worker import Worker
 from service.plans import service as plans
 from service.runs.schemas import RUN_EXAMPLE
-from tests.service.support import SMALL_SEARCH, Api, assert_problem, fields
-
-
-@pytest.fixture
-def plan_id(client: Api, worker: Worker) -> str:
-    search_id = client.post("/v1/searches", json=SMALL_SEARCH).json()["id"]
-    worker.run_until_idle()
-    ident: str = client.get(f"/v1/searches/{search_id}").json()["result"]["plans"][0]["id"]
-    return ident
+from tests.service.support import Api, assert_problem, fields
 
 
 def report(measured: float, predicted: float | None = None, **extra: Any) -> dict[str, Any]:
