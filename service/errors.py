@@ -67,6 +67,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such resource (or not one this key created)."},
 }
 
+STALE_PLAN: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "The plan was stored by a cost model whose request "
+          "does not validate under this version; run its search again."},
+}
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Malformed JSON body."},
     413: {"model": Problem, "description": "Request body larger than the server accepts."},

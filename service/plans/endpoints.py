@@ -18,7 +18,7 @@ from runtime import launch
 from runtime.launch.base import media_type_of
 from service.auth.dependencies import PrincipalDep
 from service.deps import ReadSessionDep, SessionDep
-from service.errors import NOT_FOUND, PROBLEM_RESPONSES
+from service.errors import NOT_FOUND, PROBLEM_RESPONSES, STALE_PLAN
 from service.plans import service
 from service.plans.schemas import LaunchOut, PlanOut
 from service.runs import service as runs
@@ -43,7 +43,7 @@ assert set(LaunchFormat.__args__) == set(launch.FORMATS)  # type: ignore[attr-de
 
 @router.get("/{plan_id}/launch/{format}", summary="A launch config of a stored plan",
             response_model=LaunchOut,
-            responses={**NOT_FOUND, **PROBLEM_RESPONSES,
+            responses={**NOT_FOUND, **PROBLEM_RESPONSES, **STALE_PLAN,
                        200: {"content": {"text/plain": {}, "application/json": {}}}})
 def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
                principal: PrincipalDep,
@@ -72,7 +72,7 @@ def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
 
 @router.get("/{plan_id}/timeline.svg", summary="The simulated pipeline timeline of a plan",
             response_class=Response,
-            responses={**NOT_FOUND, 200: {"content": {"image/svg+xml": {}}}})
+            responses={**NOT_FOUND, **STALE_PLAN, 200: {"content": {"image/svg+xml": {}}}})
 async def get_timeline(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
     """One row per pipeline rank, each forward / backward / input-gradient / weight-gradient
     action of every micro-batch where the cost model's simulation of the plan's schedule puts

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pydantic_core
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from costmodel.specs.request import EstimateRequest
 from service.auth.service import Principal
 from service.db.models import Plan
-from service.exceptions import NotFound
+from service.exceptions import Conflict, NotFound
 from service.plans import repository
 from service.plans.schemas import PlanOut, RunsSummary
 from service.runs import service as runs
@@ -32,8 +33,19 @@ def get(session: Session, plan_id: str, principal: Principal, *, with_runs: bool
 def estimate_request(session: Session, plan_id: str, principal: Principal) -> EstimateRequest:
     """The validated ``{model, training, cluster, plan[, calibration]}`` that reproduces the
     stored plan's estimate: what launch-config emitters and the timeline renderer take. The
-    cost model's own request type (not the API body), since the emitters write it out."""
-    return EstimateRequest.model_validate(get(session, plan_id, principal).request)
+    cost model's own request type (not the API body), since the emitters write it out.
+
+    A plan stored by a cost model whose request no longer validates under this one is a
+    :class:`Conflict` (409) that says so, not a server error."""
+    plan = get(session, plan_id, principal)
+    try:
+        return EstimateRequest.model_validate(plan.request)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise Conflict(f"plan {plan_id} was stored by cost model {plan.cost_model_version} and "
+                       f"its request does not validate under this version "
+                       f"({problems}); run its search again") from None
 
 
 def _summary(plan: Plan) -> RunsSummary:

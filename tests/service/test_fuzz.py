@@ -327,8 +327,11 @@ words = st.one_of(st.text(max_size=40), st.sampled_from(
 @FUZZ
 @given(method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]),
        resource=st.sampled_from(["searches", "plans", "calibrations"]),
-       ident=words, suffix=st.sampled_from(["", "/runs", "/x"]),
-       params=st.dictionaries(st.sampled_from(["wait", "limit", "offset", "status", "gpu"]),
+       ident=words, suffix=st.sampled_from(["", "/runs", "/x", "/timeline.svg",
+                                            "/launch/torchrun", "/launch/megatron",
+                                            "/launch/nope"]),
+       params=st.dictionaries(st.sampled_from(["wait", "limit", "offset", "status", "gpu",
+                                               "file"]),
                               words, max_size=3))
 def test_ids_and_queries_never_500(fuzz_api: Api, method: str, resource: str, ident: str,
                                    suffix: str, params: dict[str, str]) -> None:
@@ -343,3 +346,24 @@ def test_ids_and_queries_never_500(fuzz_api: Api, method: str, resource: str, id
         resp.status_code, resp.text[:1000], method, path, params)
     if resp.status_code >= 400:
         assert_problem(resp, resp.status_code)
+
+
+@FUZZ
+@given(fmt=st.one_of(words, st.sampled_from(["torchrun", "torchtitan", "megatron", "deepspeed",
+                                             "runtime", "schedule-csv"])),
+       file=st.one_of(st.none(), words, st.sampled_from(["plan.json", "launch.sh"])))
+def test_launch_of_a_stored_plan_never_500(fuzz_api: Api, stored_plan: str, fmt: str,
+                                           file: str | None) -> None:
+    """Checks: any format and file name on a stored plan is a 200, a 404 (a format path that
+    does not route), a problem+json 422, or a 409 (this fixture's plan is stored with an empty
+    request, as a plan of an incompatible older cost model would be) — never a 500."""
+    from urllib.parse import quote
+
+    params = {} if file is None else {"file": file}
+    resp = fuzz_api.get(f"/v1/plans/{stored_plan}/launch/{quote(fmt, safe='')}", params=params)
+    assert resp.status_code in {200, 404, 409, 422}, (resp.status_code, resp.text[:500], fmt,
+                                                      file)
+    if resp.status_code >= 400:
+        assert_problem(resp, resp.status_code)
+    timeline = fuzz_api.get(f"/v1/plans/{stored_plan}/timeline.svg")
+    assert "does not validate" in assert_problem(timeline, 409)["detail"]
