@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pydantic_core
-from pydantic import ValidatorFunctionWrapHandler
+from pydantic import BaseModel, Field, ValidatorFunctionWrapHandler, field_validator
 
 from costmodel.errors import FieldProblem, SpecError
 
@@ -29,6 +29,22 @@ def input_errors_only(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         logger.warning("validator raised %s instead of a validation error: %s",
                        type(exc).__name__, exc)
         raise ValueError(f"could not be interpreted ({exc})") from None
+
+
+class StoredCalibrationBody(BaseModel):
+    """What the API bodies add to the cost model's and the solver's requests:
+    ``calibration_id`` (a stored profile, resolved by the service) and a guard: a validator
+    that fails with anything other than a validation error is reported as invalid input of
+    that section (422), not as a server error (:func:`input_errors_only`)."""
+
+    calibration_id: str | None = Field(
+        None, description="Id of a stored calibration profile (`POST /v1/calibrations`) to use "
+        "instead of the default efficiency model; give this or `calibration`, not both.")
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _input_errors_only(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return input_errors_only(value, handler)
 
 
 def non_finite(node: Any, path: str = "") -> Iterator[str]:

@@ -7,29 +7,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Body
-from pydantic import ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+from pydantic import ConfigDict
 
 from costmodel.results import Estimate
 from costmodel.specs import request as spec
-from service.validation import input_errors_only
+from service.validation import StoredCalibrationBody
 
 
-class EstimateRequest(spec.EstimateRequest):
+class EstimateRequest(StoredCalibrationBody, spec.EstimateRequest):
     """The cost model's request plus ``calibration_id`` (a stored profile, resolved by the
     service) and a guard: a validator that fails with anything other than a validation error is
     reported as invalid input of that section (422), not as a server error
     (:func:`service.validation.input_errors_only`)."""
 
     model_config = ConfigDict(title="EstimateRequest")
-
-    calibration_id: str | None = Field(
-        None, description="Id of a stored calibration profile (`POST /v1/calibrations`) to use "
-        "instead of the default efficiency model; give this or `calibration`, not both.")
-
-    @field_validator("*", mode="wrap")
-    @classmethod
-    def _input_errors_only(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return input_errors_only(value, handler)
 
 
 LLAMA3_70B_EXAMPLE: dict[str, Any] = {

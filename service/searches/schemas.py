@@ -7,28 +7,19 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import Body
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.db.models import SearchStatus
 from service.errors import Problem
-from service.validation import input_errors_only
+from service.validation import StoredCalibrationBody
 from solver.request import SearchRequest
 from solver.results import RankedPlan, SearchResult
 
 
-class SearchBody(SearchRequest):
+class SearchBody(StoredCalibrationBody, SearchRequest):
     """The solver's request plus ``calibration_id`` (a stored profile)."""
 
     model_config = ConfigDict(title="SearchRequest")
-
-    calibration_id: str | None = Field(
-        None, description="Id of a stored calibration profile (`POST /v1/calibrations`) to use "
-        "instead of the default efficiency model; give this or `calibration`, not both.")
-
-    @field_validator("*", mode="wrap")
-    @classmethod
-    def _input_errors_only(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return input_errors_only(value, handler)
 
 
 class SearchProgressOut(BaseModel):
