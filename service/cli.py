@@ -328,27 +328,25 @@ def _db_command(*, log: bool = False) -> Database:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from service.db import migrate
 
-    db = _db_command(log=True)
-    try:
-        migrate.upgrade(db, args.revision)
-        print(f"{db.safe_url()}: at revision {migrate.current(db)}")
-    except Exception as exc:
-        raise CLIError(EXIT_ERROR, f"meshplan: upgrade of {db.safe_url()} failed: {exc}"
-                       ) from None
-    finally:
-        db.dispose()
-    return EXIT_OK
+    return _migrate("upgrade", lambda db: migrate.upgrade(db, args.revision))
 
 
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
     from service.db import migrate
 
+    return _migrate("downgrade", lambda db: migrate.downgrade(db, args.revision))
+
+
+def _migrate(verb: str, run: Any) -> int:
+    """Run one migration command on the configured database and print where it ends."""
+    from service.db import migrate
+
     db = _db_command(log=True)
     try:
-        migrate.downgrade(db, args.revision)
+        run(db)
         print(f"{db.safe_url()}: at revision {migrate.current(db) or 'base (empty)'}")
     except Exception as exc:
-        raise CLIError(EXIT_ERROR, f"meshplan: downgrade of {db.safe_url()} failed: {exc}"
+        raise CLIError(EXIT_ERROR, f"meshplan: {verb} of {db.safe_url()} failed: {exc}"
                        ) from None
     finally:
         db.dispose()

@@ -70,25 +70,15 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits when the block ends, or rolls back."""
-        with self.sessionmaker() as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with _unit_of_work(self.sessionmaker) as session:
+            yield session
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
         """A session for reads only. It ends with a commit, which writes nothing but, unlike a
         rollback, leaves the loaded objects usable (``expire_on_commit=False``)."""
-        with self.read_sessionmaker() as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with _unit_of_work(self.read_sessionmaker) as session:
+            yield session
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -96,6 +86,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _unit_of_work(maker: sessionmaker[Session]) -> Iterator[Session]:
+    with maker() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 def _configure_sqlite(engine: Engine) -> None:

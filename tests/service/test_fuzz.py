@@ -112,28 +112,39 @@ def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-@st.composite
-def mutated_requests(draw: st.DrawFn) -> Any:
-    req = copy.deepcopy(draw(st.sampled_from(BASES)))
-    for _ in range(draw(st.integers(1, 3))):
-        candidates = paths(req)
-        if not candidates:
-            break
-        path = draw(st.sampled_from(candidates))
-        parent: Any = req
-        for key in path[:-1]:
-            parent = parent[key]
-        op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "extra"]))
-        last = path[-1]
-        if op == "replace":
-            parent[last] = draw(junk)
-        elif op == "delete":
-            del parent[last]
-        elif isinstance(parent, dict):
-            parent[draw(st.sampled_from(KEYS))] = draw(junk)
-        else:
-            parent.append(draw(junk))
-    return req
+def mutations(bases: list[dict[str, Any]],
+              ops: tuple[str, ...] = ("replace", "replace", "delete", "extra")
+              ) -> st.SearchStrategy[Any]:
+    """One of ``bases`` with 1-3 of its values replaced by junk, deleted, or given an extra
+    sibling (``ops`` weights the choice)."""
+    @st.composite
+    def strategy(draw: st.DrawFn) -> Any:
+        req = copy.deepcopy(draw(st.sampled_from(bases)))
+        for _ in range(draw(st.integers(1, 3))):
+            candidates = paths(req)
+            if not candidates:
+                break
+            path = draw(st.sampled_from(candidates))
+            parent: Any = req
+            for key in path[:-1]:
+                parent = parent[key]
+            op = draw(st.sampled_from(ops))
+            last = path[-1]
+            if op == "replace":
+                parent[last] = draw(junk)
+            elif op == "delete":
+                del parent[last]
+            elif isinstance(parent, dict):
+                parent[draw(st.sampled_from(KEYS))] = draw(junk)
+            else:
+                parent.append(draw(junk))
+        return req
+
+    return strategy()
+
+
+def mutated_requests() -> st.SearchStrategy[Any]:
+    return mutations(BASES, ("replace", "replace", "replace", "delete", "extra"))
 
 
 pow2 = st.sampled_from([1, 2, 4, 8, 16, 32, 64])
@@ -241,33 +252,6 @@ def test_raw_bodies_never_500(fuzz_api: Api, raw: bytes) -> None:
 
 # ---------------------------------------------------------------------------- the other endpoints
 SEARCH_BASES = [copy.deepcopy(LLAMA3_70B_SEARCH_EXAMPLE), copy.deepcopy(SMALL_SEARCH)]
-
-
-def mutations(bases: list[dict[str, Any]]) -> st.SearchStrategy[Any]:
-    @st.composite
-    def strategy(draw: st.DrawFn) -> Any:
-        req = copy.deepcopy(draw(st.sampled_from(bases)))
-        for _ in range(draw(st.integers(1, 3))):
-            candidates = paths(req)
-            if not candidates:
-                break
-            path = draw(st.sampled_from(candidates))
-            parent: Any = req
-            for key in path[:-1]:
-                parent = parent[key]
-            op = draw(st.sampled_from(["replace", "replace", "delete", "extra"]))
-            last = path[-1]
-            if op == "replace":
-                parent[last] = draw(junk)
-            elif op == "delete":
-                del parent[last]
-            elif isinstance(parent, dict):
-                parent[draw(st.sampled_from(KEYS))] = draw(junk)
-            else:
-                parent.append(draw(junk))
-        return req
-
-    return strategy()
 
 
 def post(api: Api, path: str, body: Any, allowed: set[int]) -> None:
