@@ -1,6 +1,6 @@
 """Alembic, driven in code: upgrade, downgrade, the current and head revisions.
 
-The migrations live in the package (``service/migrations``) so they ship with it; the Alembic
+The migrations live in the top-level package ``migrations`` so they ship in the wheel; the Alembic
 configuration is built here rather than read from an ini file, and the migration runs on a
 connection of the :class:`~service.db.engine.Database` (so SQLite gets the same pragmas and
 transaction handling as everywhere else).
@@ -9,17 +9,20 @@ transaction handling as everywhere else).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import migrations
 from service.db.engine import Database
 
 logger = logging.getLogger("meshplan.db")
 
-SCRIPT_LOCATION = "service:migrations"
+SCRIPT_LOCATION = str(Path(migrations.__file__).resolve().parent)
+"""The Alembic script directory: the installed ``migrations`` package."""
 
 
 def alembic_config() -> Config:

@@ -1,0 +1,221 @@
+"""``meshplan estimate FILE`` (one plan) and ``meshplan plan FILE`` (a search), in-process or
+against ``--server``, with their printed summaries and ``--fail-if`` gates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from costmodel.errors import SpecError
+from costmodel.results import Estimate
+from service.cli.common import (
+    EXIT_ERROR,
+    EXIT_INFEASIBLE,
+    CLIError,
+    apply_gates,
+    client_call,
+    invalid,
+    load_settings,
+    parse_gates,
+    read_json,
+    remote_options,
+)
+
+
+def register(sub: Any) -> None:
+    est = sub.add_parser(
+        "estimate", help="predict one plan's step time, memory and cost",
+        description="Evaluate the plan in FILE: the JSON body of POST /v1/estimates "
+        "({model, training, cluster, plan}). Exit 2 on invalid input, 3 if it does not fit, "
+        "4 if a --fail-if condition holds.")
+    est.add_argument("file", metavar="FILE", help="request JSON file, or - for stdin")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    remote_options(est, default_timeout=120.0)
+    est.set_defaults(func=cmd_estimate)
+
+    plan = sub.add_parser(
+        "plan", help="search the best plans for a job and an inventory",
+        description="Search FILE: the JSON body of POST /v1/searches ({model, training, "
+        "cluster, objective, constraints, top_k, time_limit_s}), in-process or on --server. "
+        "Exit 0 when a plan is found, 2 on invalid input, 3 when nothing fits (the reason on "
+        "stderr), 4 if a --fail-if condition holds for the best plan.")
+    plan.add_argument("file", metavar="FILE", help="request JSON file, or - for stdin")
+    plan.add_argument("--json", action="store_true", help="print the search result as JSON")
+    remote_options(plan, default_timeout=600.0)
+    plan.set_defaults(func=cmd_plan)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from service import gates
+
+    checks = parse_gates(args.fail_if, gates.numeric_fields(Estimate))
+    data = read_json(args.file)
+    est = _estimate_remote(data, args) if args.server else _estimate_local(data)
+    if args.json:
+        json.dump(est.model_dump(mode="json"), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_estimate(est, sys.stdout)
+    if not est.fits:
+        for line in why_not_fits(est):
+            print(line, file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return apply_gates(checks, est.model_dump(mode="json"))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from service import gates
+    from solver.results import SearchResult
+
+    checks = parse_gates(args.fail_if, gates.numeric_fields(Estimate) | {"objective_value"})
+    data = read_json(args.file)
+    search_id: str | None = None
+    if args.server:
+        search = _search_remote(data, args)
+        search_id = str(search.get("id"))
+        raw = search["result"]
+        try:
+            result = SearchResult.model_validate(raw)
+        except ValidationError as exc:
+            raise CLIError(EXIT_ERROR, f"meshplan: unexpected answer from {args.server}: {exc}"
+                           ) from None
+    else:
+        result = _search_local(data)
+        raw = result.model_dump(mode="json")
+    if args.json:
+        json.dump(raw, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_search(result, sys.stdout, search_id=search_id,
+                     plan_ids=[p.get("id") for p in raw.get("plans", [])])
+    if not result.plans:
+        print(f"meshplan: no feasible plan: {result.infeasible_reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    best = raw["plans"][0]
+    return apply_gates(checks, {**best["estimate"], "objective_value": best["objective_value"]})
+
+
+def _search_local(data: Any) -> Any:
+    import solver
+
+    if isinstance(data, dict) and data.get("calibration_id") is not None:
+        raise invalid([("calibration_id", "stored calibrations need a server (--server URL)")])
+    try:
+        return solver.search(data)
+    except SpecError as exc:
+        raise invalid([(p.field, p.rule) for p in exc.problems]) from None
+
+
+def print_search(result: Any, out: TextIO, *, search_id: str | None = None,
+                 plan_ids: Sequence[Any] = ()) -> None:
+    """The ranked, explained plans of a search result."""
+    from solver.explain import describe
+
+    o = result.optimality
+    if search_id:
+        print(f"search {search_id}", file=out)
+    print(f"objective {o.objective}: {o.status}"
+          + (f" (value {o.value:.6g}, bound {o.bound:.6g}, gap {o.gap:.2%})"
+             if o.value is not None and o.bound is not None and o.gap is not None else ""),
+          file=out)
+    for i, rp in enumerate(result.plans):
+        e = rp.estimate
+        ident = plan_ids[i] if i < len(plan_ids) and plan_ids[i] else None
+        print(f"#{rp.rank}  {describe(rp.plan)}" + (f"  [plan {ident}]" if ident else ""),
+              file=out)
+        print(f"    {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, "
+              f"step {e.step_time_s:.3f} s,"
+              f" peak {e.memory.peak_gib:.1f} GiB, ${e.cost_per_hour:,.2f}/hour, "
+              f"${e.cost_per_million_tokens:.4f}/M tokens", file=out)
+        print(f"    binding: {rp.explanation.binding_constraint}", file=out)
+        if rp.explanation.vs_runner_up:
+            print(f"    vs next: {rp.explanation.vs_runner_up}", file=out)
+    s = result.stats
+    print(f"searched {s.candidates:,} plans ({s.fitting:,} fit), simulated {s.simulated}, "
+          f"{s.elapsed_s:.2f} s", file=out)
+
+
+def _estimate_local(data: Any) -> Estimate:
+    from service.estimates import service
+
+    settings = load_settings()
+    try:
+        req = service.parse_request(data)
+        return service.create_estimate(req, settings)
+    except SpecError as exc:
+        raise invalid([(p.field, p.rule) for p in exc.problems]) from None
+
+
+
+def _estimate_remote(data: Any, args: argparse.Namespace) -> Estimate:
+    body = client_call(args, lambda c: c.estimate(data))
+    try:
+        return Estimate.model_validate(body)
+    except ValidationError as exc:
+        raise CLIError(EXIT_ERROR, f"meshplan: unexpected answer from {args.server}: {exc}"
+                       ) from None
+
+
+def _search_remote(data: Any, args: argparse.Namespace) -> dict[str, Any]:
+    search: dict[str, Any] = client_call(args, lambda c: c.search(data, timeout=args.timeout))
+    status = search.get("status")
+    if status == "succeeded" and isinstance(search.get("result"), dict):
+        return search
+    error = search.get("error") if isinstance(search.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    if status == "failed" and error.get("status") == 422:
+        raise invalid([(str(e.get("field")), str(e.get("rule")))
+                        for e in error.get("errors") or [] if isinstance(e, dict)]
+                       or [("body", str(error.get("detail")))])
+    raise CLIError(EXIT_ERROR, f"meshplan: search {search.get('id')} {status}"
+                   + (f": {error.get('detail')}" if error.get("detail") else ""))
+
+
+def print_estimate(est: Estimate, out: TextIO) -> None:
+    """The short human summary of an estimate."""
+    p = est.plan
+    layout = f"tp {p.tp} · pp {p.pp} · dp {p.dp}"
+    layout += "".join(f" · {k} {v}" for k, v in (("cp", p.cp), ("ep", p.ep)) if v > 1)
+    sched = p.schedule + (f" × {p.virtual_stages} chunks" if p.virtual_stages > 1 else "")
+    mem = est.memory
+    rows = [
+        ("plan", f"{layout}, micro-batch {p.micro_batch_size}, {sched}, "
+                 f"recompute {p.recompute}, ZeRO-{p.zero_stage}"),
+        ("GPUs", f"{est.num_gpus} × {est.gpu}" + (f" (pool {p.pool})" if p.pool else "")),
+        ("step time", f"{est.step_time_s:,.3f} s"),
+        ("tokens/s", f"{est.tokens_per_s:,.0f} ({est.tokens_per_s_per_gpu:,.0f} per GPU)"),
+        ("MFU", f"{est.mfu:.1%}"),
+        ("fits in memory", f"{'yes' if est.fits else 'NO'} (peak {mem.peak_gib:.1f} of "
+                           f"{mem.usable_gib:.1f} GiB usable)"),
+        ("cost", f"${est.cost_per_hour:,.2f}/hour, "
+                 f"${est.cost_per_million_tokens:,.4f} per million tokens"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}", file=out)
+    print("peak memory per pipeline rank (GiB):", file=out)
+    for s in mem.per_stage:
+        mark = "ok" if s.fits else "DOES NOT FIT"
+        print(f"  rank {s.rank:<3} {s.total_gib:8.2f} / {s.usable_gib:.2f}  {mark}", file=out)
+    for w in est.warnings:
+        print(f"warning: {w}", file=out)
+
+
+def why_not_fits(est: Estimate) -> list[str]:
+    lines = [f"meshplan: the plan does not fit in {est.gpu} memory "
+             f"({est.memory.usable_gib:.1f} GiB usable per GPU):"]
+    for s in est.memory.per_stage:
+        if s.fits:
+            continue
+        parts = [("weights", s.weights_gib), ("grads", s.grads_gib),
+                 ("optimizer", s.optimizer_gib), ("activations", s.activations_gib),
+                 ("logits", s.logits_gib), ("buffers", s.comm_buffers_gib),
+                 ("context", s.cuda_context_gib)]
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.05)
+        lines.append(f"  pipeline rank {s.rank} needs {s.total_gib:.1f} GiB ({shown})")
+    return lines
