@@ -142,7 +142,7 @@ def _shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
         b=float(plan.micro_batch_size), tp=float(plan.tp if tp is None else tp),
         cp=float(plan.cp), ep=float(plan.ep),
         sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
-        flash=plan.attention == "flash", tp_overlap=bool(plan.tp_comm_overlap),
+        flash=plan.attention != "unfused", tp_overlap=bool(plan.tp_comm_overlap),
     )
 
 

@@ -43,7 +43,7 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     s = Shard.of(req.training.seq_len, pool.gpus_per_node, b=float(plan.micro_batch_size),
                  tp=float(plan.tp), cp=float(plan.cp), ep=float(plan.ep),
                  sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
-                 flash=plan.attention == "flash", tp_overlap=bool(plan.tp_comm_overlap))
+                 flash=plan.attention != "unfused", tp_overlap=bool(plan.tp_comm_overlap))
     model = req.model
     dense = block_cost(model, s, dev, moe=False)
     per_layer = float(np.asarray(dense.fwd + dense.bwd_input + dense.bwd_weight))

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from costmodel.specs.framework import AttentionKernel
+
 ScheduleName = Literal[
     "GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV",
     "custom", "Chimera", "BitPipe",
@@ -86,9 +88,11 @@ class ParallelPlan(BaseModel):
     zero3_unit: Literal["block", "module"] = Field(
         "block", description="What ZeRO-3 gathers at once: a transformer block (FSDP2 as "
         "torchtitan wraps it) or one submodule such as a Linear (DeepSpeed ZeRO-3).")
-    attention: Literal["flash", "unfused"] = Field(
-        "flash", description="flash = fused kernel skipping masked blocks; unfused = the "
-        "batched-matmul + softmax kernels of Megatron-LM before flash attention."
+    attention: AttentionKernel = Field(
+        "flash", description="Attention kernel: flash = the stack's default fused kernel for "
+        "the GPU; flash1, flash2, flash3 = FlashAttention 1/2/3; cudnn = cuDNN fused attention; "
+        "triton = the Triton flash kernel; unfused = batched matmuls + softmax through HBM "
+        "(Megatron-LM before flash attention)."
     )
 
     @property

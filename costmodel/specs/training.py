@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from costmodel.errors import FieldProblem, SpecError
+from costmodel.specs.framework import FP8Recipe, Framework
 
 Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 
@@ -23,6 +26,34 @@ class TrainingSpec(BaseModel):
     train_tokens: PositiveInt | None = Field(
         None, description="Tokens of the whole run, for time_to_train / cost_to_train."
     )
+    framework: Framework | None = Field(
+        None, description="The software stack the plan is for: megatron (Megatron-LM, "
+        "Megatron-Core, NeMo, Megatron-Bridge), torchtitan, deepspeed (DeepSpeed, "
+        "Megatron-DeepSpeed) or fsdp (plain PyTorch FSDP1/2: llm-foundry, accelerate). It sets "
+        "the kernels, overlaps and memory extras the cost model assumes, the plans a search "
+        "may return and what launch emits. null = Megatron-Core kernels, any launcher.",
+        examples=["megatron"])
+    framework_version: str | None = Field(
+        None, min_length=1, max_length=32, pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$",
+        description="Release of the framework, e.g. '0.3' for torchtitan; null = the current "
+        "release.", examples=["0.3"])
+    fp8_recipe: FP8Recipe | None = Field(
+        None, description="With precision fp8: delayed (Transformer Engine delayed scaling), "
+        "tensorwise or rowwise (torchao Float8), mxfp8 (block-scaled, Blackwell); null = the "
+        "stack's default recipe.", examples=["delayed"])
+
+    @model_validator(mode="after")
+    def _recipe_needs_fp8(self) -> TrainingSpec:
+        problems = []
+        if self.fp8_recipe is not None and self.precision != "fp8":
+            problems.append(FieldProblem(
+                "training.fp8_recipe", f"needs precision 'fp8' (got {self.precision!r})"))
+        if self.framework_version is not None and self.framework is None:
+            problems.append(FieldProblem("training.framework_version",
+                                         "needs training.framework (whose release it names)"))
+        if problems:
+            raise SpecError(problems)
+        return self
 
     @property
     def tokens_per_step(self) -> int:
