@@ -130,8 +130,13 @@ class Job:
 
     @property
     def digest(self) -> str:
-        """8 hex digits of the request's SHA-256: a stable rendezvous id for this plan."""
-        text = json.dumps(self.request_json(), sort_keys=True, separators=(",", ":"))
+        """8 hex digits of the request's SHA-256: a stable rendezvous id for this plan.
+
+        Hashed without the fields left at their defaults, so a field the contract gains later
+        (with a default) does not change the id of a plan rendered before it.
+        """
+        data = self.request.model_dump(mode="json", exclude_defaults=True)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def summary(self) -> str:
