@@ -8,8 +8,9 @@ per-operation efficiency models)::
 
     t = latency + max(FLOPs / (peak · η), bytes / (HBM · η_mem))
 
-η is the sustained fraction of peak of a large operation from the calibration profile, or the
-interpolated measured throughput where the profile has GEMM measurements. The latency term
+η·peak is the GPU's measured GEMM ceiling (maximum achievable matmul FLOP/s,
+:mod:`costmodel.kernels`) derated for the shape's wave quantization, or the interpolated
+measured throughput where a calibration profile has GEMM measurements. The latency term
 makes small operations slow (efficiency rises with size as F / (F + F½) with
 F½ = latency · peak · η); it is the per-kernel time the profile gives, not a fitted MFU.
 
@@ -27,8 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from costmodel.kernels import attention_rates, gemm_ceiling
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import GPUPool
+from costmodel.specs.gpus import GPUType
 
 Array = np.ndarray | float
 
@@ -48,11 +51,11 @@ class Device:
 
     name: str
     peak: float
-    """Datasheet dense FLOP/s at the job's precision."""
+    """Datasheet dense FLOP/s at the job's precision (the MFU denominator)."""
     gemm_rate: float
-    """Sustained FLOP/s of a large GEMM (peak × gemm_peak_fraction)."""
-    attn_fwd_rate: float
-    attn_bwd_rate: float
+    """Ceiling FLOP/s of the GEMMs that run at 16 bits whatever the recipe (LM head, router,
+    unfused attention's batched matmuls; all GEMMs without fp8): the GPU's measured maximum
+    achievable matmul throughput (:func:`costmodel.kernels.gemm_ceiling`)."""
     hbm: float
     """Achievable HBM B/s."""
     kernel_latency: float
@@ -66,16 +69,32 @@ class Device:
     sms: float
     """Streaming multiprocessors (compute units) of the device."""
     wave_ref: float
-    """Wave efficiency of the shape at which the GEMM fraction was measured."""
+    """Wave efficiency of the shape at which ``gemm_rate`` was measured."""
     memory_bytes: float
     precision: str
     profile: CalibrationProfile
+    gpu: GPUType
     elem_bytes: float = 2.0
     """Bytes of one activation / weight element at the job's precision
     (:func:`activation_bytes`)."""
+    linear_rate: float = 0.0
+    """Ceiling FLOP/s of the linear layers' GEMMs: the fp8 ceiling when the job runs fp8
+    (recipes put only ``nn.Linear`` in fp8), else ``gemm_rate``."""
+    linear_wave_ref: float = 1.0
+    linear_elem_bytes: float = 2.0
+    """Operand bytes of a linear layer's GEMM (1 for fp8)."""
+    attention_fractions: tuple[float, float] | None = None
+    """(forward, backward) fraction of the bf16 peak a profile sets for fused attention (a
+    measured device's calibration); None = the kernel tables (:mod:`costmodel.kernels`)."""
+    warnings: tuple[str, ...] = ()
+    """What the estimate must say about these figures (a default used for lack of a
+    measurement)."""
 
     @classmethod
     def from_pool(cls, pool: GPUPool, precision: str, profile: CalibrationProfile) -> Device:
+        """The device of ``pool`` at ``precision``: GEMM ceilings from the measured kernel
+        tables (:func:`costmodel.kernels.gemm_ceiling`) unless ``profile`` sets its own
+        fraction for the architecture (a measured device's calibration does)."""
         gpu = pool.gpu_type
         eff = profile.arch_efficiency(gpu.arch)
         peak = gpu.peak_flops(precision)
@@ -84,21 +103,43 @@ class Device:
             hbm_eff = profile.measurements.hbm_GBps * 1e9
         else:
             hbm_eff = hbm * eff.hbm_fraction
-        frac = eff.gemm_peak_fraction
-        if precision == "fp8" and eff.gemm_peak_fraction_fp8 is not None:
-            frac = eff.gemm_peak_fraction_fp8
+        wide = "bf16" if precision == "fp8" else precision
+        warnings: list[str] = []
+        if eff.gemm_peak_fraction is not None:
+            wide_rate = gpu.peak_flops(wide) * eff.gemm_peak_fraction
+            wide_shape = eff.gemm_reference_shape
+            frac8 = eff.gemm_peak_fraction_fp8 or eff.gemm_peak_fraction
+            lin_rate, lin_shape = (peak * frac8, wide_shape) if precision == "fp8" else (
+                wide_rate, wide_shape)
+        else:
+            derate = profile.eff.gemm.mamf_fraction if profile.eff.gemm is not None else 1.0
+            wide_c = gemm_ceiling(gpu, wide)
+            wide_rate, wide_shape = wide_c.flops * derate, wide_c.shape
+            warnings += [wide_c.warning] if wide_c.warning else []
+            if precision == "fp8":
+                lin_c = gemm_ceiling(gpu, "fp8")
+                lin_rate, lin_shape = lin_c.flops * derate, lin_c.shape
+                warnings += [lin_c.warning] if lin_c.warning else []
+            else:
+                lin_rate, lin_shape = wide_rate, wide_shape
+        attn = None
+        if eff.attention_fwd_fraction is not None and eff.attention_bwd_fraction is not None:
+            attn = (eff.attention_fwd_fraction, eff.attention_bwd_fraction)
+
+        def wave(shape: tuple[int, int, int]) -> float:
+            return float(wave_efficiency(shape[0], shape[1], gpu.sm_count))
+
         return cls(
-            name=gpu.name, peak=peak, gemm_rate=peak * frac,
-            attn_fwd_rate=peak * eff.attention_fwd_fraction,
-            attn_bwd_rate=peak * eff.attention_bwd_fraction, hbm=hbm_eff,
+            name=gpu.name, peak=peak, gemm_rate=wide_rate, hbm=hbm_eff,
             kernel_latency=eff.kernel_latency_us * 1e-6,
             host_dispatch=profile.eff.host.dispatch_us_per_kernel * 1e-6,
             link_intra=pool.link_GBps * 1e9, nic=pool.nic_GBps * 1e9,
             gpus_per_node=pool.gpus_per_node, sms=float(gpu.sm_count),
-            wave_ref=float(wave_efficiency(eff.gemm_reference_shape[0],
-                                           eff.gemm_reference_shape[1], gpu.sm_count)),
-            memory_bytes=gpu.memory_bytes,
-            precision=precision, profile=profile, elem_bytes=activation_bytes(precision),
+            wave_ref=wave(wide_shape), memory_bytes=gpu.memory_bytes,
+            precision=precision, profile=profile, gpu=gpu, elem_bytes=activation_bytes(precision),
+            linear_rate=lin_rate, linear_wave_ref=wave(lin_shape),
+            linear_elem_bytes=1.0 if precision == "fp8" else activation_bytes(precision),
+            attention_fractions=attn, warnings=tuple(warnings),
         )
 
     @property
@@ -131,25 +172,35 @@ def wave_efficiency(m: Array, n: Array, sms: float) -> np.ndarray:
     return best
 
 
-def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | None = None
-              ) -> np.ndarray:
+def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | None = None,
+              linear: bool = False) -> np.ndarray:
     """One GEMM (m×k)·(k×n): roofline of compute and operand traffic plus kernel latency.
 
-    The compute rate is the profile's sustained fraction of peak (the maximum achievable
-    matmul throughput, MAMF, measured at its best shape) corrected for wave quantization
-    relative to that best shape: ``rate = gemm_rate · wave_eff(m, n) / wave_eff(MAMF shape)``.
+    The compute rate is the device's measured ceiling (the maximum achievable matmul
+    throughput, MAMF, at its best shape: :func:`costmodel.kernels.gemm_ceiling`) corrected for
+    wave quantization relative to that best shape:
+    ``rate = ceiling · wave_eff(m, n) / wave_eff(MAMF shape)``. ``linear`` marks a linear
+    layer's GEMM (QKV, projections, MLP, experts), which runs at the fp8 ceiling with 1-byte
+    operands when the job runs fp8; everything else stays at 16 bits (Transformer Engine and
+    torchao convert ``nn.Linear`` only: shared/reference/kernels.md, "Precision per
+    operation").
     """
     flops = 2.0 * np.asarray(m, dtype=float) * n * k
     if elem_bytes is None:
-        elem_bytes = dev.elem_bytes
-    rate = dev.gemm_rate * wave_efficiency(m, n, dev.sms) / dev.wave_ref
+        elem_bytes = dev.linear_elem_bytes if linear else dev.elem_bytes
+    ceiling, ref = (dev.linear_rate, dev.linear_wave_ref) if linear else (dev.gemm_rate,
+                                                                          dev.wave_ref)
+    # never above the measured ceiling: a shape that quantizes better than the MAMF shape
+    # does not beat MAMF
+    rate = ceiling * np.minimum(1.0, wave_efficiency(m, n, dev.sms) / ref)
+    traffic = elem_bytes * (np.asarray(m) * k + np.asarray(k) * n + np.asarray(m) * n)
     if dev.measured:
-        measured = dev.profile.gemm_rate(flops, dev.precision)
+        dtype = "fp8" if linear and dev.precision == "fp8" else (
+            "bf16" if dev.precision == "fp8" else dev.precision)
+        measured = dev.profile.gemm_rate(flops, dtype)
         if measured is not None:
             # measured throughput already contains the kernel latency of the measured shapes
-            traffic = elem_bytes * (np.asarray(m) * k + np.asarray(k) * n + np.asarray(m) * n)
             return np.maximum(flops / measured, traffic / dev.hbm)
-    traffic = elem_bytes * (np.asarray(m) * k + np.asarray(k) * n + np.asarray(m) * n)
     return dev.kernel_latency + np.maximum(flops / rate, traffic / dev.hbm)
 
 
@@ -158,20 +209,33 @@ def mem_time(nbytes: Array, dev: Device) -> np.ndarray:
     return dev.kernel_latency + np.asarray(nbytes, dtype=float) / dev.hbm
 
 
-def flash_attention_time(flops_fwd: Array, dev: Device) -> tuple[np.ndarray, np.ndarray]:
-    """Forward and backward time of a fused (flash) attention kernel.
+def flash_attention_time(flops_fwd: Array, dev: Device, kernel: str, head_dim: float,
+                         seq_q: Array) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward time of a fused attention kernel.
 
-    ``flops_fwd`` counts only the unmasked work (causal ≈ half), as FlashAttention-2's
-    benchmark does; backward does 2.5× the forward FLOPs (five matmuls against two, Dao 2023
-    §4.1) at the profile's backward efficiency.
+    ``flops_fwd`` counts only the unmasked work (causal ≈ half), as the FlashAttention
+    benchmarks do; backward does 2.5× the forward FLOPs (five matmuls against two, Dao 2023
+    §4.1). Rates: a profile's attention measurements where it has them; else the fractions of
+    the bf16 peak a profile sets for the architecture (a measured device); else the kernel
+    tables for ``kernel`` at ``head_dim`` and the per-rank query length ``seq_q``
+    (:func:`costmodel.kernels.attention_rates`). Attention runs in bf16 whatever the job's
+    precision (FP8 recipes leave it out).
     """
     f = np.asarray(flops_fwd, dtype=float)
     if dev.measured:
-        rates = dev.profile.attention_rates(f, dev.precision)
+        rates = dev.profile.attention_rates(f, "bf16" if dev.precision == "fp8"
+                                            else dev.precision)
         if rates is not None:
             return f / rates[0], 2.5 * f / rates[1]
-    fwd = dev.kernel_latency + f / dev.attn_fwd_rate
-    bwd = 2 * dev.kernel_latency + 2.5 * f / dev.attn_bwd_rate
+    if dev.attention_fractions is not None:
+        wide = dev.gpu.peak_flops("bf16" if dev.precision == "fp8" else dev.precision)
+        rf: np.ndarray | float = wide * dev.attention_fractions[0]
+        rb: np.ndarray | float = wide * dev.attention_fractions[1]
+    else:
+        r = attention_rates(kernel, dev.gpu, head_dim, seq_q)
+        rf, rb = r.fwd, r.bwd
+    fwd = dev.kernel_latency + f / rf
+    bwd = 2 * dev.kernel_latency + 2.5 * f / rb
     return fwd, bwd
 
 

@@ -122,22 +122,32 @@ class Measurements(BaseModel):
 
 
 class ArchEfficiency(BaseModel):
-    """Size-dependent derating of one GPU architecture's datasheet peaks."""
+    """Per-architecture parameters of the derating model.
+
+    GEMM and attention rates come from the measured kernel tables
+    (:mod:`costmodel.kernels`: maximum achievable matmul FLOP/s per GPU and precision, fused
+    attention TFLOP/s by kernel, head dim and sequence length). A profile may instead set
+    fractions of the datasheet peak for an architecture the tables do not cover (what
+    ``meshplan-runtime calibrate`` writes for a measured device); they then replace the
+    tables for that architecture."""
 
     model_config = ConfigDict(extra="forbid")
 
-    gemm_peak_fraction: PositiveFloat = Field(
-        le=1, description="Sustained fraction of dense peak of a large GEMM (achievable matmul "
-        "throughput / datasheet peak).")
+    gemm_peak_fraction: PositiveFloat | None = Field(
+        None, le=1, description="Override: sustained fraction of dense peak of a large GEMM; "
+        "null = the measured GEMM ceiling of the GPU (costmodel/data/kernels/gemm.json).")
     gemm_reference_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
         (8192, 8192, 8192), description="(m, n, k) at which gemm_peak_fraction was measured; "
         "other shapes are scaled by their wave quantization relative to it.")
     kernel_latency_us: NonNegativeFloat = Field(
         description="Fixed GPU-side time per kernel (launch, ramp-up and tail of the wave).")
-    attention_fwd_fraction: PositiveFloat = Field(le=1)
-    attention_bwd_fraction: PositiveFloat = Field(le=1)
+    attention_fwd_fraction: PositiveFloat | None = Field(
+        None, le=1, description="Override: fused-attention forward rate as a fraction of the "
+        "16-bit peak; null = the kernel tables (costmodel/data/kernels/attention.json).")
+    attention_bwd_fraction: PositiveFloat | None = Field(None, le=1)
     gemm_peak_fraction_fp8: PositiveFloat | None = Field(
-        None, le=1, description="Sustained fraction of the FP8 peak; null = gemm_peak_fraction.")
+        None, le=1, description="Override: sustained fraction of the FP8 peak; null = "
+        "gemm_peak_fraction, or the measured FP8 ceiling when that is null too.")
     hbm_fraction: PositiveFloat = Field(le=1, description="Achievable fraction of HBM bandwidth.")
     provenance: str
 
@@ -170,10 +180,23 @@ class MemoryOverheads(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cuda_context_gib: NonNegativeFloat
-    allocator_reserve_fraction: NonNegativeFloat = Field(
-        lt=1, description="Fraction of device memory lost to the caching allocator's "
-        "fragmentation and reserve.")
+    allocator_reserve_fraction: NonNegativeFloat | None = Field(
+        None, lt=1, description="Fraction of device memory lost to the caching allocator's "
+        "fragmentation and reserve, as measured on this machine; null = the software stack's "
+        "documented figure (costmodel/data/stacks/).")
     nccl_buffers_gib_per_group: NonNegativeFloat
+    provenance: str
+
+
+class GemmDerating(BaseModel):
+    """The one rule, the same for every GPU, by which training-shape GEMMs run below the best
+    shape of a MAMF sweep (shared/reference/kernels.md: 'MAMF is a ceiling for one best shape;
+    training shapes run below it')."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mamf_fraction: float = Field(gt=0, le=1, description="Sustained GEMM throughput at "
+                                 "training shapes / MAMF, before wave quantization.")
     provenance: str
 
 
@@ -184,6 +207,9 @@ class Efficiency(BaseModel):
         description="Must give both intra_node and inter_node.")
     host: HostEfficiency
     memory: MemoryOverheads
+    gemm: GemmDerating | None = Field(
+        None, description="GEMMs at training shapes relative to the measured ceiling (MAMF); "
+        "null = 1 (every GEMM at the ceiling times its wave quantization).")
 
     @field_validator("archs")
     @classmethod

@@ -31,13 +31,13 @@ def test_measured_attention_time_is_reproduced_and_interpolated() -> None:
     dev = Device.from_pool(GPUPool(name="h", gpu="H100"), "bf16", _profile(attention=pts))
     for s, f, b in ((2048, 1e-4, 3e-4), (8192, 1e-3, 3e-3)):
         flops = 4.0 * 8 * s * s * 128 / 2
-        fwd, bwd = flash_attention_time(flops, dev)
+        fwd, bwd = flash_attention_time(flops, dev, "flash2", 128, s)
         assert float(fwd) == pytest.approx(f)
         assert float(bwd) == pytest.approx(b)
     lo, hi = 4.0 * 8 * 2048**2 * 128 / 2, 4.0 * 8 * 8192**2 * 128 / 2
     mid = float(np.sqrt(lo * hi))
     rate_lo, rate_hi = lo / 1e-4, hi / 1e-3
-    fwd, _ = flash_attention_time(mid, dev)
+    fwd, _ = flash_attention_time(mid, dev, "flash2", 128, 4096)
     assert mid / float(fwd) == pytest.approx((rate_lo + rate_hi) / 2)
 
 
