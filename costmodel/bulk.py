@@ -47,6 +47,7 @@ from costmodel.memory import (
     block_activation_bytes,
     block_working_bytes,
     embedding_activation_bytes,
+    fit_codes,
     logits_bytes,
     overhead_bytes,
     state_bytes,
@@ -59,6 +60,7 @@ from costmodel.specs.cluster import GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.training import TrainingSpec
+from costmodel.stacks.stack import execution
 
 SCHEDULES = ("GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble", "ZBVZeroBubble",
              "DualPipeV")
@@ -180,7 +182,7 @@ def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candi
         ok &= (model.num_local_experts % ep == 0) & ((dp * cp) % ep == 0)
     else:
         ok &= ep == 1
-    ok &= ~c.sp | (tp > 1)
+    # sequence parallelism at tp 1 is accepted and has no effect (check_plan: lenient_plan)
     ok &= pp * v <= L
     per = dp * c.mbs
     ok &= training.global_batch_size % per == 0
@@ -209,14 +211,20 @@ def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candi
 
 
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
-                  profile: CalibrationProfile | None = None, flash: bool = True,
+                  profile: CalibrationProfile | None = None, attention: str = "flash",
                   overlap: bool = True, tp_overlap: bool = False) -> BulkResult:
     """Step time, throughput, MFU, cost and peak memory of every candidate (see the module
-    docstring for the pipeline closed forms)."""
+    docstring for the pipeline closed forms), every one with ``attention`` (resolved for the
+    request's stack and the pool's GPU) and the stack's FP8 recipe."""
     prof = profile or default_profile()
     valid = valid_mask(model, training, pool, c)
     precision = training.precision if training.precision in pool.gpu_type.peak_tflops else "bf16"
     dev = Device.from_pool(pool, precision, prof)
+    ex = execution(training.model_copy(update={"precision": precision}), attention,
+                   pool.gpu_type)
+    flash = ex.kernel != "unfused"
+    grad_ov, gather_ov, tp_ov = ex.overlaps(overlap, overlap, tp_overlap, np.asarray(c.pp))
+    tp_overlap = bool(tp_ov)
     f64 = {k: np.asarray(getattr(c, k), dtype=float) for k in ("tp", "pp", "dp", "cp", "ep",
                                                                "mbs", "v", "zero")}
     tp, pp, dp, cp, ep, v = (f64[k] for k in ("tp", "pp", "dp", "cp", "ep", "v"))
@@ -230,10 +238,12 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     _, first, inv = np.unique(code, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
     uniq = np.stack([col[first].astype(float) for col in cols])
-    ush = Shard.of(training.seq_len, pool.gpus_per_node, b=uniq[0], tp=uniq[1], cp=uniq[2],
+    ush = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+                   b=uniq[0], tp=uniq[1], cp=uniq[2],
                    ep=uniq[3], sp=uniq[4].astype(bool), rc=uniq[5].astype(np.int64), flash=flash,
                    tp_overlap=tp_overlap)
-    sh = Shard.of(training.seq_len, pool.gpus_per_node, b=f64["mbs"], tp=tp, cp=cp, ep=ep,
+    sh = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+                  b=f64["mbs"], tp=tp, cp=cp, ep=ep,
                   sp=c.sp.astype(bool), rc=c.recompute, flash=flash, tp_overlap=tp_overlap)
     L = float(model.num_hidden_layers)
     n_moe = float(model.num_moe_layers)
@@ -338,7 +348,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     rank_expert = rank_params * expert_share
     rank_dense = rank_params - rank_expert
     _, dp_exp = dp_comm(rank_dense, rank_expert, zero, dp, cp, ep, tp, window_f, window_b,
-                        np.asarray(overlap), np.asarray(overlap), training.precision, dev)
+                        grad_ov, gather_ov, training.precision, dev)
     opt = optimizer_time(rank_dense, rank_expert, zero, dp, cp, ep, training.optimizer, dev)
     tied = np.where(
         (pp > 1) & model.tie_word_embeddings,
@@ -402,14 +412,15 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         expert = layers * per_layer_expert
         st = state_bytes(params - expert, expert, zero, d_dense, d_exp,
                          training.optimizer, training.precision, gathered)
-        return st.weights + st.grads + st.optimizer
+        return (st.weights + st.grads + st.optimizer
+                + params * ex.stack.memory.extra_bytes_per_param)
 
     peak_first = states(np.where(single, rank_params, first_params),
                         np.where(single, L, first_layers)) + act_first
     peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
     peak = np.maximum(peak_first, peak_last) + over
-    usable = usable_bytes(dev.memory_bytes, prof)
-    fits = peak <= usable
+    usable = usable_bytes(dev.memory_bytes, prof, ex.stack)
+    fits = fit_codes(peak, usable) < 2  # fits or tight: memory_verdict's rule
 
     gpus = tp * pp * dp * cp
     tokens = float(training.tokens_per_step)

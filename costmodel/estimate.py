@@ -44,7 +44,7 @@ it in the bubbles).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ from costmodel import __version__
 from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.flops import model_flops_per_token
+from costmodel.kernels import attention_rates, best_published_mfu
 from costmodel.layer_cost import (
     ELEM,
     RECOMPUTE_CODES,
@@ -68,6 +69,8 @@ from costmodel.memory import (
     block_working_bytes,
     embedding_activation_bytes,
     logits_bytes,
+    memory_band,
+    memory_verdict,
     overhead_bytes,
     state_bytes,
     usable_bytes,
@@ -91,6 +94,7 @@ from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import (
     EstimateRequest,
     check_plan,
+    lenient_plan,
     num_microbatches,
     parse,
     plan_stage_ranks,
@@ -98,6 +102,7 @@ from costmodel.specs.request import (
     stage_pools,
 )
 from costmodel.specs.training import TrainingSpec
+from costmodel.stacks.stack import execution
 
 SPLIT_BACKWARD = ("InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV")
 """Schedules whose backward runs as separate input- and weight-gradient passes (I and W
@@ -131,18 +136,24 @@ class _Ctx:
     m: int
     stage_pools: list[GPUPool] | None = None
     """Pool of every global stage (``plan.stages``); None = every stage on ``pool``."""
+    stack: str = ""
+    """Which stack, release, attention kernel and FP8 recipe the estimate assumed."""
+    notes: list[str] = field(default_factory=list)
+    """Warnings found while checking (settings dropped, unmeasured kernels)."""
 
 
-def _shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
+def plan_shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
            tp: int | None = None) -> Shard:
     """The per-rank shard of a stage on ``pool`` with tensor-parallel degree ``tp`` (null =
-    the plan's)."""
+    the plan's), with the stack's attention kernel and FP8 recipe for the pool's GPU."""
+    ex = execution(training, plan.attention, pool.gpu_type)
     return Shard.of(
-        training.seq_len, pool.gpus_per_node,
+        training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
         b=float(plan.micro_batch_size), tp=float(plan.tp if tp is None else tp),
         cp=float(plan.cp), ep=float(plan.ep),
         sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
-        flash=plan.attention != "unfused", tp_overlap=bool(plan.tp_comm_overlap),
+        flash=ex.kernel != "unfused",
+        tp_overlap=bool(ex.overlaps(False, False, plan.tp_comm_overlap, plan.pp)[2]),
     )
 
 
@@ -176,12 +187,25 @@ def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
              profile: CalibrationProfile | None) -> _Ctx:
     """Checked inputs of one evaluation; ``pool``/``dev``/``shard`` are those of the first
     stage (of the plan's one pool when it has no ``stages``)."""
+    plan, notes = lenient_plan(plan)
     pool = check_plan(model, training, cluster, plan)
     prof = profile or default_profile()
     dev = Device.from_pool(pool, training.precision, prof)
     pools = stage_pools(cluster, plan) if plan.stages is not None else None
-    return _Ctx(model, training, cluster, plan, pool, dev, prof, _shard(plan, training, pool),
-                num_microbatches(training, plan), pools)
+    ex = execution(training, plan.attention, pool.gpu_type)
+    for p in pools or []:
+        if p.gpu != pool.gpu:
+            execution(training, plan.attention, p.gpu_type)  # refuses a kernel a pool lacks
+    notes += list(dev.warnings)
+    head_dim = (model.q_width + model.v_width) / (2 * model.num_attention_heads)
+    measured_attention = dev.measured and bool(prof.measurements.attention)
+    if ex.kernel != "unfused" and not measured_attention and dev.attention_fractions is None:
+        rates = attention_rates(ex.kernel, pool.gpu_type, head_dim,
+                                training.seq_len / plan.cp)
+        if rates.warning:
+            notes.append(rates.warning)
+    return _Ctx(model, training, cluster, plan, pool, dev, prof, plan_shard(plan, training, pool),
+                num_microbatches(training, plan), pools, stack=ex.describe(), notes=notes)
 
 
 @dataclass
@@ -265,7 +289,7 @@ class _Evaluation:
         """Model stages whose copies each rank holds (two copies' stages with two replicas)."""
         for g, r in enumerate(self.all_ranks):
             self.rank_stages[r].append(g % n_model)
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(ctx.notes)
         self._params_cache: dict[int, tuple[float, float]] = {}
         self._act_cache: dict[tuple[int, bool], float] = {}
 
@@ -280,7 +304,7 @@ class _Evaluation:
             dev = (c.dev if pool.name == c.pool.name
                    else Device.from_pool(pool, c.training.precision, c.profile))
             s = (c.shard if pool.name == c.pool.name and tp == c.plan.tp
-                 else _shard(c.plan, c.training, pool, tp))
+                 else plan_shard(c.plan, c.training, pool, tp))
             model = c.model
             self._pools[key] = _PoolCosts(
                 pool, dev, s,
@@ -593,11 +617,15 @@ class _Evaluation:
         out_t, out_e, out_o = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         ranks = list(range(plan.pp))
         for idx, pc in self._groups(ranks, [self._rank_pc(r) for r in ranks]):
+            grad_ov, gather_ov, _ = execution(c.training, plan.attention, pc.pool.gpu_type
+                                              ).overlaps(plan.overlap_grad_reduce,
+                                                         plan.overlap_param_gather, False,
+                                                         plan.pp)
             total, exposed = dp_comm(
                 params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"], a["ep"],
                 np.asarray(float(pc.tp)),  # the rank's own tp: DP groups stride tp_s
-                window_f[idx], window_b[idx], np.asarray(plan.overlap_grad_reduce),
-                np.asarray(plan.overlap_param_gather), c.training.precision, pc.dev)
+                window_f[idx], window_b[idx], grad_ov, gather_ov, c.training.precision,
+                pc.dev)
             opt = optimizer_time(params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"],
                                  a["ep"], c.training.optimizer, pc.dev)
             sub = (len(idx),)
@@ -765,10 +793,13 @@ class _Evaluation:
             gpu = "+".join(dict.fromkeys(pc.pool.gpu for pc in self.stage_pc))
         tps = tokens / step
         cost_per_m = price / 3600.0 / tps * 1e6 if tps > 0 else math.inf
-        if not memory.per_stage or not all(sm.fits for sm in memory.per_stage):
-            worst = max(memory.per_stage, key=lambda sm: sm.total_gib)
+        if memory.fit != "fits":
+            worst = max(memory.per_stage, key=lambda sm: sm.total_gib - sm.usable_gib)
+            what = ("does not fit" if memory.fit == "does_not_fit" else
+                    f"is tight (within the model's memory error of -{memory.band[0]:.0%} / "
+                    f"+{memory.band[1]:.0%})")
             self.warnings.append(
-                f"pipeline rank {worst.rank} needs {worst.total_gib:.1f} GiB of "
+                f"memory {what}: pipeline rank {worst.rank} needs {worst.total_gib:.1f} GiB of "
                 f"{worst.usable_gib:.1f} GiB usable on {self._rank_pc(worst.rank).pool.gpu}")
         return Estimate(
             step_time_s=step, tokens_per_s=tps, tokens_per_s_per_gpu=tps / n_gpus,
@@ -780,9 +811,21 @@ class _Evaluation:
                 stage_backward_input_s=ti.tolist(), stage_backward_weight_s=tw.tolist(),
                 p2p_s=p2p.tolist(), layers_per_stage=self.layers, makespan_s=makespan),
             cost_per_hour=price, cost_per_million_tokens=cost_per_m, num_gpus=n_gpus,
-            gpu=gpu, plan=plan, warnings=self.warnings, calibration=c.profile.name,
+            gpu=gpu, plan=plan, warnings=self.warnings + self._mfu_warning(mfu),
+            stack=c.stack, calibration=c.profile.name,
             cost_model_version=__version__,
         )
+
+    def _mfu_warning(self, mfu: float) -> list[str]:
+        """A warning when the estimate's MFU exceeds the best published one for the GPU
+        architecture and precision (``costmodel/data/published_mfu.json``)."""
+        c = self.c
+        best = best_published_mfu(c.pool.gpu_type.arch, c.training.precision)
+        if best is None or mfu <= best[0]:
+            return []
+        return [f"predicted MFU {mfu:.1%} exceeds the best published {best[0]:.0%} for "
+                f"{c.pool.gpu_type.arch} {c.training.precision} ({best[1][:120]}): treat the "
+                "estimate as optimistic until measured"]
 
     def _memory(self, inflight: np.ndarray) -> MemoryReport:
         c = self.c
@@ -799,7 +842,8 @@ class _Evaluation:
             over = _f(overhead_bytes(c.profile, np.asarray(float(groups))))
             s = pc.shard
             cap = pc.dev.memory_bytes
-            usable = usable_bytes(cap, c.profile)
+            stack = execution(c.training, plan.attention, pc.pool.gpu_type).stack
+            usable = usable_bytes(cap, c.profile, stack)
             per_block_full = max(
                 _f(block_working_bytes(model, s, moe=False)) if pc.dense is not None else 0.0,
                 _f(block_working_bytes(model, s, moe=True)) if pc.moe is not None else 0.0)
@@ -825,7 +869,11 @@ class _Evaluation:
             acts *= act_scale
             logits *= act_scale
             weights, grads, optb = _f(st.weights), _f(st.grads), _f(st.optimizer)
+            # what the stack keeps beyond the textbook accounting (DeepSpeed's 16-bit gradient
+            # buffer), counted with the gradients
+            grads += (pd + pe) * stack.memory.extra_bytes_per_param
             total = weights + grads + optb + acts + logits + over
+            verdict, margin = memory_verdict(total, usable)
             out.append(StageMemory(
                 rank=r, stages=mine, layers=sum(self.layers[j] for j in mine),
                 weights_gib=weights / GIB, grads_gib=grads / GIB, optimizer_gib=optb / GIB,
@@ -833,11 +881,17 @@ class _Evaluation:
                 inflight_gib_per_microbatch=per_chunk * keep / GIB,
                 logits_gib=logits / GIB, comm_buffers_gib=(over - ctx_b) / GIB,
                 cuda_context_gib=ctx_b / GIB, total_gib=total / GIB, usable_gib=usable / GIB,
-                capacity_gib=cap / GIB, fits=total <= usable,
+                capacity_gib=cap / GIB, fits=verdict != "does_not_fit", fit=verdict,
+                margin_gib=margin / GIB,
             ))
         peak = max(sm.total_gib for sm in out)
         # the rank nearest its own capacity (all ranks share one device without plan.stages)
         tight = max(out, key=lambda sm: sm.total_gib / sm.capacity_gib)
+        order = ("fits", "tight", "does_not_fit")
+        worst = max(out, key=lambda sm: (order.index(sm.fit), -sm.margin_gib))
+        band = memory_band()
         return MemoryReport(peak_gib=peak, capacity_gib=tight.capacity_gib,
                             usable_gib=tight.usable_gib,
-                            peak_fraction=tight.total_gib / tight.capacity_gib, per_stage=out)
+                            peak_fraction=tight.total_gib / tight.capacity_gib, per_stage=out,
+                            fit=worst.fit, margin_gib=min(sm.margin_gib for sm in out),
+                            band=(band.under, band.over))

@@ -28,6 +28,7 @@ import numpy as np
 
 from costmodel.ops import Device, collective_time, flash_attention_time, gemm_time, mem_time
 from costmodel.specs.model import ModelSpec
+from costmodel.stacks.stack import FP8RecipeCost
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 ELEM = 2.0
@@ -51,6 +52,11 @@ class Shard:
     tp_overlap: np.ndarray
     seq: int
     gpus_per_node: int
+    kernel: str = "flash2"
+    """The attention kernel (``plan.attention`` resolved for the stack and GPU: see
+    :func:`costmodel.stacks.stack.resolve_attention`); ``flash`` says whether it is fused."""
+    fp8: FP8RecipeCost | None = None
+    """The FP8 recipe's cast and stash costs when the job runs fp8 (linear layers only)."""
     tokens: np.ndarray = field(init=False)
     """Tokens of the micro-batch on this rank (b·s/cp)."""
     sp_tokens: np.ndarray = field(init=False)
@@ -61,9 +67,15 @@ class Shard:
         self.sp_tokens = np.where(self.sp, self.tokens / self.tp, self.tokens)
 
     @classmethod
-    def of(cls, seq: int, gpus_per_node: int, **kw: object) -> Shard:
+    def of(cls, seq: int, gpus_per_node: int, kernel: str = "flash2",
+           fp8: FP8RecipeCost | None = None, **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
-        return cls(seq=seq, gpus_per_node=gpus_per_node, **arrs)
+        return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8, **arrs)
+
+    @property
+    def stash_linear(self) -> float:
+        """Bytes per element stashed of a linear layer's input (the recipe's under fp8)."""
+        return ELEM if self.fp8 is None else self.fp8.stash_bytes
 
 
 @dataclass
@@ -93,13 +105,30 @@ class BlockCost:
 
 def _gemms(m: np.ndarray, shapes: list[tuple[np.ndarray | float, np.ndarray | float]],
            dev: Device) -> tuple[np.ndarray, np.ndarray]:
-    """Total time and FLOPs of GEMMs (m × k)·(k × n) for each (n, k)."""
+    """Total time and FLOPs of linear-layer GEMMs (m × k)·(k × n) for each (n, k) (at the fp8
+    ceiling when the job runs fp8: :func:`costmodel.ops.gemm_time`)."""
     t = np.zeros(np.broadcast(m, *[np.asarray(n) for n, _ in shapes]).shape)
     fl = np.zeros_like(t)
     for n, k in shapes:
-        t = t + gemm_time(m, n, k, dev)
+        t = t + gemm_time(m, n, k, dev, linear=True)
         fl = fl + 2.0 * m * n * k
     return t, fl
+
+
+def _fp8_casts(fp8: FP8RecipeCost | None, inputs: list[np.ndarray], grads: list[np.ndarray],
+               dev: Device) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(forward time, backward time, forward kernels, backward kernels) of an FP8 recipe's
+    cast / amax / transpose kernels: memory-bound passes of the recipe's bytes per element over
+    each FP8 GEMM's input (forward) and output gradient (backward) (shared/reference/kernels.md,
+    "Precision per operation"; the bytes per recipe and stack in costmodel/data/stacks/)."""
+    if fp8 is None:
+        z = np.zeros_like(np.asarray(inputs[0], dtype=float))
+        return z, z, z, z
+    tf = sum(mem_time(fp8.cast_fwd_bytes * x, dev) for x in inputs)
+    tb = sum(mem_time(fp8.cast_bwd_bytes * g, dev) for g in grads)
+    kf = np.asarray(fp8.kernels_fwd * len(inputs), dtype=float)
+    kb = np.asarray(fp8.kernels_bwd * len(grads), dtype=float)
+    return np.asarray(tf), np.asarray(tb), kf, kb
 
 
 def _attention(model: ModelSpec, s: Shard, dev: Device
@@ -117,8 +146,13 @@ def _attention(model: ModelSpec, s: Shard, dev: Device
     d_qk = model.q_width / model.num_attention_heads
     d_v = model.v_width / model.num_attention_heads
     full_flops = 2.0 * s.b * heads * sq * skv * (d_qk + d_v)
-    # flash: causal mask halves the work (load-balanced context parallelism keeps it halved)
-    f_fwd, f_bwd = flash_attention_time(0.5 * full_flops, dev)
+    # flash: causal mask halves the work (load-balanced context parallelism keeps it halved);
+    # the kernel's efficiency at the per-rank query length and the mean head dim
+    if s.kernel == "unfused":
+        f_fwd = f_bwd = np.zeros_like(np.asarray(full_flops, dtype=float))
+    else:
+        f_fwd, f_bwd = flash_attention_time(0.5 * full_flops, dev, s.kernel,
+                                            0.5 * (d_qk + d_v), sq)
     batch_rows = s.b * heads * sq
     t_qk = gemm_time(batch_rows, skv, d_qk, dev)
     t_av = gemm_time(batch_rows, d_v, skv, dev)
@@ -197,6 +231,13 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
         act_b, dev) + (mem_time(rope_b, dev) if rope else 0.0)
     t_mem_bwd = 2.0 * t_mem_fwd
 
+    # ---- FP8 casts of the linear layers' inputs (forward) and output gradients (backward)
+    k_tok = float(model.num_experts_per_tok or 1) if moe else 1.0
+    qkv_out = sum((np.asarray(n, dtype=float) for n, _ in ins), np.zeros(()))
+    cast_f, cast_b, kc_f, kc_b = _fp8_casts(
+        s.fp8, [T * h, T * model.v_width / s.tp, T * k_tok * h, T * ffn_width],
+        [T * qkv_out, T * h, T * gated * ffn_width, T * k_tok * h], dev)
+
     # ---- tensor-parallel collectives: 2 fwd + 2 bwd all-reduces (or AG+RS pairs with SP)
     act_bytes = T * h * E
     tp_node = np.minimum(s.tp, s.gpus_per_node)
@@ -219,10 +260,10 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
 
     # ---- totals with the host-dispatch floor
     gemm_fwd = t_proj + t_ffn
-    k_fwd = n_proj + n_ffn + ka_fwd + n_mem + n_tp
-    k_bwd_in = n_proj + n_ffn + ka_bwd + 2 * n_mem + n_tp
+    k_fwd = n_proj + n_ffn + ka_fwd + n_mem + n_tp + kc_f
+    k_bwd_in = n_proj + n_ffn + ka_bwd + 2 * n_mem + n_tp + kc_b
     k_bwd_w = n_proj + n_ffn
-    gpu_fwd = gemm_fwd + a_fwd + t_mem_fwd
+    gpu_fwd = gemm_fwd + a_fwd + t_mem_fwd + cast_f
     comm_f = tp_fwd + cp_fwd + ep_fwd
     comm_b = tp_bwd + cp_bwd + ep_fwd
     # TP overlap (TE userbuffers): the collective hides behind the GEMMs it feeds, but its
@@ -235,7 +276,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - 2 * gemm_fwd)
                          + u * np.minimum(tp_bwd, 2 * gemm_fwd), tp_bwd) + cp_bwd + ep_fwd
     fwd = np.maximum(gpu_fwd + exposed_f, k_fwd * dev.host_dispatch)
-    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd
+    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd + cast_b
     bwd_in = np.maximum(bwd_in_gpu + exposed_b, k_bwd_in * dev.host_dispatch)
     bwd_w = np.maximum(gemm_fwd, k_bwd_w * dev.host_dispatch)
 
@@ -306,7 +347,8 @@ def _moe_ffn(model: ModelSpec, s: Shard, dev: Device
     fe = model.expert_ffn / s.tp
     local = E / s.ep
     rows = T * k * s.ep / E
-    t_exp = local * (gemm_time(rows, gated * fe, h, dev) + gemm_time(rows, h, fe, dev))
+    t_exp = local * (gemm_time(rows, gated * fe, h, dev, linear=True)
+                     + gemm_time(rows, h, fe, dev, linear=True))
     fl = 2.0 * T * k * (gated * fe * h + h * fe)
     t_router = gemm_time(T, E, h, dev)
     fl = fl + 2.0 * T * E * h

@@ -21,13 +21,17 @@ group of size d; ZeRO-2 also shards the gradient (``2 + 16/d``) and ZeRO-3/FSDP 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 import numpy as np
 
 from costmodel.layer_cost import ELEM, Shard
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.model import ModelSpec
+from costmodel.stacks.stack import StackProfile, get_stack
 
 GIB = float(2**30)
 OPTIMIZER_STATE_BYTES = {"adamw": 12.0, "adam": 12.0, "sgd": 8.0}
@@ -41,21 +45,27 @@ def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.
     T = s.tokens
     r = np.where(s.sp, 1.0 / s.tp, 1.0)
     drop = 1.0 if model.hidden_dropout > 0 else 0.0
+    # q: a linear layer's saved input in units of 2 bytes; an FP8 recipe that keeps the FP8
+    # copy for the weight gradient (Transformer Engine) saves 1 byte per element, torchao the
+    # 16-bit input (costmodel/data/stacks/*.json fp8.recipes.*.stash_bytes)
+    q = s.stash_linear / ELEM
     # replicated (or sequence-sharded) tensors: 2 norm inputs, QKV input, fc1 input, 2 masks
-    repl = (8.0 + 2.0 * drop) * T * h * r
+    repl = (4.0 + 4.0 * q + 2.0 * drop) * T * h * r
     kvw = model.kv_heads * model.head_size
-    attn_sharded = 2.0 * T * (model.q_width + 2 * kvw + model.v_width) / s.tp
+    # q, k, v for the (16-bit) attention backward; the attention output = the projection's input
+    attn_sharded = 2.0 * T * (model.q_width + 2 * kvw + q * model.v_width) / s.tp
     gate = 2.0 if model.gated_mlp else 1.0
     if moe:
         assert model.num_experts_per_tok is not None
         k = float(model.num_experts_per_tok)
         fe = model.expert_ffn / s.tp
-        mlp = 2.0 * T * k * h + 2.0 * T * k * fe * (gate + 1.0)
+        mlp = 2.0 * q * T * k * h + 2.0 * T * k * fe * (gate + q)
         shared = model.n_shared_experts * model.expert_ffn + (
             model.shared_expert_intermediate_size or 0)
-        mlp = mlp + 2.0 * T * shared / s.tp * (gate + 1.0)
+        mlp = mlp + 2.0 * T * shared / s.tp * (gate + q)
     else:
-        mlp = 2.0 * T * model.intermediate_size / s.tp * (gate + 1.0)
+        # the activation's input(s) and the fc2 input (a linear input)
+        mlp = 2.0 * T * model.intermediate_size / s.tp * (gate + q)
     heads = model.num_attention_heads / s.tp
     scores = s.b * heads * (s.seq / s.cp) * s.seq
     attn_drop = 1.0 if model.attention_dropout > 0 else 0.0
@@ -71,8 +81,9 @@ def block_working_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.nda
     """Transient peak while one block runs its backward: with full recompute the block's whole
     activation set is rebuilt for one micro-batch (Korthikanti §5); without, the gradient
     buffers of the widest tensors (about two FFN-wide tensors)."""
-    s_full = Shard.of(s.seq, s.gpus_per_node, b=s.b, tp=s.tp, cp=s.cp, ep=s.ep, sp=s.sp,
-                      rc=np.zeros_like(s.rc), flash=s.flash, tp_overlap=s.tp_overlap)
+    s_full = Shard.of(s.seq, s.gpus_per_node, kernel=s.kernel, fp8=s.fp8, b=s.b, tp=s.tp,
+                      cp=s.cp, ep=s.ep, sp=s.sp, rc=np.zeros_like(s.rc), flash=s.flash,
+                      tp_overlap=s.tp_overlap)
     rebuilt = block_activation_bytes(model, s_full, moe)
     ffn = (model.expert_ffn * (model.num_experts_per_tok or 1) if moe
            else model.intermediate_size)
@@ -149,6 +160,51 @@ def overhead_bytes(profile: CalibrationProfile, n_groups: np.ndarray) -> np.ndar
     return (m.cuda_context_gib + m.nccl_buffers_gib_per_group * n_groups) * GIB
 
 
-def usable_bytes(capacity: float, profile: CalibrationProfile) -> float:
-    """Device memory available to tensors after the allocator's fragmentation reserve."""
-    return capacity * (1.0 - profile.eff.memory.allocator_reserve_fraction)
+def usable_bytes(capacity: float, profile: CalibrationProfile,
+                 stack: StackProfile | None = None) -> float:
+    """Device memory available to tensors after the allocator's fragmentation reserve: the
+    calibration profile's measured fraction where it has one, else the stack's documented one
+    (``costmodel/data/stacks/<framework>.json`` ``memory``; null stack = Megatron-Core)."""
+    frac = profile.eff.memory.allocator_reserve_fraction
+    if frac is None:
+        frac = (stack or get_stack(None)).memory.allocator_reserve_fraction
+    return capacity * (1.0 - frac)
+
+
+@dataclass(frozen=True)
+class MemoryBand:
+    """The model's demonstrated peak-memory error (``costmodel/data/memory_band.json``): the
+    true peak lies in [predicted / (1 + over), predicted / (1 − under)]."""
+
+    under: float
+    over: float
+    provenance: str
+
+
+@cache
+def memory_band() -> MemoryBand:
+    raw = json.loads(resources.files("costmodel").joinpath("data/memory_band.json").read_text())
+    return MemoryBand(float(raw["under"]), float(raw["over"]), str(raw["provenance"]))
+
+
+def memory_verdict(peak: float, usable: float, band: MemoryBand | None = None
+                   ) -> tuple[str, float]:
+    """(``fits`` | ``tight`` | ``does_not_fit``, margin = usable − peak) for one rank.
+
+    ``fits`` when the peak fits even if the model under-predicts by its band's ``under``;
+    ``does_not_fit`` when it does not fit even if the model over-predicts by ``over``;
+    ``tight`` between (the run may or may not fit: measure it or leave room)."""
+    code = int(fit_codes(np.asarray(peak), np.asarray(usable), band))
+    return FIT_VERDICTS[code], usable - peak
+
+
+FIT_VERDICTS = ("fits", "tight", "does_not_fit")
+
+
+def fit_codes(peak: np.ndarray, usable: np.ndarray | float, band: MemoryBand | None = None
+              ) -> np.ndarray:
+    """:func:`memory_verdict` for arrays of candidates: 0 fits, 1 tight, 2 does not fit (the
+    bulk evaluator's and the estimate's one rule)."""
+    b = band or memory_band()
+    return np.where(peak / (1.0 - b.under) <= usable, 0,
+                    np.where(peak / (1.0 + b.over) > usable, 2, 1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from costmodel.specs.plan import ParallelPlan
@@ -39,6 +41,10 @@ class StageMemory(BaseModel):
     usable_gib: float = Field(description="Device memory minus the allocator reserve.")
     capacity_gib: float
     fits: bool
+    fit: Literal["fits", "tight", "does_not_fit"] = Field(
+        "fits", description="Verdict with the model's demonstrated error band "
+        "(costmodel/data/memory_band.json): tight = within the band of the usable memory.")
+    margin_gib: float = Field(0.0, description="usable_gib − total_gib (negative = over).")
 
 
 class MemoryReport(BaseModel):
@@ -49,6 +55,14 @@ class MemoryReport(BaseModel):
     peak_fraction: float = Field(description="Largest memory / capacity over the pipeline ranks, "
                                  "each against its own device.")
     per_stage: list[StageMemory]
+    fit: Literal["fits", "tight", "does_not_fit"] = Field(
+        "fits", description="The worst rank's verdict: fits / tight (within the model's "
+        "demonstrated memory error, costmodel/data/memory_band.json) / does_not_fit. The "
+        "estimate's `fits` is false only for does_not_fit.")
+    margin_gib: float = Field(0.0, description="Smallest usable − peak over the ranks, GiB.")
+    band: tuple[float, float] = Field(
+        (0.0, 0.0), description="The error band used: (under, over) as fractions of the "
+        "prediction; the true peak lies in [peak / (1 + over), peak / (1 − under)].")
 
 
 class Breakdown(BaseModel):
@@ -107,5 +121,7 @@ class Estimate(BaseModel):
                      "'H100-SXM-80GB+A100-SXM-80GB').")
     plan: ParallelPlan
     warnings: list[str] = []
+    stack: str = Field("", description="The software stack, release, attention kernel and FP8 "
+                       "recipe the estimate assumed (training.framework; null = Megatron-Core).")
     calibration: str
     cost_model_version: str

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from costmodel.layer_cost import RECOMPUTE_CODES, Shard, block_cost, edge_cost
+from costmodel.estimate import plan_shard
+from costmodel.layer_cost import block_cost, edge_cost
 from costmodel.memory import (
     block_activation_bytes,
     overhead_bytes,
@@ -25,6 +26,7 @@ from costmodel.ops import Device
 from costmodel.profile import default_profile
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan, StageAssignment
+from costmodel.stacks.stack import get_stack
 from solver.hetero import HeteroProblem, solve_hetero
 from solver.request import SearchRequest
 
@@ -40,10 +42,7 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     layer, usable bytes) of one stage of ``plan``'s degrees on ``pool``'s GPUs."""
     prof = req.calibration or default_profile()
     dev = Device.from_pool(pool, req.training.precision, prof)
-    s = Shard.of(req.training.seq_len, pool.gpus_per_node, b=float(plan.micro_batch_size),
-                 tp=float(plan.tp), cp=float(plan.cp), ep=float(plan.ep),
-                 sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
-                 flash=plan.attention != "unfused", tp_overlap=bool(plan.tp_comm_overlap))
+    s = plan_shard(plan, req.training, pool)
     model = req.model
     dense = block_cost(model, s, dev, moe=False)
     per_layer = float(np.asarray(dense.fwd + dense.bwd_input + dense.bwd_weight))
@@ -57,7 +56,8 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
                      np.asarray(d), np.asarray(d), req.training.optimizer,
                      req.training.precision, np.zeros_like(p_layer))
     state = float(np.asarray(st.weights + st.grads + st.optimizer))
-    usable = usable_bytes(pool.gpu_type.memory_bytes, prof) - float(
+    stack = get_stack(req.training.framework, req.training.framework_version)
+    usable = usable_bytes(pool.gpu_type.memory_bytes, prof, stack) - float(
         np.asarray(overhead_bytes(prof, np.asarray(4.0))))
     return per_layer, emb, head, act, state, usable
 

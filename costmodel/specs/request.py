@@ -172,8 +172,6 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     if model.is_moe:
         c.check(model.expert_ffn % tp == 0, "plan.tp",
                 f"moe_intermediate_size={model.expert_ffn} must be divisible by tp={tp}")
-    if plan.sequence_parallel:
-        c.check(tp > 1, "plan.sequence_parallel", "sequence parallelism needs tp > 1")
     L = model.num_hidden_layers
     stages = plan.num_stages
     c.check(plan.pp <= L, "plan.pp", f"pp={plan.pp} exceeds num_hidden_layers={L}")
@@ -451,3 +449,16 @@ def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
         for k, j in enumerate(mine):
             out[j] = base + (1 if k < extra else 0)
     return out
+
+
+SP_AT_TP1 = ("plan.sequence_parallel: disabled because tp = 1 (sequence parallelism splits "
+             "the tensor-parallel group's activations; Megatron-LM turns it off with a warning "
+             "in the same case: megatron/training/arguments.py validate_args)")
+
+
+def lenient_plan(plan: ParallelPlan) -> tuple[ParallelPlan, list[str]]:
+    """The plan as Megatron-LM would run it, with a note for each setting it drops:
+    ``sequence_parallel`` with ``tp = 1`` (and no per-stage tp) is disabled, not refused."""
+    if plan.sequence_parallel and plan.tp == 1 and plan.stages is None:
+        return plan.model_copy(update={"sequence_parallel": False}), [SP_AT_TP1]
+    return plan, []

@@ -199,10 +199,14 @@ def test_plan_problems_are_collected_at_once() -> None:
     assert str(err).count(";") == len(err.problems) - 1
 
 
-def test_sequence_parallel_needs_tp() -> None:
-    err = errors_of(lambda b: b["plan"].update(sequence_parallel=True))
-    assert err.field == "plan.sequence_parallel"
-    assert "tp > 1" in err.rule
+def test_sequence_parallel_with_tp_1_is_not_an_error() -> None:
+    """Megatron-LM disables sequence parallelism at tp 1 with a warning; so does the estimate
+    (no longer a 422)."""
+    body = copy.deepcopy(BASE)
+    body["plan"].update(sequence_parallel=True, tp=1)
+    est = costmodel.estimate(body)
+    assert est.plan.sequence_parallel is False
+    assert any("sequence_parallel" in w for w in est.warnings)
 
 
 def test_too_many_gpus_for_the_pool() -> None:

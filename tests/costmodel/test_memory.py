@@ -32,6 +32,7 @@ from costmodel.memory import (
 )
 from costmodel.profile import default_profile
 from costmodel.specs.model import ModelSpec
+from costmodel.stacks.stack import get_stack
 
 
 def gpt_block(h: int, a: int, dropout: float = 0.1) -> ModelSpec:
@@ -233,7 +234,17 @@ def test_sgd_and_fp8_bytes() -> None:
 
 
 def test_usable_memory_subtracts_the_allocator_reserve() -> None:
+    """The default profile measures no reserve: the stack's documented one applies (Megatron's
+    2% with expandable segments, DeepSpeed's 5%); a profile that measured one wins."""
     prof = default_profile()
-    frac = prof.eff.memory.allocator_reserve_fraction
-    assert 0 <= frac < 1
-    assert usable_bytes(80 * GIB, prof) == pytest.approx(80 * GIB * (1 - frac))
+    assert prof.eff.memory.allocator_reserve_fraction is None
+    for name in ("megatron", "deepspeed"):
+        frac = get_stack(name).memory.allocator_reserve_fraction
+        assert 0 <= frac < 1
+        assert usable_bytes(80 * GIB, prof, get_stack(name)) == pytest.approx(
+            80 * GIB * (1 - frac))
+    assert get_stack("deepspeed").memory.allocator_reserve_fraction > get_stack(
+        "megatron").memory.allocator_reserve_fraction
+    measured = prof.model_copy(deep=True)
+    measured.eff.memory.allocator_reserve_fraction = 0.1
+    assert usable_bytes(80 * GIB, measured, get_stack("megatron")) == pytest.approx(72 * GIB)

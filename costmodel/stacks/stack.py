@@ -1,0 +1,240 @@
+"""The cost-model profile of one software stack (``costmodel/data/stacks/<framework>.json``).
+
+A plan is for a stack: its attention kernels, FP8 recipes, which communication it overlaps
+with what, how much host time it spends per kernel, and what it keeps in memory beyond the
+weights, gradients, optimizer states and activations of the textbook accounting decide the
+step time and the fit as much as the layout does. One file per ``training.framework`` value,
+each field with the source it was read from (a repository file at a commit, a paper, a
+release note); ``releases`` hold what changed in older releases (``training.framework_version``).
+``training.framework: null`` takes the Megatron-Core file (the contract's "Megatron-Core
+kernels, any launcher").
+
+What each part changes in the model (one place each):
+
+* ``attention`` — the kernel ``plan.attention: "flash"`` means on each architecture, and the
+  kernels the stack can run at all (:func:`resolve_attention`);
+* ``fp8`` — the recipes the stack implements and, per recipe, the HBM bytes of its cast /
+  amax / transpose kernels per element of each FP8 GEMM's inputs (forward) and output
+  gradients (backward), and the bytes per element it stashes for the weight gradient
+  (Transformer Engine keeps the FP8 copy, torchao the 16-bit input);
+* ``overlap`` — whether the stack can overlap tensor-parallel communication with GEMMs, the
+  data-parallel gradient reduction with the backward, and the parameter all-gather with the
+  next forward, and whether its pipeline engine overlaps the reduction at all
+  (:func:`effective_overlaps`);
+* ``host`` — CPU time per modelled kernel, the floor of a small layer's time;
+* ``memory`` — the allocator reserve (measured fraction of device memory) and the bytes per
+  parameter the stack keeps beyond the textbook accounting.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+
+from costmodel.errors import FieldProblem, SpecError
+from costmodel.specs.framework import ATTENTION_KERNELS, FRAMEWORKS, AttentionKernel, FP8Recipe
+from costmodel.specs.gpus import GPUType
+from costmodel.specs.training import TrainingSpec
+
+DEFAULT_FRAMEWORK = "megatron"
+"""The stack of a request without ``training.framework``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttentionStack(_Model):
+    default: dict[str, AttentionKernel] = Field(
+        description="The kernel 'flash' means, by GPU architecture ('*' = any other).")
+    kernels: list[AttentionKernel] = Field(description="Kernels the stack can run.")
+    source: str
+
+
+class FP8RecipeCost(_Model):
+    cast_fwd_bytes: NonNegativeFloat = Field(
+        description="HBM bytes per element of each FP8 GEMM input in the forward pass "
+        "(amax, scale, cast and the transposed copy the weight gradient needs).")
+    cast_bwd_bytes: NonNegativeFloat = Field(
+        description="HBM bytes per element of each FP8 GEMM's output gradient in the backward "
+        "pass (and any re-cast of the saved input).")
+    kernels_fwd: NonNegativeFloat = Field(description="Cast kernels per FP8 GEMM input.")
+    kernels_bwd: NonNegativeFloat
+    stash_bytes: PositiveFloat = Field(
+        description="Bytes per element the recipe keeps of a linear layer's input for its "
+        "weight gradient (1 = the FP8 copy, 2 = the 16-bit input).")
+    archs: list[str] = Field(description="GPU architectures the recipe runs on.")
+    source: str
+
+
+class FP8Stack(_Model):
+    recipes: dict[FP8Recipe, FP8RecipeCost]
+    default: dict[str, FP8Recipe] = Field(description="Recipe of fp8_recipe: null, by arch.")
+
+
+class OverlapStack(_Model):
+    tp_comm: bool = Field(description="Tensor-parallel collectives overlapped with the GEMMs "
+                          "(TE userbuffers / async TP) when the plan asks for it.")
+    dp_grad_reduce: bool = Field(description="Bucketed gradient reduction under the backward "
+                                 "(plan.overlap_grad_reduce honoured).")
+    dp_param_gather: bool = Field(description="Parameter all-gather under the next forward "
+                                  "(plan.overlap_param_gather honoured).")
+    pipeline_grad_reduce: bool = Field(
+        description="Whether the overlaps above also hold with pipeline parallelism (DeepSpeed's "
+        "pipeline engine reduces gradients only after the last micro-batch).")
+    source: str
+
+
+class HostStack(_Model):
+    dispatch_us_per_kernel: NonNegativeFloat | None = Field(
+        None, description="Host µs per modelled kernel; null = the calibration profile's.")
+    source: str
+
+
+class MemoryStack(_Model):
+    allocator_reserve_fraction: NonNegativeFloat = Field(
+        lt=1, description="Fraction of device memory the caching allocator's fragmentation "
+        "and reserve take from what tensors can use.")
+    extra_bytes_per_param: NonNegativeFloat = Field(
+        0.0, description="Bytes per (local) parameter the stack holds beyond weights, "
+        "gradients and optimizer states (e.g. DeepSpeed's 16-bit gradient buffer).")
+    source: str
+
+
+class Release(_Model):
+    """What an older release did differently (fields left null keep the current ones)."""
+
+    attention: AttentionStack | None = None
+    overlap: OverlapStack | None = None
+    host: HostStack | None = None
+    memory: MemoryStack | None = None
+    note: str
+
+
+class StackProfile(_Model):
+    format: Literal["meshplan-stack/1"]
+    name: str
+    title: str
+    release: str = Field(description="The current release this file describes.")
+    attention: AttentionStack
+    fp8: FP8Stack
+    overlap: OverlapStack
+    host: HostStack
+    memory: MemoryStack
+    releases: dict[str, Release] = Field(
+        default_factory=dict, description="Older releases and what they did differently.")
+
+    def at(self, version: str | None) -> StackProfile:
+        """This stack as of release ``version`` (null or the current release = as is)."""
+        if version is None or version == self.release:
+            return self
+        rel = self.releases.get(version)
+        if rel is None:
+            known = ", ".join([self.release, *self.releases])
+            raise SpecError(FieldProblem(
+                "training.framework_version",
+                f"unknown {self.title} release {version!r}; known: {known}"))
+        updates = {k: v for k, v in (("attention", rel.attention), ("overlap", rel.overlap),
+                                     ("host", rel.host), ("memory", rel.memory))
+                   if v is not None}
+        return self.model_copy(update={**updates, "release": version})
+
+
+@cache
+def _load(name: str) -> StackProfile:
+    text = resources.files("costmodel").joinpath(f"data/stacks/{name}.json").read_text()
+    return StackProfile.model_validate(json.loads(text))
+
+
+def get_stack(framework: str | None, version: str | None = None) -> StackProfile:
+    """The stack profile of ``training.framework`` (null = Megatron-Core) at ``version``."""
+    name = framework or DEFAULT_FRAMEWORK
+    if name not in FRAMEWORKS:
+        raise SpecError(FieldProblem("training.framework",
+                                     f"unknown framework {name!r}; one of {', '.join(FRAMEWORKS)}"))
+    return _load(name).at(version)
+
+
+def resolve_attention(stack: StackProfile, kernel: str, arch: str) -> str:
+    """The attention kernel a plan runs: ``plan.attention`` as given, or for ``flash`` the
+    stack's default for the architecture; refused (``plan.attention``) when the stack cannot
+    run it."""
+    if kernel not in ATTENTION_KERNELS:
+        raise SpecError(FieldProblem("plan.attention", f"unknown kernel {kernel!r}"))
+    if kernel == "flash":
+        return stack.attention.default.get(arch) or stack.attention.default["*"]
+    if kernel not in stack.attention.kernels:
+        raise SpecError(FieldProblem(
+            "plan.attention", f"{stack.title} does not run {kernel!r} attention (it runs "
+            f"{', '.join(stack.attention.kernels)}; {stack.attention.source})"))
+    return kernel
+
+
+def resolve_fp8_recipe(stack: StackProfile, recipe: str | None, arch: str) -> str:
+    """The FP8 recipe of an fp8 job: ``training.fp8_recipe`` or the stack's default for the
+    architecture; refused when the stack or the GPU does not run it."""
+    name = recipe or stack.fp8.default.get(arch) or stack.fp8.default["*"]
+    cost = stack.fp8.recipes.get(name)  # type: ignore[call-overload]
+    if cost is None:
+        raise SpecError(FieldProblem(
+            "training.fp8_recipe", f"{stack.title} has no {name!r} FP8 recipe (it has "
+            f"{', '.join(stack.fp8.recipes)})"))
+    if arch not in cost.archs:
+        raise SpecError(FieldProblem(
+            "training.fp8_recipe", f"the {name!r} recipe runs on {', '.join(cost.archs)} GPUs, "
+            f"not {arch}"))
+    return name
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a job runs on one GPU type under its stack: what every cost formula reads of the
+    stack (resolved once per request and pool)."""
+
+    stack: StackProfile
+    kernel: str
+    """The attention kernel (``plan.attention`` resolved: :func:`resolve_attention`)."""
+    fp8_recipe: str | None
+    fp8: FP8RecipeCost | None
+
+    def overlaps(self, grad_reduce: Any, param_gather: Any, tp_comm: Any, pp: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The overlaps a plan asks for (``plan.overlap_grad_reduce``, ``overlap_param_gather``,
+        ``tp_comm_overlap``; scalars or per-candidate arrays) that the stack honours: a stack
+        without one runs it exposed, and a stack whose pipeline engine reduces only after the
+        last micro-batch (``pipeline_grad_reduce: false``, DeepSpeed) exposes the data-parallel
+        reduction and gather whenever ``pp > 1``."""
+        o = self.stack.overlap
+        in_pipe = np.asarray(pp) > 1
+        pipe_ok = np.asarray(o.pipeline_grad_reduce) | ~in_pipe
+        grad = np.asarray(grad_reduce, dtype=bool) & o.dp_grad_reduce & pipe_ok
+        gather = np.asarray(param_gather, dtype=bool) & o.dp_param_gather & pipe_ok
+        tp = np.asarray(tp_comm, dtype=bool) & o.tp_comm
+        return grad, gather, tp
+
+    def describe(self) -> str:
+        """One line for the estimate: which stack and kernels it assumed."""
+        parts = [f"{self.stack.title} {self.stack.release}", f"attention {self.kernel}"]
+        if self.fp8_recipe is not None:
+            parts.append(f"fp8 recipe {self.fp8_recipe} (linear layers in fp8; attention, LM "
+                         "head, norms and optimizer in 16/32 bits)")
+        return ", ".join(parts)
+
+
+def execution(training: TrainingSpec, attention: str, gpu: GPUType) -> Execution:
+    """The stack (``training.framework`` at ``training.framework_version``), the attention
+    kernel for ``gpu`` and, with precision fp8, the FP8 recipe and its costs."""
+    stack = get_stack(training.framework, training.framework_version)
+    kernel = resolve_attention(stack, attention, gpu.arch)
+    recipe: str | None = None
+    cost: FP8RecipeCost | None = None
+    if training.precision == "fp8":
+        recipe = resolve_fp8_recipe(stack, training.fp8_recipe, gpu.arch)
+        cost = stack.fp8.recipes[recipe]  # type: ignore[index]
+    return Execution(stack, kernel, recipe, cost)

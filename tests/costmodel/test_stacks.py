@@ -1,0 +1,197 @@
+"""The software stack as an input (issue 10): stack files, kernels, FP8 per operation, the
+memory verdict and the warnings an estimate carries.
+
+Expected directions come from the stack files' cited sources (costmodel/data/stacks/*.json)
+and the kernel tables (costmodel/data/kernels/*.json); no figure is copied from the output.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+
+import costmodel
+from costmodel import SpecError
+from costmodel.kernels import attention_rates, best_published_mfu, gemm_ceiling
+from costmodel.memory import MemoryBand, memory_verdict
+from costmodel.ops import Device, gemm_time
+from costmodel.profile import default_profile
+from costmodel.results import Estimate
+from costmodel.specs.cluster import GPUPool
+from costmodel.specs.framework import FRAMEWORKS
+from costmodel.specs.gpus import get_gpu
+from costmodel.stacks.stack import get_stack
+from tests.costmodel.test_estimate import CONTRACT
+
+ONE_F_ONE_B = {"schedule": "1F1B", "virtual_stages": 1}
+
+
+def est(training: dict[str, Any] | None = None, plan: dict[str, Any] | None = None,
+        pool: dict[str, Any] | None = None) -> Estimate:
+    r = copy.deepcopy(CONTRACT)
+    r["training"].update(training or {})
+    r["plan"].update(plan or {})
+    r["cluster"]["pools"][0].update(pool or {})
+    return costmodel.estimate(r)
+
+
+# ------------------------------------------------------------------ stack files
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_every_framework_has_a_stack_file_with_sources(name: str) -> None:
+    st = get_stack(name)
+    assert st.name == name
+    for part in (st.attention, st.overlap, st.host, st.memory):
+        assert part.source.strip()
+    for recipe in st.fp8.recipes.values():
+        assert recipe.source.strip()
+
+
+def test_unknown_release_names_the_field() -> None:
+    with pytest.raises(SpecError) as exc:
+        est({"framework": "megatron", "framework_version": "9.9"})
+    assert exc.value.field == "training.framework_version"
+
+
+def test_estimate_says_which_stack_and_kernel_it_assumed() -> None:
+    e = est({"framework": "torchtitan"})
+    assert "torchtitan" in e.stack.lower() and "attention" in e.stack
+    assert "Megatron" in est().stack  # null framework = Megatron-Core
+
+
+def test_fsdp_and_megatron_differ_for_the_stated_reasons() -> None:
+    """Same plan, two stacks: Megatron-Core overlaps the TP collectives (TE userbuffers) and
+    keeps 2 % as allocator reserve; plain FSDP has no TP overlap and keeps 5 %."""
+    plan = {"tp_comm_overlap": True, **ONE_F_ONE_B}
+    mega, fsdp = est({"framework": "megatron"}, plan), est({"framework": "fsdp"}, plan)
+    assert fsdp.step_time_s > mega.step_time_s
+    assert fsdp.memory.usable_gib < mega.memory.usable_gib
+    assert get_stack("fsdp").overlap.tp_comm is False and get_stack("megatron").overlap.tp_comm
+
+
+def test_deepspeed_pipeline_exposes_the_gradient_reduction() -> None:
+    """DeepSpeed's pipeline engine reduces gradients after the last micro-batch
+    (pipeline_grad_reduce false): with pp > 1 none of the DP reduction hides."""
+    plan = {"overlap_grad_reduce": True, "overlap_param_gather": True, **ONE_F_ONE_B}
+    mega = est({"framework": "megatron"}, plan)
+    ds = est({"framework": "deepspeed"}, plan)
+    assert ds.breakdown.dp_comm_overlapped_s == 0.0
+    assert mega.breakdown.dp_comm_overlapped_s > 0.0
+    assert ds.step_time_s > mega.step_time_s
+
+
+def test_a_stack_refuses_a_kernel_it_cannot_run() -> None:
+    with pytest.raises(SpecError) as exc:
+        est({"framework": "megatron"}, {"attention": "triton"})
+    assert exc.value.field == "plan.attention"
+
+
+def test_flash3_runs_on_hopper_only() -> None:
+    est(plan={"attention": "flash3"})
+    with pytest.raises(SpecError) as exc:
+        est(plan={"attention": "flash3"}, pool={"gpu": "A100-SXM-80GB"})
+    assert exc.value.field == "plan.attention"
+
+
+# ------------------------------------------------------------------ kernels
+def test_attention_is_monotone_in_sequence_length() -> None:
+    h100 = get_gpu("H100")
+    seqs = np.array([512, 1024, 2048, 4096, 8192, 16384], dtype=float)
+    for kernel in ("flash2", "flash3", "cudnn"):
+        r = attention_rates(kernel, h100, 128, seqs)
+        assert np.all(np.diff(r.fwd) >= 0) and np.all(np.diff(r.bwd) >= 0), kernel
+
+
+def test_attention_matches_the_cited_table_at_its_points() -> None:
+    """FlashAttention-3 paper, H100 forward causal head dim 128: FA3 292 → 616 TFLOP/s and
+    cuDNN 315 → 539 from 512 to 16k (shared/reference/kernels.md)."""
+    h100 = get_gpu("H100")
+    for kernel, lo, hi in (("flash3", 292, 616), ("cudnn", 315, 539)):
+        r = attention_rates(kernel, h100, 128, np.array([512.0, 16384.0]))
+        assert r.fwd[0] / 1e12 == pytest.approx(lo, rel=0.02)
+        assert r.fwd[1] / 1e12 == pytest.approx(hi, rel=0.02)
+
+
+def test_no_gemm_beats_its_measured_ceiling() -> None:
+    """Ceiling check: over a spread of shapes no GEMM runs faster than the GPU's MAMF."""
+    rng = np.random.default_rng(0)
+    for gpu in ("A100-SXM-80GB", "H100-SXM-80GB", "B200-SXM-180GB", "GB200-186GB"):
+        dev = Device.from_pool(GPUPool(name="p", gpu=gpu), "bf16", default_profile())
+        m, n, k = (rng.integers(64, 32768, 400).astype(float) for _ in range(3))
+        rate = 2 * m * n * k / gemm_time(m, n, k, dev)
+        assert np.all(rate <= gemm_ceiling(get_gpu(gpu), "bf16").flops * (1 + 1e-9))
+
+
+# ------------------------------------------------------------------ FP8 per operation
+def test_fp8_runs_only_the_linear_layers_in_fp8() -> None:
+    """Attention stays 16-bit: its time is the same in an fp8 and a bf16 job; the linear
+    layers get faster, the FP8 casts cost something, so the step is faster but by less than
+    the 2x of the peaks."""
+    bf, f8 = est(plan=ONE_F_ONE_B), est({"precision": "fp8"}, ONE_F_ONE_B)
+    assert f8.step_time_s < bf.step_time_s
+    assert bf.step_time_s / f8.step_time_s < 1.6
+    assert "fp8 recipe delayed" in f8.stack
+
+
+def test_te_stashes_fp8_inputs_torchao_16_bit_ones() -> None:
+    """Transformer Engine keeps the FP8 copy of a linear input for wgrad (1 B/element),
+    torchao's tensorwise recipe the 16-bit input: the TE job stashes fewer activation bytes."""
+    plan = {"recompute": "none", **ONE_F_ONE_B}
+    te = est({"precision": "fp8", "framework": "megatron"}, plan)
+    bf = est({"precision": "bf16", "framework": "megatron"}, plan)
+    ao = est({"precision": "fp8", "framework": "torchtitan", "fp8_recipe": "tensorwise"}, plan)
+    act = [e.memory.per_stage[0].activations_gib for e in (te, bf, ao)]
+    assert act[0] < act[1]
+    assert act[2] == pytest.approx(act[1], rel=1e-9)
+
+
+def test_fp8_recipe_needs_fp8_and_a_gpu_that_runs_it() -> None:
+    with pytest.raises(SpecError) as exc:
+        est({"precision": "fp8", "fp8_recipe": "mxfp8"})  # MXFP8 is Blackwell only
+    assert exc.value.field == "training.fp8_recipe"
+
+
+# ------------------------------------------------------------------ memory verdict
+def test_memory_verdict_has_three_states() -> None:
+    band = MemoryBand(under=0.2, over=0.1, provenance="test")
+    assert memory_verdict(60.0, 80.0, band) == ("fits", 20.0)  # 60 / 0.8 = 75 <= 80
+    assert memory_verdict(70.0, 80.0, band)[0] == "tight"  # 87.5 > 80 >= 63.6
+    assert memory_verdict(90.0, 80.0, band)[0] == "does_not_fit"  # 90 / 1.1 = 81.8 > 80
+
+
+def test_estimate_reports_fit_margin_and_band() -> None:
+    e = est()
+    assert e.memory.fit in ("fits", "tight", "does_not_fit")
+    assert e.fits == (e.memory.fit != "does_not_fit")
+    assert e.memory.margin_gib == pytest.approx(
+        min(sm.usable_gib - sm.total_gib for sm in e.memory.per_stage))
+    assert e.memory.band[0] > 0 and e.memory.band[1] > 0
+    big = est(plan={"recompute": "none", "micro_batch_size": 4, **ONE_F_ONE_B})
+    assert big.memory.fit == "does_not_fit" and not big.fits
+    assert any("does not fit" in w for w in big.warnings)
+
+
+# ------------------------------------------------------------------ Megatron leniency
+def test_sequence_parallel_with_tp_1_is_disabled_with_a_warning() -> None:
+    e = est(plan={"tp": 1, "pp": 4, "dp": 16, "sequence_parallel": True, **ONE_F_ONE_B},
+            training={"global_batch_size": 1024})
+    assert e.plan.sequence_parallel is False
+    assert any("sequence_parallel" in w and "tp = 1" in w for w in e.warnings)
+
+
+# ------------------------------------------------------------------ warnings
+def test_mfu_above_the_best_published_says_so() -> None:
+    best = best_published_mfu("hopper", "bf16")
+    assert best is not None and 0 < best[0] < 1 and best[1]
+    e = est()
+    flagged = any("exceeds the best published" in w for w in e.warnings)
+    assert flagged == (e.mfu > best[0])
+
+
+def test_an_unmeasured_kernel_is_a_warning_not_silence() -> None:
+    """cuDNN attention on Blackwell has no published curve: it is scaled from Hopper with a
+    sourced factor and the estimate says so."""
+    e = est(pool={"gpu": "B200-SXM-180GB"})
+    assert any("no published curve" in w or "no measurement" in w for w in e.warnings)
