@@ -39,6 +39,9 @@ class GPUType:
     sm_count: int
     aliases: tuple[str, ...]
     source: str
+    nvlink_domain: int | None = None
+    """GPUs that share one NVLink fabric when it spans more than a node (GB200/GB300 NVL72:
+    72); a pool of such GPUs may set ``gpus_per_node`` up to it. None = the node."""
 
     @property
     def memory_bytes(self) -> float:
@@ -62,6 +65,7 @@ class GPUType:
             "memory_gib": self.memory_gib, "hbm_GBps": self.hbm_GBps,
             "intra_node": self.intra_node, "intra_node_GBps": self.intra_node_GBps,
             "nic_Gbps": self.nic_Gbps, "sm_count": self.sm_count, "source": self.source,
+            "nvlink_domain": self.nvlink_domain,
         }
 
 
@@ -79,6 +83,7 @@ def _build(name: str, raw: dict[str, Any]) -> GPUType:
         nic_Gbps=float(raw["nic_Gbps"]) / per, pcie_GBps=float(raw["pcie_GBps"]) / per,
         sm_count=int(raw["sm_count"]) // per,
         aliases=tuple(raw.get("aliases", ())), source=raw["source"],
+        nvlink_domain=raw.get("nvlink_domain"),
     )
 
 

@@ -28,12 +28,21 @@ DATASHEET: dict[str, tuple[float | None, float, float | None, float]] = {
     "RTX4090-24GB": (165, 165, 330, 24),  # FP32 accumulate
     "MI250X-128GB": (383 / 2, 383 / 2, None, 128 / 2),  # per GCD = half a module
     "MI300X-192GB": (1307, 1307, 2615, 192),
+    # issue 10's additions (datasheet figures per GPU; NVL72 racks divided by 72)
+    "H20-96GB": (148, 148, 296, 96),
+    "GB200-186GB": (2500, 2500, 5000, 186),
+    "B300-SXM-288GB": (2250, 2250, 4500, 288),
+    "GB300-288GB": (2500, 2500, 5000, 279),
+    "MI325X-256GB": (1307, 1307, 2615, 256),
+    "MI355X-288GB": (2500, 2500, 5000, 288),
 }
 # HBM/GDDR bandwidth, GB/s (gpus.md); MI250X per GCD
 HBM = {"V100-SXM-32GB": 900, "A100-SXM-40GB": 1555, "A100-SXM-80GB": 2039,
        "H100-SXM-80GB": 3350, "H100-PCIe-80GB": 2000, "H200-SXM-141GB": 4800,
        "B200-SXM-180GB": 8000, "L40S-48GB": 864, "L4-24GB": 300, "A10G-24GB": 600,
-       "RTX4090-24GB": 1008, "MI250X-128GB": 3200 / 2, "MI300X-192GB": 5300}
+       "RTX4090-24GB": 1008, "MI250X-128GB": 3200 / 2, "MI300X-192GB": 5300,
+       "H20-96GB": 4000, "GB200-186GB": 8000, "B300-SXM-288GB": 8000, "GB300-288GB": 8000,
+       "MI325X-256GB": 6000, "MI355X-288GB": 8000}
 # one-direction GPU-to-GPU link per device: half the bidirectional NVLink / Infinity Fabric
 # aggregate (gpus.md), or half the PCIe x16 aggregate where there is no NVLink.
 LINK_ONE_WAY = {"A100-SXM-80GB": 300, "H100-SXM-80GB": 450, "H200-SXM-141GB": 450,
@@ -124,3 +133,13 @@ def test_unsupported_precision_is_a_spec_error_on_training_precision() -> None:
         get_gpu("A100").peak_flops("fp8")
     assert exc.value.field == "training.precision"
     assert "no fp8 tensor cores" in exc.value.rule
+
+
+def test_nvl72_parts_name_their_nvlink_domain() -> None:
+    """GB200/GB300 NVL72: one NVLink fabric of 72 GPUs, so a pool may put up to 72 GPUs in
+    one 'node' and its collectives run on NVLink; other parts leave it to the node."""
+    assert get_gpu("GB200").nvlink_domain == 72
+    assert get_gpu("GB300").nvlink_domain == 72
+    assert get_gpu("B200").nvlink_domain is None
+    pool = GPUPool(name="rack", gpu="GB200", gpus_per_node=72, nodes=2)
+    assert pool.num_gpus == 144
