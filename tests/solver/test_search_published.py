@@ -101,7 +101,11 @@ def test_search_beats_the_published_plan(index: int) -> None:
     cluster = Cluster(pools=[GPUPool(name="p", gpu=gpu, gpus_per_node=gpn,
                                      nodes=count // gpn)])
 
-    plan, est = published_plan(row, model, training, cluster, era)
+    # validate_row scores the row under its source's stack (the era's framework and release);
+    # the search and the re-evaluation run under the search's defaults (no framework)
+    era_training = training.model_copy(update={"framework": era.framework,
+                                                "framework_version": era.version})
+    plan, est = published_plan(row, model, era_training, cluster, era)
     assert math.isclose(est.step_time_s, scored.predicted_step_s or math.nan, rel_tol=1e-9)
     ours = plan.model_copy(update={**SOLVER_DEFAULTS, "pool": "p"})
     published = evaluate(model, training, cluster, ours)
