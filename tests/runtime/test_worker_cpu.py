@@ -42,8 +42,10 @@ from typing import Any
 
 import pytest
 
+import costmodel
 from costmodel.profile import CalibrationProfile
 from costmodel.runs import RunReport
+from runtime import plan_file
 from tests.runtime.conftest import FIGURES
 
 pytest.importorskip("torch")
@@ -213,8 +215,11 @@ def test_run_with_a_schedule_csv(worker: dict[str, Any], tmp_path: Path) -> None
     """Checks: ``--schedule-csv`` runs a compute-only CSV (GPipe order, torch _Action strings)
     through ``_PipelineScheduleRuntime._load_csv``: the stages follow the CSV's ranks, the
     losses equal those of the named-schedule runs, and the report carries the cost model's
-    prediction of that custom schedule (plan.custom_schedule), near the measured time (one
-    step only, so a loose 50%: the asserted 25% checks are the named layouts')."""
+    prediction of that custom schedule (plan.custom_schedule), which for this GPipe-order CSV
+    is the cost model's prediction of the named GPipe schedule with the same calibration.
+    One measured step on a shared CPU is no accuracy check (a loaded machine measured 0.975 s
+    against 0.172 s), so the wall time is only required to be positive; the asserted 25%
+    accuracy checks are the named layouts' (median of several steps)."""
     csv = tmp_path / "gpipe.csv"
     csv.write_text("0F0,0F1,0F2,0F3,0B0,0B1,0B2,0B3\n1F0,1F1,1F2,1F3,1B0,1B1,1B2,1B3\n")
     plan = tmp_path / "pp2.json"
@@ -230,5 +235,10 @@ def test_run_with_a_schedule_csv(worker: dict[str, Any], tmp_path: Path) -> None
     ref = worker["reports"]["pp2-1F1B"].measured.losses[0]
     assert report.measured.losses[0] == pytest.approx(ref, rel=1e-4)
     assert report.predicted is not None
-    err = report.relative_error
-    assert err is not None and abs(err) < 0.5, (report.predicted, report.measured.step_time_s)
+    assert report.measured.step_time_s > 0
+    # the request the worker predicts (the plan on the calibrated CPU device, fp32), with the
+    # named schedule the CSV spells out
+    body = plan_file.local_request(json.loads(plan.read_text()), worker["profile"], 2, 1, "fp32")
+    body["plan"]["schedule"] = "GPipe"
+    named = costmodel.estimate(body)
+    assert report.predicted.step_time_s == pytest.approx(named.step_time_s, rel=0.02)

@@ -339,12 +339,18 @@ def test_ids_and_queries_never_500(fuzz_api: Api, method: str, resource: str, id
 def test_launch_of_a_stored_plan_never_500(fuzz_api: Api, stored_plan: str, fmt: str,
                                            file: str | None) -> None:
     """Checks: any format and file name on a stored plan is a 200, a 404 (a format path that
-    does not route), a problem+json 422, or a 409 (this fixture's plan is stored with an empty
+    does not route), a 307 to the same path without a trailing slash, a problem+json 422, or a
+    409 (this fixture's plan is stored with an empty
     request, as a plan of an incompatible older cost model would be) — never a 500."""
     from urllib.parse import quote
 
     params = {} if file is None else {"file": file}
     resp = fuzz_api.get(f"/v1/plans/{stored_plan}/launch/{quote(fmt, safe='')}", params=params)
+    if resp.status_code == 307:
+        # a format ending in '/' (decoded from %2F) is redirected to the path without the
+        # trailing slash (Starlette's redirect_slashes), which then answers as below
+        assert resp.headers["location"].rstrip("/") != "", resp.headers
+        return
     assert resp.status_code in {200, 404, 409, 422}, (resp.status_code, resp.text[:500], fmt,
                                                       file)
     if resp.status_code >= 400:
