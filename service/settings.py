@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     max_search_gpus: int = Field(
         131_072, ge=1, description="Largest inventory (GPUs over all pools) a search may "
         "describe: the enumerated space grows with the divisors of each pool's GPU count.")
+    max_search_global_batch: int = Field(
+        1 << 20, ge=1, description="Largest training.global_batch_size (sequences) a search "
+        "may ask for: the micro-batch counts it simulates grow with it (Llama 3 405B trained "
+        "with 2,048 sequences of 8,192 tokens; 1,048,576 leaves room for short sequences).")
     max_search_pools: int = Field(16, ge=1, description="Most pools a search may describe "
                                   "(each is enumerated; mixed pipelines combine them).")
 

@@ -35,8 +35,21 @@ MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 ZERO_STAGES = (0, 1, 2, 3)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def _divisors(n: int, limit: int | None = None) -> list[int]:
+    """Divisors of ``n`` up to ``limit`` (default ``n``), by trial division up to √n: the
+    work is O(min(√n, limit)), never O(n) (a ``global_batch_size`` of 1e15 took minutes)."""
+    top = n if limit is None else min(n, limit)
+    small, large = [], []
+    d = 1
+    while d * d <= n and d <= top:
+        if n % d == 0:
+            small.append(d)
+            if n // d != d and n // d <= top:
+                large.append(n // d)
+        d += 1
+    if d * d <= n:  # stopped at the limit: the large co-divisors are all above it
+        return small
+    return small + large[::-1]
 
 
 def degree_tuples(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
@@ -53,7 +66,7 @@ def degree_tuples(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
     pow2 = {1 << k for k in range(12)}
     pps = sorted({p for p in range(1, min(L, cons.max_pp) + 1)
                   if L % p == 0 or p in pow2})
-    dps = _divisors(training.global_batch_size)
+    dps = _divisors(training.global_batch_size, max_gpus)
     eps = _divisors(model.num_local_experts) if model.is_moe and model.num_local_experts else [1]
     rows = []
     for tp, pp, cp, dp, ep in itertools.product(tps, pps, cps, dps, eps):

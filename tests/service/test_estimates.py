@@ -175,7 +175,6 @@ def test_cross_field_rules_reported_together(api: Api, example: dict[str, Any]) 
     ({"pool": None}, "plan.pool"),
     ({"dp": 64}, "plan"),  # 8·4·64 = 2048 GPUs > 512 in the pool
     ({"virtual_stages": 1}, "plan.virtual_stages"),  # Interleaved1F1B needs >= 2
-    ({"tp": 1, "sequence_parallel": True, "dp": 16}, "plan.sequence_parallel"),
     ({"schedule": "custom"}, "plan.custom_schedule"),  # custom needs its per-rank actions
     ({"ep": 2}, "plan.ep"),  # dense model
 ])
@@ -184,6 +183,19 @@ def test_spec_error_rules(api: Api, example: dict[str, Any], plan: dict[str, Any
     example["plan"].update(plan)
     body = assert_problem(api.post(URL, json=example), 422)
     assert field in fields(body), body
+
+
+def test_sequence_parallel_at_tp_1_is_a_warning(api: Api, example: dict[str, Any]) -> None:
+    """Megatron-LM semantics: sequence parallelism with tp 1 is disabled with a warning, not
+    refused; the answer also names the stack it assumed and the memory verdict."""
+    example["plan"].update({"tp": 1, "sequence_parallel": True, "dp": 16})
+    resp = api.post(URL, json=example)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["plan"]["sequence_parallel"] is False
+    assert any("sequence_parallel" in w for w in body["warnings"])
+    assert "Megatron-Core" in body["stack"]
+    assert body["memory"]["fit"] in ("fits", "tight", "does_not_fit")
 
 
 def test_precision_the_gpu_lacks(api: Api, example: dict[str, Any]) -> None:

@@ -217,6 +217,17 @@ def test_effort_limits_name_the_field_and_the_limit(client: Api) -> None:
     assert client.get("/v1/searches").json() == []  # nothing stored
 
 
+def test_a_huge_global_batch_is_refused_before_it_is_queued(client: Api) -> None:
+    """global_batch_size 1e15 with a 2 s limit once held a worker for minutes enumerating
+    divisors: it is now a 422 naming the field and the limit, answered at once."""
+    body = small()
+    body["training"] = {**body["training"], "global_batch_size": 10**15}
+    problem = assert_problem(client.post("/v1/searches", json={**body, "time_limit_s": 2}), 422)
+    rules = {e["field"]: e["rule"] for e in problem["errors"]}
+    assert "MESHPLAN_MAX_SEARCH_GLOBAL_BATCH" in rules["training.global_batch_size"]
+    assert client.get("/v1/searches").json() == []
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"training": None}, "training"),
     ({"objective": "cost_to_train"}, "training.train_tokens"),
