@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from costmodel.results import Estimate
 from costmodel.specs.plan import ParallelPlan
@@ -24,6 +24,20 @@ OPTIMALITY_MEANING = (
     "'feasible' (no certificate).")
 
 
+OBJECTIVE_UNITS = {"throughput": "tokens/s", "cost": "$/M tokens", "time_to_train": "s",
+                   "cost_to_train": "$"}
+"""The unit of each objective's value and bound (solver.request.Objective)."""
+
+INFEASIBLE_MEANING = (
+    "infeasible = no plan in the enumerated space is valid, fits in memory and meets the "
+    "constraints; infeasible_reason says which rule excluded the most candidates.")
+
+
+def objective_days(objective: str, value: float | None) -> float | None:
+    """A time_to_train value (seconds) in days; None for the other objectives."""
+    return value / 86400.0 if objective == "time_to_train" and value is not None else None
+
+
 class Explanation(BaseModel):
     binding_constraint: str = Field(description="What limits this plan, in words and numbers.")
     vs_runner_up: str | None = Field(None, description="Why the next plan ranks lower.")
@@ -34,6 +48,9 @@ class RankedPlan(BaseModel):
     rank: int
     plan: ParallelPlan
     objective_value: float
+    objective_unit: str = Field("", description="Unit of objective_value: tokens/s, $/M "
+                                "tokens, s (time_to_train) or $ (cost_to_train).")
+    objective_days: float | None = Field(None, description="time_to_train in days.")
     estimate: Estimate
     explanation: Explanation
 
@@ -52,7 +69,20 @@ class Optimality(BaseModel):
     value: float | None = Field(None, description="Objective of the best plan.")
     bound: float | None = Field(None, description="Proven bound on the best achievable value.")
     gap: float | None = Field(None, description="|value − bound| / |bound|.")
+    unit: str = Field("", description="Unit of value and bound (tokens/s, $/M tokens, s, $).")
+    value_days: float | None = Field(None, description="time_to_train value in days.")
     meaning: str = OPTIMALITY_MEANING
+
+    @model_validator(mode="after")
+    def _units_and_meaning(self) -> Optimality:
+        """Every value carries its unit; an infeasible result does not explain 'optimal'."""
+        if not self.unit:
+            self.unit = OBJECTIVE_UNITS.get(self.objective, "")
+        if self.value_days is None:
+            self.value_days = objective_days(self.objective, self.value)
+        if self.status == "infeasible" and self.meaning == OPTIMALITY_MEANING:
+            self.meaning = INFEASIBLE_MEANING
+        return self
 
 
 class SearchStats(BaseModel):

@@ -40,11 +40,13 @@ from costmodel.specs.request import parse
 from solver.explain import explain_plans, infeasibility
 from solver.request import SearchRequest
 from solver.results import (
+    OBJECTIVE_UNITS,
     Optimality,
     ParetoPoint,
     RankedPlan,
     SearchResult,
     SearchStats,
+    objective_days,
 )
 from solver.space import enumerate_pool
 
@@ -281,6 +283,8 @@ def search(request: SearchRequest | dict[str, Any], *,
     for (_, pos, _, _), x in zip(refined, ranked, strict=True):
         x.notes.extend(notes.get(pos, []))
     plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
+                        objective_unit=OBJECTIVE_UNITS[objective],
+                        objective_days=objective_days(objective, _public_value(objective, v)),
                         estimate=e, explanation=x)
              for i, ((v, _, p, e), x) in enumerate(zip(refined, ranked, strict=True))]
     pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
@@ -301,6 +305,8 @@ def _result(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Esti
     objective = req.objective
     ranked = explain_plans(req, [(v, p, e) for v, _, p, e in found], spaces_caps(spaces, req))
     plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
+                        objective_unit=OBJECTIVE_UNITS[objective],
+                        objective_days=objective_days(objective, _public_value(objective, v)),
                         estimate=e, explanation=x)
              for i, ((v, _, p, e), x) in enumerate(zip(found, ranked, strict=True))]
     best = found[0][0]

@@ -119,8 +119,11 @@ def print_search(result: Any, out: TextIO, *, search_id: str | None = None,
     o = result.optimality
     if search_id:
         print(f"search {search_id}", file=out)
+    unit = f" {o.unit}" if getattr(o, "unit", "") else ""
+    days = (f" = {o.value_days:.2f} days" if getattr(o, "value_days", None) is not None
+            else "")
     print(f"objective {o.objective}: {o.status}"
-          + (f" (value {o.value:.6g}, bound {o.bound:.6g}, gap {o.gap:.2%})"
+          + (f" (value {o.value:.6g}{unit}{days}, bound {o.bound:.6g}{unit}, gap {o.gap:.2%})"
              if o.value is not None and o.bound is not None and o.gap is not None else ""),
           file=out)
     for i, rp in enumerate(result.plans):

@@ -351,6 +351,14 @@ def test_time_and_cost_to_train_values() -> None:
         cheap.plans[0].objective_value * tokens / 1e6, rel=1e-6)
     assert ttt.optimality.value == pytest.approx(ttt.plans[0].objective_value, rel=REL)
     assert ctt.optimality.status == "optimal"
+    # every objective value and bound carries its unit; time_to_train also in days
+    for res, unit in ((fast, "tokens/s"), (cheap, "$/M tokens"), (ttt, "s"), (ctt, "$")):
+        assert res.optimality.unit == unit
+        assert all(rp.objective_unit == unit for rp in res.plans)
+    assert ttt.optimality.value_days == pytest.approx(ttt.optimality.value / 86400, rel=REL)
+    assert all(rp.objective_days == pytest.approx(rp.objective_value / 86400, rel=REL)
+               for rp in ttt.plans)
+    assert fast.optimality.value_days is None and fast.plans[0].objective_days is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,6 +371,7 @@ def assert_infeasible(result: SearchResult) -> str:
     assert result.plans == [] and result.pareto == []
     assert result.optimality.value is None and result.optimality.bound is None
     assert result.infeasible_reason
+    assert result.optimality.meaning.startswith("infeasible")  # not "optimal = ..."
     return result.infeasible_reason
 
 
