@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -203,6 +204,27 @@ async def _spec_error_handler(request: Request, exc: Exception) -> Response:
     return invalid_input(request, from_problems(exc.problems))
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the API serves at this path, from its OpenAPI document (Starlette's 405
+    names only the first route that matched the path, so GET + POST on /v1/searches answered
+    ``Allow: POST``)."""
+    openapi = getattr(request.app, "openapi", None)
+    if openapi is None:
+        return ""
+    methods: set[str] = set()
+    path = request.url.path
+    for template, ops in (openapi().get("paths") or {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(m.upper() for m in ops if m.lower() in HTTP_METHODS)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
@@ -210,9 +232,11 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     if status == 404 and detail == "Not Found":
         detail = f"no resource at {request.url.path}"
     elif status == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        allow = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}" + (
             f"; allowed: {allow}" if allow else "")
+        headers = {**(exc.headers or {}), "Allow": allow} if allow else exc.headers
+        return problem_response(request, status, detail, headers=headers)
     elif status == 400 and detail == "There was an error parsing the body":
         # FastAPI's answer when the body is not decodable text (e.g. invalid UTF-8).
         return problem_response(request, 400, "malformed JSON: the body could not be decoded "

@@ -80,13 +80,33 @@ def non_finite_fields(data: dict[str, Any]) -> list[str]:
     return list(non_finite(data))
 
 
+def nul_strings(node: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of the strings (values or keys) inside ``node`` that hold a NUL (U+0000)."""
+    if isinstance(node, str):
+        if "\x00" in node:
+            yield path or "value"
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and "\x00" in k:
+                yield sub
+            yield from nul_strings(v, sub)
+    elif isinstance(node, list | tuple):
+        for i, v in enumerate(node):
+            yield from nul_strings(v, f"{path}.{i}")
+
+
 def require_finite(data: Any, prefix: str = "") -> None:
-    """Refuse NaN and infinities (422 naming each field). Python's JSON parser accepts
-    ``NaN`` and ``Infinity`` and pydantic's floats let them through, but JSON cannot carry them
-    back and PostgreSQL's ``jsonb`` refuses them."""
-    bad = list(non_finite(data, prefix))
-    if bad:
-        raise SpecError([FieldProblem(p, "must be a finite number") for p in bad[:20]])
+    """Refuse what the databases cannot store alike (422 naming each field): NaN and
+    infinities (Python's JSON parser accepts ``NaN`` and ``Infinity`` and pydantic's floats let
+    them through, but JSON cannot carry them back and PostgreSQL's ``jsonb`` refuses them), and
+    strings holding a NUL character (PostgreSQL's ``text`` and ``jsonb`` cannot hold U+0000,
+    SQLite can: refused on both, so both backends behave the same)."""
+    problems = [FieldProblem(p, "must be a finite number") for p in non_finite(data, prefix)]
+    problems += [FieldProblem(p, "must not contain the NUL character (U+0000), which "
+                              "PostgreSQL cannot store") for p in nul_strings(data, prefix)]
+    if problems:
+        raise SpecError(problems[:20])
 
 
 def canonical_json(data: Any) -> str:

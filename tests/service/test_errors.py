@@ -29,6 +29,17 @@ def test_wrong_method_is_405_problem(api: Api, method: str, path: str, allow: st
     assert body["detail"] == f"{method} is not allowed on {path}; allowed: {resp.headers['allow']}"
 
 
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PATCH", "/v1/searches", "GET, HEAD, POST"),
+    ("PUT", "/v1/searches/0b0e6c5e-58a8-4a5a-9a3e-0d3f3c1f0a10", "DELETE, GET, HEAD"),
+])
+def test_allow_lists_every_method_of_the_path(api: Api, method: str, path: str,
+                                              allow: str) -> None:
+    """A path served by several routes (list and create; get and cancel) names all their
+    methods in Allow (RFC 9110 §15.5.6), not only the first route's."""
+    assert api.request(method, path).headers["allow"] == allow
+
+
 def test_titles_use_rfc_9110_names() -> None:
     assert title_for(413) == "Content Too Large"
     assert title_for(422) == "Unprocessable Content"
