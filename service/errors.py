@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -259,8 +262,47 @@ async def _unhandled_handler(request: Request, exc: Exception) -> Response:
     return problem_response(request, 500, INTERNAL_ERROR_DETAIL)
 
 
+DATABASE_RETRY_AFTER_S = 5
+"""Retry-After of a 503 while the database cannot be reached (seconds)."""
+DATABASE_LOG_INTERVAL_S = 30.0
+"""One log line per kind of database failure per this many seconds (not one per request)."""
+_last_logged: dict[str, tuple[float, int]] = {}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (connection refused or lost,
+    server shutting down), as opposed to a bug in a query."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    # TimeoutError: the connection pool's checkout timeout
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
+def _log_database_failure(kind: str, exc: BaseException) -> None:
+    now = time.monotonic()
+    last, suppressed = _last_logged.get(kind, (-math.inf, 0))
+    if now - last < DATABASE_LOG_INTERVAL_S:
+        _last_logged[kind] = (last, suppressed + 1)
+        return
+    more = f" ({suppressed} more since the last line)" if suppressed else ""
+    logger.error("database unavailable (%s): %s%s", kind, str(exc).splitlines()[0][:300], more)
+    _last_logged[kind] = (now, 0)
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> Response:
+    if not database_unavailable(exc):
+        return await _unhandled_handler(request, exc)
+    orig = getattr(exc, "orig", None)
+    _log_database_failure(type(orig or exc).__name__, exc)
+    return problem_response(
+        request, 503, "the database cannot be reached; the request was not carried out "
+        f"(retry after {DATABASE_RETRY_AFTER_S} s; /readyz says when it is back)",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 def install(app: FastAPI) -> None:
     """Register the problem+json handlers on ``app``."""
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _database_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(SpecError, _spec_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
