@@ -10,12 +10,15 @@ takes the search up.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -89,8 +92,28 @@ class Worker:
 
 
 # ----------------------------------------------------------------------------- processes
-def process_main(settings_data: dict[str, Any], parent_pid: int | None) -> None:
-    """Entry point of a worker process (``multiprocessing`` spawn target)."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent dies (Linux)."""
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask the kernel to SIGKILL this process when the process that started it dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so that a ``serve`` killed or stopped without its cleanup
+    leaves no worker behind; the search it ran goes back to the queue when its lease expires.
+    False when the parent is already gone (then this process should exit at once)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    return os.getppid() == parent_pid
+
+
+def process_main(settings_data: dict[str, Any], parent_pid: int | None,
+                 spawner_pid: int | None = None) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn target); ``spawner_pid``
+    is the process that started it (it may have died while this one was starting)."""
+    if spawner_pid is not None and not die_with_parent(spawner_pid):
+        return
     settings = Settings(**settings_data)
     level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
     logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
@@ -139,7 +162,7 @@ class WorkerProcesses:
         data = self.settings.model_dump(mode="json")
         parent = os.getpid() if self.embedded else None
         for i in range(self.n):
-            p = ctx.Process(target=process_main, args=(data, parent),
+            p = ctx.Process(target=process_main, args=(data, parent, os.getpid()),
                             name=f"meshplan-worker-{i}", daemon=False)
             p.start()
             self.processes.append(p)

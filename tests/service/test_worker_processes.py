@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
@@ -247,3 +248,44 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
+def test_workers_die_with_a_killed_parent(sqlite_db: Database, tmp_path: Path) -> None:
+    """``meshplan worker`` SIGKILLed (no cleanup at all) leaves no worker process behind: each
+    asked the kernel to kill it with its parent (PR_SET_PDEATHSIG)."""
+    url = sqlite_db.url.render_as_string(hide_password=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHPLAN_DATABASE_URL": url}
+    log = tmp_path / "workers.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "service", "worker", "--processes",
+                                 "2"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        # both workers fully started (past the start-up check that exits a worker whose
+        # spawner is already gone): only the death signal can stop them now
+        wait_until(lambda: log.read_text(errors="replace").count("started on") >= 2, 60,
+                   "two workers to start")
+        kids = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_until(lambda: not any(_alive(k) for k in kids), 10, "the workers to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
