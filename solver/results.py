@@ -44,6 +44,33 @@ class Explanation(BaseModel):
     notes: list[str] = []
 
 
+class PlanVariant(BaseModel):
+    """Another simulated plan of the same layout (pool, degrees, micro-batch, recompute) that
+    differs in schedule, virtual stages, ZeRO stage or sequence parallelism, and ranks below."""
+
+    plan: ParallelPlan
+    objective_value: float
+    step_time_s: float = Field(description="Simulated step time, s (NaN if not recorded).")
+    schedule: str
+    virtual_stages: int
+    zero_stage: int
+    sequence_parallel: bool
+
+
+class PoolBest(BaseModel):
+    """The best plan of one pool (GPU type) that can run the job."""
+
+    pool: str
+    gpu: str
+    plan: ParallelPlan
+    objective_value: float
+    objective_unit: str
+    tokens_per_s: float
+    cost_per_million_tokens: float
+    vs_winner: str = Field("", description="Its throughput and $ per M tokens relative to "
+                           "the search's best plan.")
+
+
 class RankedPlan(BaseModel):
     rank: int
     plan: ParallelPlan
@@ -53,6 +80,10 @@ class RankedPlan(BaseModel):
     objective_days: float | None = Field(None, description="time_to_train in days.")
     estimate: Estimate
     explanation: Explanation
+    variants: list[PlanVariant] = Field(
+        default_factory=list, description="Simulated variants of this plan's layout (schedule, "
+        "virtual stages, ZeRO stage, sequence parallelism) that rank below it; the plans "
+        "returned are pairwise distinct layouts.")
 
 
 class ParetoPoint(BaseModel):
@@ -104,4 +135,7 @@ class SearchResult(BaseModel):
     pareto: list[ParetoPoint]
     optimality: Optimality
     infeasible_reason: str | None = None
+    best_per_pool: list[PoolBest] = Field(
+        default_factory=list, description="With several pools: the best plan of every pool "
+        "that can run the job, and how it compares with the winner.")
     stats: SearchStats

@@ -43,6 +43,8 @@ from solver.results import (
     OBJECTIVE_UNITS,
     Optimality,
     ParetoPoint,
+    PlanVariant,
+    PoolBest,
     RankedPlan,
     SearchResult,
     SearchStats,
@@ -193,44 +195,12 @@ def search(request: SearchRequest | dict[str, Any], *,
     cand = np.concatenate(c_idx)
     order = np.lexsort((np.arange(len(optimistic)), optimistic))
 
-    # ---- branch and bound over the exact (simulated) step time
+    # ---- branch and bound over the exact (simulated) step time, k best distinct layouts
     memo: dict[tuple[object, ...], Any] = {}  # per-block costs shared by this search's plans
-    top: list[tuple[float, int, ParallelPlan, Estimate]] = []  # (value, position, plan, est)
-    simulated = 0
-    timed_out = False
-    stop_bound: float | None = None
-    k_best = req.top_k
-    for pos in order:
-        bound = float(optimistic[pos])
-        if simulated % PROGRESS_EVERY == 0:
-            report("simulating", simulated, top[0][0] if top else None, bound)
-        elif should_stop is not None and should_stop():
-            raise SearchCancelled("the search was asked to stop")
-        if len(top) >= k_best and bound >= top[k_best - 1][0]:
-            stop_bound = bound
-            break
-        if time.perf_counter() > deadline and top:
-            timed_out = True
-            stop_bound = bound
-            break
-        sp = spaces[int(which[pos])]
-        i = int(cand[pos])
-        plan = sp.cands.plan(i, pool=sp.pool.name)
-        step = _step_time(req, plan, memo)
-        simulated += 1
-        if step is None:
-            continue
-        val = float(_objective(objective, np.asarray(req.training.tokens_per_step / step),
-                               np.asarray(sp.bulk.cost_per_hour[i]), req.training.train_tokens))
-        if len(top) >= k_best and val >= top[k_best - 1][0]:
-            continue
-        # entering the top k: confirm with the full estimate (memory per rank, cost)
-        est = _estimate(req, plan)
-        if est is None or not _meets(est, sp.pool, req):
-            continue
-        top.append((val, int(pos), plan, est))
-        top.sort(key=lambda t: (t[0], t[1]))
-        del top[k_best:]
+    bb = _BranchAndBound(req, spaces, optimistic, which, cand, memo, deadline)
+    bb.run(order, req.top_k, report)
+    top, variants = bb.top, bb.variants
+    simulated, timed_out, stop_bound = bb.simulated, bb.timed_out, bb.stop_bound
 
     # ---- finalists: CP-SAT layer re-partition, vocabulary placement, node placement
     partitions = placements = 0
@@ -262,6 +232,9 @@ def search(request: SearchRequest | dict[str, Any], *,
     refined += _mixed(req, [p for _, _, p, _ in refined] or _seed_plans(spaces), deadline,
                       value_of)
     refined.sort(key=lambda t: (t[0], t[1]))
+    seen: set[tuple[object, ...]] = set()
+    refined = [t for t in refined
+               if not (layout_key(t[2]) in seen or seen.add(layout_key(t[2])))]  # type: ignore[func-returns-value]
     del refined[req.top_k:]
     refined, notes, synthesized = _synthesize(req, refined, deadline, value_of)
 
@@ -285,16 +258,158 @@ def search(request: SearchRequest | dict[str, Any], *,
     plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
                         objective_unit=OBJECTIVE_UNITS[objective],
                         objective_days=objective_days(objective, _public_value(objective, v)),
-                        estimate=e, explanation=x)
+                        estimate=e, explanation=x,
+                        variants=_public_variants(objective, variants.get(layout_key(p), []),
+                                                  p))
              for i, ((v, _, p, e), x) in enumerate(zip(refined, ranked, strict=True))]
     pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
+    per_pool = _best_per_pool(req, spaces, bb, order, refined, deadline) if len(spaces) > 1 \
+        else []
     infeasible = None if plans else infeasibility(req, spaces_summary(spaces, req), empty)
     return SearchResult(
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
+        best_per_pool=per_pool,
         stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
                           partitions_solved=partitions, placements_solved=placements,
                           schedules_synthesized=synthesized,
                           elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
+
+
+
+def layout_key(plan: ParallelPlan) -> tuple[object, ...]:
+    """What makes two plans different layouts: the pool (GPU type), the degrees, the
+    micro-batch size and recompute. Plans that differ only in schedule, virtual stages, ZeRO
+    stage, sequence parallelism or layer split are variants of one layout."""
+    return (plan.pool, plan.tp, plan.pp, plan.dp, plan.cp, plan.ep, plan.micro_batch_size,
+            plan.recompute)
+
+
+MAX_VARIANTS = 8
+"""Variants kept per layout (the best ones)."""
+
+
+class _BranchAndBound:
+    """Branch and bound over the simulated step time: the k best distinct layouts (each with
+    the best of its simulated variants), every candidate whose optimistic bound could beat the
+    k-th layout simulated."""
+
+    def __init__(self, req: SearchRequest, spaces: list[_PoolSpace], optimistic: np.ndarray,
+                 which: np.ndarray, cand: np.ndarray, memo: dict[tuple[object, ...], Any],
+                 deadline: float) -> None:
+        self.req, self.spaces, self.optimistic = req, spaces, optimistic
+        self.which, self.cand, self.memo, self.deadline = which, cand, memo, deadline
+        self.top: list[tuple[float, int, ParallelPlan, Estimate]] = []
+        self.variants: dict[tuple[object, ...], list[tuple[float, ParallelPlan, float]]] = {}
+        """Per layout: (objective, plan, step s) of the simulated plans that lost to its best."""
+        self.simulated = 0
+        self.timed_out = False
+        self.stop_bound: float | None = None
+
+    def value(self, pos: int, step: float) -> float:
+        sp = self.spaces[int(self.which[pos])]
+        i = int(self.cand[pos])
+        req = self.req
+        return float(_objective(req.objective, np.asarray(req.training.tokens_per_step / step),
+                                np.asarray(sp.bulk.cost_per_hour[i]),
+                                req.training.train_tokens))
+
+    def _variant(self, key: tuple[object, ...], val: float, plan: ParallelPlan,
+                 step: float) -> None:
+        vs = self.variants.setdefault(key, [])
+        vs.append((val, plan, step))
+        vs.sort(key=lambda t: t[0])
+        del vs[MAX_VARIANTS:]
+
+    def run(self, order: np.ndarray, k: int,
+            report: Callable[..., None] | None = None) -> list[tuple[float, int, ParallelPlan,
+                                                                       Estimate]]:
+        """The k best layouts among the positions ``order`` (best first); also records them in
+        ``self.top`` when called for the whole space."""
+        top: list[tuple[float, int, ParallelPlan, Estimate]] = []
+        steps: dict[tuple[object, ...], float] = {}
+        req = self.req
+        for pos in order:
+            bound = float(self.optimistic[pos])
+            if report is not None and self.simulated % PROGRESS_EVERY == 0:
+                report("simulating", self.simulated, top[0][0] if top else None, bound)
+            if len(top) >= k and bound >= top[k - 1][0]:
+                self.stop_bound = bound if report is not None else self.stop_bound
+                break
+            if time.perf_counter() > self.deadline and top:
+                if report is not None:
+                    self.timed_out = True
+                    self.stop_bound = bound
+                break
+            sp = self.spaces[int(self.which[pos])]
+            plan = sp.cands.plan(int(self.cand[pos]), pool=sp.pool.name)
+            step = _step_time(req, plan, self.memo)
+            self.simulated += 1
+            if step is None:
+                continue
+            val = self.value(int(pos), step)
+            key = layout_key(plan)
+            mine = next((j for j, t in enumerate(top) if layout_key(t[2]) == key), None)
+            if mine is not None and val >= top[mine][0]:
+                self._variant(key, val, plan, step)  # a variant of a kept layout
+                continue
+            if mine is None and len(top) >= k and val >= top[k - 1][0]:
+                continue
+            # entering: confirm with the full estimate (memory per rank, cost)
+            est = _estimate(req, plan)
+            if est is None or not _meets(est, sp.pool, req):
+                continue
+            if mine is not None:  # a better variant of a kept layout takes its place
+                old_val, _, old_plan, _ = top.pop(mine)
+                self._variant(key, old_val, old_plan, steps.get(key, math.nan))
+            top.append((val, int(pos), plan, est))
+            steps[key] = step
+            top.sort(key=lambda t: (t[0], t[1]))
+            del top[k:]
+        if report is not None:
+            self.top = top
+        return top
+
+
+def _public_variants(objective: str, found: list[tuple[float, ParallelPlan, float]],
+                     best: ParallelPlan) -> list[PlanVariant]:
+    """The simulated variants of a returned plan's layout, best first (the returned plan
+    itself, whose schedule or split the refinements may have changed, left out)."""
+    return [PlanVariant(plan=p, objective_value=_public_value(objective, v),
+                        step_time_s=st, schedule=p.schedule, virtual_stages=p.virtual_stages,
+                        zero_stage=p.zero_stage, sequence_parallel=p.sequence_parallel)
+            for v, p, st in found if p != best]
+
+
+def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndBound,
+                   order: np.ndarray, refined: list[tuple[float, int, ParallelPlan, Estimate]],
+                   deadline: float) -> list[PoolBest]:
+    """The best plan of every pool that can run the job: from the result where a pool's plan
+    is in it, else a branch and bound over that pool's candidates alone (k = 1)."""
+    out: list[PoolBest] = []
+    winner = refined[0] if refined else None
+    for k, sp in enumerate(spaces):
+        mine = [t for t in refined if t[2].pool == sp.pool.name]
+        if mine:
+            val, plan, est = mine[0][0], mine[0][2], mine[0][3]
+        else:
+            sub = order[bb.which[order] == k]
+            found = bb.run(sub, 1)
+            if not found:
+                continue
+            val, _, plan, est = found[0]
+        rel = ""
+        if winner is not None:
+            w = winner[3]
+            rel = (f"{est.tokens_per_s / w.tokens_per_s:.0%} of the winner's tokens/s at "
+                   f"{est.cost_per_million_tokens / w.cost_per_million_tokens:.0%} of its "
+                   "$ per M tokens")
+        out.append(PoolBest(pool=sp.pool.name, gpu=sp.pool.gpu, plan=plan,
+                            objective_value=_public_value(req.objective, val),
+                            objective_unit=OBJECTIVE_UNITS[req.objective],
+                            tokens_per_s=est.tokens_per_s,
+                            cost_per_million_tokens=est.cost_per_million_tokens,
+                            vs_winner=rel))
+    return out
 
 
 def _result(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Estimate]],

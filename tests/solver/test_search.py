@@ -625,3 +625,44 @@ def costmodel_estimate(req: dict[str, Any], plan: Any) -> Any:
 
     return costmodel.estimate({"model": req["model"], "training": req["training"],
                                "cluster": req["cluster"], "plan": plan.model_dump()})
+
+
+# --------------------------------------------------------------------------------------------
+# Distinct alternatives
+# --------------------------------------------------------------------------------------------
+
+
+def test_top_k_plans_are_pairwise_distinct_layouts() -> None:
+    """The k plans differ in layout (pool, degrees, micro-batch, recompute); what differs only
+    in schedule, virtual stages, ZeRO stage or sequence parallelism is a variant inside the
+    plan of its layout, each ranked below it."""
+    from solver.search import layout_key
+
+    res = search(body(top_k=5, pools=[pool("h100", "H100-SXM-80GB", nodes=4)]))
+    keys = [layout_key(rp.plan) for rp in res.plans]
+    assert len(keys) == len(set(keys)) >= 2
+    assert any(rp.variants for rp in res.plans)
+    for rp in res.plans:
+        for v in rp.variants:
+            assert layout_key(v.plan) == layout_key(rp.plan)
+            assert v.plan != rp.plan
+            assert v.objective_value <= rp.objective_value  # throughput: variants are slower
+
+
+def test_best_per_pool_with_several_pools() -> None:
+    """Several pools: the result names the best plan of every pool that can run the job, the
+    winner's pool included, with how it compares with the winner."""
+    pools = [pool("h100", "H100-SXM-80GB", nodes=2, price=2.49),
+             pool("a100", "A100-SXM-80GB", nodes=2, price=1.29)]
+    res = search(body(pools=pools, top_k=2, objective="cost"))
+    by_pool = {pb.pool: pb for pb in res.best_per_pool}
+    assert set(by_pool) == {"h100", "a100"}
+    winner = res.plans[0]
+    assert by_pool[winner.plan.pool or ""].objective_value == pytest.approx(
+        winner.objective_value)
+    for pb in res.best_per_pool:
+        assert pb.plan.pool == pb.pool and pb.objective_unit == "$/M tokens"
+        assert pb.objective_value >= winner.objective_value * (1 - 1e-9)  # cost: lower wins
+        assert "of the winner's tokens/s" in pb.vs_winner
+    single = search(body(top_k=1))
+    assert single.best_per_pool == []
