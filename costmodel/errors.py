@@ -36,6 +36,11 @@ class SpecError(ValueError):
         self.problems: list[FieldProblem] = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
 
+    def __reduce__(self) -> tuple[type[SpecError], tuple[list[FieldProblem]]]:
+        # pickled with its problems (not the joined message), so that it survives the trip
+        # back from a process pool (service.estimates.heavy)
+        return (SpecError, (self.problems,))
+
     @property
     def field(self) -> str:
         return self.problems[0].field

@@ -13,6 +13,7 @@ from service import __version__, docs, errors
 from service.api import router as api_router
 from service.db import migrate
 from service.db.engine import Database
+from service.estimates.heavy import HeavyEstimates
 from service.health import service as health
 from service.health.endpoints import router as health_router
 from service.metrics import Metrics, MetricsMiddleware
@@ -46,6 +47,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if any(state != "ok" for state in checks.values()):
         logger.warning("starting while not ready: %s", checks)
     yield
+    app.state.heavy_estimates.shutdown()
     if app.state.owns_db:
         db.dispose()
 
@@ -62,6 +64,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.metrics = Metrics()
     app.state.owns_db = db is None
     app.state.db = db or Database(settings.effective_database_url)
+    app.state.heavy_estimates = HeavyEstimates(
+        threshold_cells=settings.heavy_estimate_cells,
+        processes=settings.heavy_estimate_processes, queue=settings.heavy_estimate_queue)
 
     errors.install(app)
     app.include_router(api_router)

@@ -38,3 +38,13 @@ class Unauthorized(ServiceError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="meshplan"'})
+
+
+class Busy(ServiceError):
+    """503 with ``Retry-After``: a bounded queue for this kind of work is full; nothing was
+    started, so the client may send the same request again later."""
+
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface `meshplan serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `meshplan serve` listens on.")
     log_level: LogLevel = "info"
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="A connection that has not sent a complete request "
+        "line and headers this many seconds after connecting (or after its previous response) "
+        "is closed, so slow clients cannot hold sockets.")
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this "
+        "many seconds (uvicorn's timeout_keep_alive).")
     max_request_bytes: int = Field(
         1 << 20, ge=0, description="Largest request body accepted; larger ones get 413.")
 
@@ -42,6 +49,16 @@ class Settings(BaseSettings):
         description="Admission limit on the pipeline-schedule simulation an estimate may ask "
         "for: pp·virtual_stages × micro-batches per step. The simulation's run time grows "
         "linearly with this product; the limit keeps one request from tying up a worker.")
+    heavy_estimate_cells: int = Field(
+        20_000, ge=0,
+        description="Estimates whose schedule simulation has more cells than this "
+        "(pp·virtual_stages × micro-batches; ~40 µs each on one core) run in a process pool "
+        "of their own, so that cheap estimates never wait behind them.")
+    heavy_estimate_processes: int = Field(
+        1, ge=1, le=64, description="Processes of that pool (each uses one core while busy).")
+    heavy_estimate_queue: int = Field(
+        4, ge=1, le=1024, description="Large estimates admitted at a time (running or "
+        "waiting for a process); one more is answered 503 with Retry-After.")
     max_layers: int = Field(
         100_000, ge=1, description="Admission limit on model.num_hidden_layers (per-layer "
         "tables are built for each estimate).")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.auth.dependencies import PrincipalDep
 from service.deps import DatabaseDep, SettingsDep
@@ -15,8 +15,8 @@ router = APIRouter(prefix="/estimates", tags=["estimates"])
 
 @router.post("", summary="Estimate one plan", response_model=Estimate,
              responses=PROBLEM_RESPONSES)
-def create_estimate(body: EstimateBody, settings: SettingsDep, db: DatabaseDep,
-                    principal: PrincipalDep) -> Estimate:
+def create_estimate(body: EstimateBody, request: Request, settings: SettingsDep,
+                    db: DatabaseDep, principal: PrincipalDep) -> Estimate:
     """Step time with its breakdown, tokens/s, MFU, memory per pipeline rank and cost of the
     plan in `plan`, for the model, training job and cluster given.
 
@@ -27,4 +27,4 @@ def create_estimate(body: EstimateBody, settings: SettingsDep, db: DatabaseDep,
     calibration profile (`GET /v1/calibrations?gpu=...`).
     """
     # A def endpoint: FastAPI runs it in its threadpool, since the estimate is CPU-bound.
-    return service.create_estimate(body, settings, db)
+    return service.create_estimate(body, settings, db, request.app.state.heavy_estimates)

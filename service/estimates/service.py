@@ -16,6 +16,7 @@ from costmodel.specs import request as spec
 from costmodel.specs.request import num_microbatches
 from service.db.engine import Database
 from service.errors import from_pydantic
+from service.estimates.heavy import HeavyEstimates
 from service.estimates.schemas import EstimateRequest
 from service.fair_gate import FairGate
 from service.settings import Settings
@@ -73,13 +74,19 @@ def with_calibration(req: EstimateRequest, db: Database | None) -> EstimateReque
 
 
 def create_estimate(req: EstimateRequest, settings: Settings,
-                    db: Database | None = None) -> Estimate:
-    """Admission checks, then the cost model. Raises :class:`SpecError` for invalid input,
-    including inputs so extreme that a result overflows (JSON has no infinity)."""
+                    db: Database | None = None, heavy: HeavyEstimates | None = None
+                    ) -> Estimate:
+    """Admission checks, then the cost model: in ``heavy``'s process pool when the request's
+    simulation is above its threshold, else in this process. Raises :class:`SpecError` for
+    invalid input, including inputs so extreme that a result overflows (JSON has no
+    infinity), and :class:`~service.exceptions.Busy` when ``heavy``'s queue is full."""
     req = with_calibration(req, db)
     check_admission(req, settings)
-    with COMPUTE_GATE:  # one estimate at a time per process, in arrival order
-        est = costmodel.estimate(req)
+    if heavy is not None and heavy.is_heavy(req):
+        est = heavy.run(req)
+    else:
+        with COMPUTE_GATE:  # one estimate at a time per process, in arrival order
+            est = costmodel.estimate(req)
     overflowed = non_finite_fields(est.model_dump())
     if overflowed:
         shown = ", ".join(overflowed[:5]) + (
