@@ -54,10 +54,12 @@ def _serve(settings_data: dict[str, Any]) -> None:
     import uvicorn
 
     from service.app import create_app
+    from service.http_protocol import uvicorn_options
 
     settings = Settings(**settings_data)
     sock = reuseport_socket(settings.host, settings.port)
-    config = uvicorn.Config(create_app(settings), log_level=settings.log_level)
+    config = uvicorn.Config(create_app(settings), log_level=settings.log_level,
+                            **uvicorn_options(settings))
     uvicorn.Server(config).run(sockets=[sock])
 
 

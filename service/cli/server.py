@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.http_protocol import uvicorn_options
     from service.jobs.worker import WorkerProcesses
 
     overrides = {"host": args.host, "port": args.port, "log_level": args.log_level,
@@ -78,10 +79,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if value is not None:
                     os.environ[f"MESHPLAN_{key.upper()}"] = str(value)
             uvicorn.run("service.app:create_app", factory=True, workers=settings.http_workers,
-                        host=settings.host, port=settings.port, log_level=settings.log_level)
+                        host=settings.host, port=settings.port, log_level=settings.log_level,
+                        **uvicorn_options(settings))
         else:
             uvicorn.run(create_app(settings, db=db), host=settings.host, port=settings.port,
-                        log_level=settings.log_level)
+                        log_level=settings.log_level, **uvicorn_options(settings))
     finally:
         workers.stop(timeout=max(10.0, 2 * settings.heartbeat_s))
         db.dispose()
