@@ -29,6 +29,11 @@ run and prints where its time went (collapsed stacks are kept in DIR).
     .venv/bin/python benchmarks/service_load.py                  # both backends, 15 s each
     .venv/bin/python benchmarks/service_load.py --server-workers 2 --duration 30
     .venv/bin/python benchmarks/service_load.py --backends sqlite --profile artifacts/profile
+    .venv/bin/python benchmarks/service_load.py --adversarial --duration 20
+
+``--adversarial``: four estimates at the schedule-cells limit in flight and a stream of cheap
+estimates, the cheap ones' p50/p99 (target p99 ≤ 250 ms), this code against the same server
+with every estimate in-process, in the same run.
 """
 
 from __future__ import annotations
@@ -203,10 +208,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(database_url: str, workers: int, tmp: Path) -> Iterator[Server]:
+def running_server(database_url: str, workers: int, tmp: Path,
+                   extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     port = _free_port()
     env = {**os.environ, "MESHPLAN_DATABASE_URL": database_url, "MESHPLAN_LOG_LEVEL": "warning",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **(extra_env or {})}
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--http-workers", str(workers)]
     log = tmp / f"server-{port}.log"
@@ -462,6 +468,85 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
         print("1-minute load average before each run (a shared machine):", "; ".join(loads))
 
 
+# ---------------------------------------------------------------------------- adversarial
+def maximal_estimate() -> dict[str, Any]:
+    """The documented request at the schedule-cells admission limit: pp 80 (one layer per
+    stage) × 12,500 micro-batches = 1,000,000 cells (~40 s on one core)."""
+    body = json.loads(json.dumps(LLAMA3_70B_EXAMPLE))
+    body["plan"].update(tp=1, pp=80, dp=1, cp=1, micro_batch_size=1, virtual_stages=1,
+                        schedule="1F1B", sequence_parallel=False)
+    body["training"]["global_batch_size"] = 12_500
+    return body
+
+
+def adversarial(args: argparse.Namespace, threshold_cells: int, tmp: Path) -> dict[str, Any]:
+    """``args.heavy`` maximal estimates in flight while one client sends cheap estimates one
+    after another for ``args.duration`` s: the cheap ones' latency percentiles."""
+    import threading
+
+    url = f"sqlite:///{tmp / f'adv-{threshold_cells}.db'}"
+    env = {"MESHPLAN_HEAVY_ESTIMATE_CELLS": str(threshold_cells), "MESHPLAN_WORKERS": "0"}
+    load = os.getloadavg()[0]
+    with running_server(url, 1, tmp, env) as server:
+        heavy_status: list[int] = []
+
+        def send_heavy() -> None:
+            try:
+                status, _ = _http("POST", server.url + "/v1/estimates", maximal_estimate(),
+                                  timeout=600)
+            except OSError:  # the server was stopped before it answered
+                status = 0
+            heavy_status.append(status)
+
+        heavies = [threading.Thread(target=send_heavy, daemon=True) for _ in range(args.heavy)]
+        for t in heavies:
+            t.start()
+        time.sleep(1.0)  # the large ones are admitted and computing
+        latencies: list[float] = []
+        errors = 0
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            status, _ = _http("POST", server.url + "/v1/estimates", LLAMA3_70B_EXAMPLE,
+                              timeout=300)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            errors += status != 200
+        for t in heavies:  # every large one answered before the server stops
+            t.join(timeout=600)
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return {"threshold_cells": threshold_cells, "cheap_requests": len(latencies),
+            "cheap_errors": errors, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "max_ms": latencies[-1], "heavy_answered": heavy_status, "load_before": load}
+
+
+def main_adversarial(args: argparse.Namespace) -> int:
+    """This code (large estimates in their own process pool) side by side with the same server
+    with the pool threshold above the admission limit (every estimate in-process, the previous
+    behaviour), in the same run."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="meshplan-adversarial-") as d:
+        for label, threshold in (("pool (default 20,000 cells)", 20_000),
+                                 ("in-process (previous)", 10**9)):
+            row = adversarial(args, threshold, Path(d))
+            rows.append((label, row))
+    print(f"{args.heavy} maximal estimates (1,000,000 cells each) in flight + cheap estimates "
+          f"(the documented request) one at a time for {args.duration:.0f} s; SQLite, one API "
+          f"process; target: cheap p99 <= 250 ms")
+    print(f"{'mode':<30} {'cheap n':>8} {'err':>4} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} "
+          f"{'load':>5}  large answered (status)")
+    for label, r in rows:
+        print(f"{label:<30} {r['cheap_requests']:>8} {r['cheap_errors']:>4} {r['p50_ms']:>9.1f} "
+              f"{r['p99_ms']:>9.1f} {r['max_ms']:>9.1f} {r['load_before']:>5.2f}  "
+              f"{sorted(r['heavy_answered'])} of {args.heavy}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -481,7 +566,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the server with py-spy during each run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--adversarial", action="store_true",
+                        help="the adversarial mode: --heavy maximal estimates in flight and a "
+                        "stream of cheap ones (no wrk needed)")
+    parser.add_argument("--heavy", type=int, default=4, help="maximal estimates in flight (4)")
     args = parser.parse_args(argv)
+    if args.adversarial:
+        return main_adversarial(args)
 
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from costmodel.results import Estimate
 from costmodel.specs import request as spec
@@ -83,7 +84,13 @@ class HeavyEstimates:
                        retry_after_s=10)
         try:
             future = self._executor().submit(_estimate_json, req)
-            return Estimate.model_validate_json(future.result())
+            try:
+                answer = future.result()
+            except (CancelledError, BrokenProcessPool):
+                # the server is stopping (shutdown cancels what waits), or the process died
+                raise Busy("the estimate was not finished: the server is stopping or its "
+                           "estimate process died; send it again", retry_after_s=10) from None
+            return Estimate.model_validate_json(answer)
         finally:
             self._slots.release()
 
