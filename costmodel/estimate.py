@@ -53,6 +53,7 @@ from costmodel import __version__
 from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.flops import model_flops_per_token
+from costmodel.goodput import goodput
 from costmodel.kernels import attention_rates, best_published_mfu
 from costmodel.layer_cost import (
     ELEM,
@@ -172,7 +173,16 @@ def estimate(request: EstimateRequest | dict[str, Any]) -> Estimate:
 
 def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
              profile: CalibrationProfile | None = None) -> Estimate:
-    return _Evaluation(_context(model, training, cluster, plan, profile)).run()
+    est = _Evaluation(_context(model, training, cluster, plan, profile)).run()
+    if training.reliability is None:
+        return est
+    pool = cluster.pool(plan.pool)
+    nodes = math.ceil(est.num_gpus / pool.gpus_per_node)
+    return est.model_copy(update={"goodput": goodput(
+        model, training, training.reliability, num_gpus=est.num_gpus, nodes=nodes,
+        pp=plan.pp, nic_GBps_per_node=pool.nic_GBps * pool.gpus_per_node,
+        step_time_s=est.step_time_s, tokens_per_s=est.tokens_per_s,
+        cost_per_hour=est.cost_per_hour)})
 
 
 def pipeline_simulation(req: EstimateRequest) -> SimResult:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from costmodel.goodput import Goodput
 from costmodel.specs.plan import ParallelPlan
 
 MFU_CONVENTION = (
@@ -125,3 +126,6 @@ class Estimate(BaseModel):
                        "recipe the estimate assumed (training.framework; null = Megatron-Core).")
     calibration: str
     cost_model_version: str
+    goodput: Goodput | None = Field(
+        None, description="With training.reliability: failures, checkpoints, lost work and "
+        "goodput, and time/cost to train including them (costmodel.goodput).")

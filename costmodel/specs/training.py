@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.specs.framework import FP8Recipe, Framework
+from costmodel.specs.reliability import ReliabilitySpec
 
 Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 
@@ -41,6 +42,11 @@ class TrainingSpec(BaseModel):
         None, description="With precision fp8: delayed (Transformer Engine delayed scaling), "
         "tensorwise or rowwise (torchao Float8), mxfp8 (block-scaled, Blackwell); null = the "
         "stack's default recipe.", examples=["delayed"])
+
+    reliability: ReliabilitySpec | None = Field(
+        None, description="Failure rate, restart time, checkpoint bandwidth and recovery "
+        "scheme; given, the estimate reports goodput (failures, checkpoint interval, lost "
+        "work) and the time and cost to train including them.")
 
     @model_validator(mode="after")
     def _recipe_needs_fp8(self) -> TrainingSpec:

@@ -1,0 +1,100 @@
+"""Failure-aware goodput (costmodel.goodput): the interval is the model's optimum, goodput is
+monotone in what it should be, the schemes order as they should, and the estimate carries it."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+
+import costmodel
+from costmodel.goodput import optimal_interval, wall_per_useful
+from costmodel.specs.reliability import LLAMA3_GPU_MTBF_HOURS
+from service.estimates.schemas import LLAMA3_70B_EXAMPLE
+
+RELIABILITY = {"restart_s": 600, "checkpoint_GBps_per_node": 5}
+
+
+def _estimate(**reliability: Any) -> costmodel.Estimate:
+    body = copy.deepcopy(LLAMA3_70B_EXAMPLE)
+    body["training"]["reliability"] = {**RELIABILITY, **reliability}
+    body["training"]["train_tokens"] = 15_000_000_000_000
+    return costmodel.estimate(body)
+
+
+def _golden_section(f: Any, lo: float, hi: float, iters: int = 200) -> float:
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    for _ in range(iters):
+        c, d = b - g * (b - a), a + g * (b - a)
+        if f(c) < f(d):
+            b = d
+        else:
+            a = c
+    return (a + b) / 2
+
+
+@pytest.mark.parametrize("delta,restart,mtbf_h", [(30, 600, 3.0), (300, 1800, 1.0),
+                                                  (5, 60, 24.0), (120, 600, 0.5)])
+def test_the_interval_is_the_numerical_optimum_of_the_same_model(
+        delta: float, restart: float, mtbf_h: float) -> None:
+    rate = 1 / (mtbf_h * 3600)
+    tau = optimal_interval(delta, restart, rate, 0.0, 0.0)
+    # W is finite for τ < 2a, a = M − R − δ/2 (the denominator's root); W is unimodal there
+    a = mtbf_h * 3600 - restart - delta / 2
+    numeric = _golden_section(lambda t: wall_per_useful(t, delta, restart, rate, 0.0, 0.0),
+                              1e-3, 2 * a * 0.999)
+    assert tau == pytest.approx(numeric, rel=0.02)
+    # and Young's first-order sqrt(2 δ M) is close when M ≫ δ
+    if mtbf_h * 3600 > 100 * delta:
+        assert tau == pytest.approx(math.sqrt(2 * delta * mtbf_h * 3600), rel=0.15)
+
+
+def test_goodput_is_monotone_in_mtbf_and_checkpoint_bandwidth() -> None:
+    by_mtbf = [_estimate(gpu_mtbf_hours=h).goodput for h in (5_000, 20_000, 80_000)]
+    by_bw = [_estimate(checkpoint_GBps_per_node=b).goodput for b in (0.5, 2, 20)]
+    for series in (by_mtbf, by_bw):
+        values = [g.goodput for g in series if g is not None]
+        assert len(values) == 3 and values == sorted(values) and values[0] < values[-1]
+    assert all(0 < v < 1 for v in values)
+
+
+def test_the_estimate_reports_failures_interval_and_time_to_train() -> None:
+    est = _estimate()
+    g = est.goodput
+    assert g is not None and g.scheme == "checkpoint"
+    assert g.failures_per_day == pytest.approx(est.num_gpus * 24 / LLAMA3_GPU_MTBF_HOURS)
+    assert g.checkpoint_interval_s is not None and g.checkpoint_interval_s > g.checkpoint_write_s
+    assert g.tokens_per_s == pytest.approx(est.tokens_per_s * g.goodput)
+    assert g.time_to_train_s == pytest.approx(15e12 / g.tokens_per_s)
+    assert g.cost_to_train == pytest.approx(g.time_to_train_s / 3600 * est.cost_per_hour)
+    assert costmodel.estimate(LLAMA3_70B_EXAMPLE).goodput is None
+
+
+def test_recovery_schemes_order_as_their_costs() -> None:
+    # pp 4 in the example: CheckFree recovers the 2 intermediate stages from neighbours
+    slow_storage = {"checkpoint_GBps_per_node": 0.5}
+    ckpt = _estimate(**slow_storage).goodput
+    free = _estimate(scheme="checkfree", **slow_storage).goodput
+    plus = _estimate(scheme="checkfree", checkfree_plus=True, **slow_storage).goodput
+    assert ckpt and free and plus
+    assert ckpt.goodput < free.goodput < plus.goodput
+    assert plus.checkpoint_interval_s is None
+
+
+def test_a_given_interval_is_used_and_costs_goodput() -> None:
+    best = _estimate().goodput
+    assert best is not None and best.checkpoint_interval_s is not None
+    worse = _estimate(checkpoint_interval_s=best.checkpoint_interval_s * 4).goodput
+    assert worse is not None and worse.checkpoint_interval_s == best.checkpoint_interval_s * 4
+    assert worse.goodput < best.goodput
+
+
+def test_bad_reliability_is_a_spec_error_naming_the_field() -> None:
+    body = copy.deepcopy(LLAMA3_70B_EXAMPLE)
+    body["training"]["reliability"] = {"restart_s": -1, "checkpoint_GBps_per_node": 5}
+    with pytest.raises(costmodel.SpecError) as err:
+        costmodel.estimate(body)
+    assert any("training.reliability.restart_s" in p.field for p in err.value.problems)
