@@ -164,3 +164,39 @@ def test_bad_scenario_names_the_field(pipe: dict[str, Any], scenario: dict[str, 
     with pytest.raises(SpecError) as exc:
         costmodel.what_if(pipe, scenario)
     assert exc.value.field == field
+
+
+def _bidirectional(schedule: str, v: int) -> dict[str, Any]:
+    from tests.costmodel.test_estimate_bidirectional import request as bireq
+
+    return bireq(schedule, v)
+
+
+def _hetero() -> dict[str, Any]:
+    from tests.costmodel.test_heterogeneous import _mixed
+
+    return _mixed()  # llama3-8b, three stages on H100, the last on A100
+
+
+@pytest.mark.parametrize("make", [lambda: _bidirectional("Chimera", 1),
+                                  lambda: _bidirectional("BitPipe", 2), _hetero,
+                                  lambda: request(plan={"schedule": "ZBVZeroBubble",
+                                                        "virtual_stages": 2})],
+                         ids=["Chimera", "BitPipe", "hetero", "ZBV"])
+def test_neutral_and_slowed_on_other_schedules(make: Any) -> None:
+    """Two model replicas per pipeline (each rank runs a stage of each), a pipeline over two
+    pools and a V-shaped zero-bubble schedule: neutral is exact, a slower stage costs time."""
+    req = make()
+    w = costmodel.what_if(req, {}, sensitivity=False)
+    assert w.step_time_s == costmodel.estimate(req).step_time_s
+    assert costmodel.what_if(req, {"stages": {"1": 1.3}}, sensitivity=False).change > 0
+
+
+def test_pools_of_a_heterogeneous_pipeline() -> None:
+    """The A100 stage is the slowest: slowing its pool costs ~its factor, slowing the H100 pool
+    (whose stages wait for the A100 one) costs little."""
+    req = _hetero()
+    slow_a100 = costmodel.what_if(req, {"pools": {"a100": 1.2}}, sensitivity=False).change
+    slow_h100 = costmodel.what_if(req, {"pools": {"h100": 1.2}}, sensitivity=False).change
+    assert 0.1 < slow_a100 <= 0.2 + 1e-9
+    assert 0 <= slow_h100 < slow_a100

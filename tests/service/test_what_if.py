@@ -79,3 +79,29 @@ def test_cli_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     assert main(["what-if", str(plan), str(broken)]) == EXIT_INVALID
+
+
+def test_cli_against_the_server(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                client: Api, plan_id: str,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`meshplan what-if ID FILE --server URL` goes through Client.what_if (routed to the app
+    in-process here): the server's answer printed; a bad scenario is exit 2 naming the field."""
+    from service.client import Client
+
+    def routed(self: Client, method: str, path: str, **kw: Any) -> Any:
+        kw.pop("timeout", None)
+        return client.request(method, path, **kw)
+
+    monkeypatch.setattr(Client, "_request", routed)
+    good = tmp_path / "scenario.json"
+    good.write_text(json.dumps(WHAT_IF_EXAMPLE))
+    server = ["--server", "http://meshplan.test"]
+    assert main(["what-if", plan_id, str(good), "--json", *server]) == EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    direct = client.post(f"/v1/plans/{plan_id}/what-if", json=WHAT_IF_EXAMPLE).json()
+    direct.pop("plan_id")
+    assert out == direct
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nodes": {"7": 1.5}}))
+    assert main(["what-if", plan_id, str(bad), *server]) == EXIT_INVALID
+    assert "nodes.7" in capsys.readouterr().err
