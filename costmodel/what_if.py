@@ -111,8 +111,9 @@ class WhatIfResult(BaseModel):
     change: float = Field(description="(scenario − baseline) / baseline step time.")
     stage_factors: list[float] = Field(description="Compute multiplier of every pipeline rank "
                                        "(the slowest of its GPUs times its stage factor).")
-    idle_s: list[float] = Field(description="Per pipeline rank: the scenario's step time less "
-                                "its compute (waiting in bubbles and for slower ranks).")
+    idle_s: list[float] = Field(description="Per pipeline rank: the scenario's step time "
+                                "(without jitter) less its compute: waiting in bubbles, for "
+                                "slower ranks and for the DP communication and optimizer tail.")
     baseline_idle_s: list[float]
     critical_path: CriticalPath
     jitter: JitterResult | None = None
@@ -394,7 +395,7 @@ def what_if(request: EstimateRequest | dict[str, Any],
         step_time_s=step, baseline_step_time_s=base,
         change=(step - base) / base if base > 0 else 0.0,
         stage_factors=factors.tolist(),
-        idle_s=(step - st.sim.per_rank_busy).tolist(),
+        idle_s=(st.step - st.sim.per_rank_busy).tolist(),
         baseline_idle_s=(base - base_step.sim.per_rank_busy).tolist(),
         critical_path=_critical_path(st, ev, factors),
         jitter=jitter,

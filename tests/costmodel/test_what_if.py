@@ -65,17 +65,19 @@ def test_slow_stage_equals_direct_simulation(pipe: dict[str, Any]) -> None:
     base_tail = st.step - st.makespan
     assert base_tail * 0.5 <= w.critical_path.tail_s <= base_tail * f + 1e-9
     assert w.critical_path.rank == 1  # the slow stage dominates the critical path
+    assert w.idle_s[1] == min(w.idle_s)  # and waits least
 
 
 def test_pure_dp_slow_gpu_costs_its_share_of_compute(pure_dp: dict[str, Any]) -> None:
     """dp=8, tp=pp=1: one GPU 10 % slower makes the whole step wait for it (the gradient
     all-reduce is synchronous): the increase is 10 % of the compute (makespan + optimizer).
-    Tolerance: 10 % of the expected increase, for the DP communication whose overlap window
-    grows with the slower backward (it can only shrink the exposed part)."""
+    Tolerance 2 % of that increase: the only other term, the exposed DP communication (the
+    last gradient bucket, 0.3 % of this step), can only shrink when the backward it overlaps
+    grows, and here it does not change at all."""
     est = costmodel.estimate(pure_dp)
     w = costmodel.what_if(pure_dp, {"ranks": {"3": 1.1}})
     compute = est.pipeline.makespan_s + est.breakdown.optimizer_s
-    assert w.step_time_s - est.step_time_s == pytest.approx(0.1 * compute, rel=0.1)
+    assert w.step_time_s - est.step_time_s == pytest.approx(0.1 * compute, rel=0.02)
     assert w.stage_factors == [1.1]
     sens = w.straggler_sensitivity
     assert sens is not None
