@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 import costmodel
+from service.app import create_app
 from service.cli import EXIT_INVALID, EXIT_OK, main
+from service.db.engine import Database
 from service.plans.schemas import WHAT_IF_EXAMPLE
+from service.settings import Settings
 from tests.service.support import Api, assert_problem, fields
 
 
@@ -105,3 +108,16 @@ def test_cli_against_the_server(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_text(json.dumps({"nodes": {"7": 1.5}}))
     assert main(["what-if", plan_id, str(bad), *server]) == EXIT_INVALID
     assert "nodes.7" in capsys.readouterr().err
+
+
+def test_jitter_steps_over_the_admission_limit_is_422(db: Database, db_settings: Settings,
+                                                       plan_id: str) -> None:
+    """Each jittered step simulates the schedule once: steps × cells over
+    MESHPLAN_MAX_SCHEDULE_CELLS is refused on `jitter.steps` (the compute stays bounded)."""
+    small = Api(create_app(db_settings.model_copy(update={"max_schedule_cells": 10}), db=db))
+    try:
+        resp = small.post(f"/v1/plans/{plan_id}/what-if", json={"jitter": {"steps": 100}})
+        assert fields(assert_problem(resp, 422)) == {"jitter.steps"}
+        assert small.post(f"/v1/plans/{plan_id}/what-if", json={}).status_code == 200
+    finally:
+        small.close()
