@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import costmodel  # noqa: E402
-from costmodel.specs.presets import get_preset  # noqa: E402
+import costmodel
+from costmodel.specs.presets import get_preset
 
 
 def main() -> int:

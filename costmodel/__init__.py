@@ -18,8 +18,10 @@ from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import EstimateRequest
+from costmodel.specs.scenario import Scenario
 from costmodel.specs.training import TrainingSpec
 from costmodel.timeline import timeline_svg
+from costmodel.what_if import WhatIfResult, straggler_sensitivity, what_if
 
 __all__ = [
     "Cluster",
@@ -29,10 +31,14 @@ __all__ = [
     "GPUPool",
     "ModelSpec",
     "ParallelPlan",
+    "Scenario",
     "SpecError",
     "TrainingSpec",
+    "WhatIfResult",
     "__version__",
     "estimate",
     "evaluate",
+    "straggler_sensitivity",
     "timeline_svg",
+    "what_if",
 ]

@@ -193,6 +193,14 @@ def pipeline_simulation(req: EstimateRequest) -> SimResult:
     return _Evaluation(ctx).step().sim
 
 
+def scaled_evaluation(req: EstimateRequest, scale: StepScale | None = None) -> _Evaluation:
+    """The evaluation of ``req`` with what-if multipliers (:class:`StepScale`): its
+    ``step()`` is the estimate's step with the scenario's compute and link slowdowns, its
+    ``all_ranks`` / ``rank_nodes`` the placement the scenario refers to."""
+    ctx = _context(req.model, req.training, req.cluster, req.plan, req.calibration)
+    return _Evaluation(ctx, scale=scale)
+
+
 def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
              profile: CalibrationProfile | None) -> _Ctx:
     """Checked inputs of one evaluation; ``pool``/``dev``/``shard`` are those of the first
@@ -263,9 +271,26 @@ class _PoolCosts:
     tp: int
 
 
+@dataclass
+class StepScale:
+    """Multipliers a what-if scenario (:mod:`costmodel.what_if`) puts on one evaluation's step.
+
+    ``compute``: per pipeline rank, on the compute time of every stage it runs and on its
+    optimizer step (the slowest GPU of the rank's tp·cp·dp group sets it: the group's
+    collectives wait for it). ``p2p``: per global stage boundary, on the send/recv time.
+    ``dp``: per pipeline rank, on its data-parallel communication. None of them = 1."""
+
+    compute: np.ndarray | None = None
+    p2p: np.ndarray | None = None
+    dp: np.ndarray | None = None
+
+
 class _Evaluation:
-    def __init__(self, ctx: _Ctx, memo: dict[tuple[object, ...], Any] | None = None) -> None:
+    def __init__(self, ctx: _Ctx, memo: dict[tuple[object, ...], Any] | None = None,
+                 scale: StepScale | None = None) -> None:
         self.c = ctx
+        self.scale = scale
+        """What-if multipliers (None: the plan as estimated)."""
         # per-(pool, tp, shard) block costs; a caller may share the dict across evaluations
         # of one request (see step_time)
         self._pools: dict[tuple[object, ...], Any] = {} if memo is None else memo
@@ -486,6 +511,18 @@ class _Evaluation:
         return total
 
     # ------------------------------------------------------------------ p2p per boundary
+    def rank_nodes(self, rank: int) -> list[int]:
+        """Public name of :meth:`_rank_nodes` (what-if scenarios place ranks on nodes)."""
+        return self._rank_nodes(rank)
+
+    def rank_pool(self, rank: int) -> GPUPool:
+        """The pool pipeline rank ``rank`` runs on."""
+        return self._rank_pc(rank).pool
+
+    def rank_width(self, rank: int) -> int:
+        """GPUs of pipeline rank ``rank``: its tp·cp·dp."""
+        return self._rank_pc(rank).tp * self.c.plan.cp * self.c.plan.dp
+
     def _rank_nodes(self, rank: int) -> list[int]:
         """Nodes (pool indices) hosting pipeline rank ``rank``, in GPU order (plan.node_order,
         or index order; Megatron's rank order puts pp outermost)."""
@@ -652,15 +689,25 @@ class _Evaluation:
         tf, ti, tw, extra = self._stage_times()
         p2p = self._p2p()
         sched = plan.schedule
+        sf, si, sw, sp = tf, ti, tw, p2p  # what the simulator runs
+        gscale = np.ones(len(self.all_ranks))  # per global stage compute multiplier
+        sc = self.scale
+        if sc is not None:
+            if sc.compute is not None:
+                gscale = np.asarray(sc.compute, dtype=float)[self.all_ranks]
+                reps = len(self.all_ranks) // len(tf)
+                sf, si, sw = (np.tile(a, reps) * gscale for a in (tf, ti, tw))
+            if sc.p2p is not None and len(p2p):
+                sp = p2p * np.asarray(sc.p2p, dtype=float)
         try:
             if sched == "custom":
                 # the plan's own order (checked by check_plan), simulated like a named one
                 assert plan.custom_schedule is not None
-                sim = simulate(encoded_custom(as_rows(plan.custom_schedule)), None, tf, ti, tw,
-                               p2p if len(p2p) else 0.0)
+                sim = simulate(encoded_custom(as_rows(plan.custom_schedule)), None, sf, si, sw,
+                               sp if len(sp) else 0.0)
             else:
-                sim = simulate_named(sched, plan.pp, c.m, plan.virtual_stages, tf, ti, tw,
-                                     p2p if len(p2p) else 0.0)
+                sim = simulate_named(sched, plan.pp, c.m, plan.virtual_stages, sf, si, sw,
+                                     sp if len(sp) else 0.0)
         except ScheduleError as exc:
             fields = CUSTOM_FIELDS if sched == "custom" else SCHEDULE_FIELDS
             raise SpecError([FieldProblem(fields.get(p.field, f"plan.{p.field}"), p.rule)
@@ -673,7 +720,18 @@ class _Evaluation:
             for j in mine:
                 per_rank_f[r] += tf[j]
                 per_rank_b[r] += ti[j] + tw[j]
+        if sc is not None and sc.compute is not None:
+            rscale = np.asarray(sc.compute, dtype=float)
+            per_rank_f, per_rank_b = per_rank_f * rscale, per_rank_b * rscale
         dp_total, dp_exposed, opt = self._dp_and_optimizer(per_rank_f, per_rank_b)
+        if sc is not None:
+            if sc.compute is not None:
+                opt = opt * np.asarray(sc.compute, dtype=float)
+            if sc.dp is not None:
+                dscale = np.asarray(sc.dp, dtype=float)
+                # the exposed part grows by the whole slowdown of the communication
+                dp_exposed = np.maximum(0.0, dp_exposed + dp_total * (dscale - 1.0))
+                dp_total = dp_total * dscale
         pair = self._replica_pair_allreduce()
         tied = 0.0
         if model.tie_word_embeddings and pp > 1 and plan.vocab_placement == "end_stages":

@@ -82,6 +82,11 @@ class Client:
         """``GET /v1/plans/{id}/launch/{format}``: the stored plan's launch config."""
         return self._body(self._request("GET", f"/v1/plans/{plan_id}/launch/{fmt}"), (200,))
 
+    def what_if(self, plan_id: str, scenario: Any) -> dict[str, Any]:
+        """``POST /v1/plans/{id}/what-if``: the stored plan under ``scenario``."""
+        return self._body(self._request("POST", f"/v1/plans/{plan_id}/what-if",
+                                        json=scenario), (200,))
+
     def search(self, data: Any, *, timeout: float) -> dict[str, Any]:
         """Submit a search and wait for it to finish (at most ``timeout`` seconds); the final
         ``GET /v1/searches/{id}`` body. ClientError ``error`` if it is still running then."""

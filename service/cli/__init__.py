@@ -5,7 +5,8 @@ runs more workers (on other machines, against the same PostgreSQL); ``meshplan d
 migrates the database; ``meshplan apikey create|list|revoke`` manages API keys;
 ``meshplan estimate FILE`` evaluates one plan and ``meshplan plan FILE`` searches the best plans
 (in-process, or against ``--server URL``); ``meshplan launch PLAN --format F`` renders a
-plan's launch config; ``meshplan gpus`` and ``meshplan models`` list the
+plan's launch config; ``meshplan what-if PLAN SCENARIO_FILE`` evaluates a plan under
+slowed GPUs, links or jitter; ``meshplan gpus`` and ``meshplan models`` list the
 catalog and the presets.
 
 Exit codes (ARCHITECTURE.md): 0 ok, 2 invalid input (each ``field: rule`` on stderr; also an
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from service import __version__
-from service.cli import admin, catalog, launch, planning, server
+from service.cli import admin, catalog, launch, planning, server, what_if
 from service.cli.common import (
     EXIT_ERROR,
     EXIT_GATE,
@@ -34,7 +35,7 @@ from service.cli.common import (
 __all__ = ["EXIT_ERROR", "EXIT_GATE", "EXIT_INFEASIBLE", "EXIT_INVALID", "EXIT_OK", "CLIError",
            "build_parser", "main"]
 
-COMMAND_GROUPS = (server, admin, planning, launch, catalog)
+COMMAND_GROUPS = (server, admin, planning, launch, what_if, catalog)
 """One module per command group; each adds its sub-commands with ``register(sub)``."""
 
 

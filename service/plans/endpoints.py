@@ -17,10 +17,10 @@ from costmodel.errors import FieldProblem, SpecError
 from runtime import launch
 from runtime.launch.base import media_type_of
 from service.auth.dependencies import PrincipalDep
-from service.deps import ReadSessionDep, SessionDep
+from service.deps import ReadSessionDep, SessionDep, SettingsDep
 from service.errors import NOT_FOUND, PROBLEM_RESPONSES, STALE_PLAN
 from service.plans import service
-from service.plans.schemas import LaunchOut, PlanOut
+from service.plans.schemas import LaunchOut, PlanOut, WhatIfBodyDep, WhatIfOut
 from service.runs import service as runs
 from service.runs.schemas import RunBodyDep, RunOut
 
@@ -81,6 +81,24 @@ async def get_timeline(plan_id: str, session: ReadSessionDep, principal: Princip
     await run_in_threadpool(session.commit)  # hold no transaction while simulating
     svg = await run_in_threadpool(costmodel.timeline_svg, req)
     return Response(svg, media_type="image/svg+xml")
+
+
+@router.post("/{plan_id}/what-if", summary="A stored plan under stragglers, slow links or jitter",
+             response_model=WhatIfOut, responses={**NOT_FOUND, **PROBLEM_RESPONSES, **STALE_PLAN})
+async def what_if(plan_id: str, body: WhatIfBodyDep, session: ReadSessionDep,
+                  principal: PrincipalDep, settings: SettingsDep) -> WhatIfOut:
+    """The plan's step when some GPUs (`ranks`, global rank → factor), pipeline `stages`,
+    `nodes`, `pools` or `links` run slower (factor > 1: that much longer) or when GPU speed
+    varies per step (`jitter`, seeded): the pipeline schedule is simulated again with the
+    scaled times. Answers the baseline and scenario step time, tokens/s and $ per M tokens,
+    the critical path, idle time per pipeline rank and the plan's straggler sensitivity (the
+    step increase when one GPU is 10 % slower at its worst stage). An unknown rank, stage,
+    node or pool, a factor <= 0 or a negative cv is a 422 naming the field, as are more
+    jittered steps than this server simulates (`MESHPLAN_MAX_SCHEDULE_CELLS`)."""
+    req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
+    await run_in_threadpool(session.commit)  # hold no transaction while simulating
+    result = await run_in_threadpool(service.what_if, req, body, settings)
+    return WhatIfOut(plan_id=plan_id, **result.model_dump())
 
 
 @router.post("/{plan_id}/runs", status_code=201, summary="Report a measured run of a plan",

@@ -8,13 +8,18 @@ import pydantic_core
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from costmodel.specs.request import EstimateRequest
+import costmodel
+from costmodel.errors import FieldProblem, SpecError
+from costmodel.specs.request import EstimateRequest, num_microbatches
+from costmodel.specs.scenario import Scenario
+from costmodel.what_if import WhatIfResult
 from service.auth.service import Principal
 from service.db.models import Plan
 from service.exceptions import Conflict, NotFound
 from service.plans import repository
 from service.plans.schemas import PlanOut, RunsSummary
 from service.runs import service as runs
+from service.settings import Settings
 
 
 def get(session: Session, plan_id: str, principal: Principal, *, with_runs: bool = False
@@ -46,6 +51,26 @@ def estimate_request(session: Session, plan_id: str, principal: Principal) -> Es
         raise Conflict(f"plan {plan_id} was stored by cost model {plan.cost_model_version} and "
                        f"its request does not validate under this version "
                        f"({problems}); run its search again") from None
+
+
+def what_if(req: EstimateRequest, scenario: Scenario, settings: Settings) -> WhatIfResult:
+    """:func:`costmodel.what_if` on a stored plan's request, under this server's admission
+    limit and compute gate (those of estimates): the jittered steps simulate the schedule once
+    each, so ``jitter.steps`` × pp·virtual_stages × micro-batches must stay within
+    ``MESHPLAN_MAX_SCHEDULE_CELLS``."""
+    from service.estimates.service import COMPUTE_GATE
+
+    if scenario.jitter is not None:
+        cells = req.plan.num_stages * num_microbatches(req.training, req.plan)
+        steps = scenario.jitter.steps
+        if steps * cells > settings.max_schedule_cells:
+            raise SpecError(FieldProblem(
+                "jitter.steps", f"{steps} steps of a {cells}-cell pipeline schedule are "
+                f"{steps * cells} cells to simulate, over this server's limit of "
+                f"{settings.max_schedule_cells} (MESHPLAN_MAX_SCHEDULE_CELLS); ask for fewer "
+                "steps"))
+    with COMPUTE_GATE:  # one CPU-bound evaluation at a time per process, in arrival order
+        return costmodel.what_if(req, scenario)
 
 
 def _summary(plan: Plan) -> RunsSummary:

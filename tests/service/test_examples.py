@@ -26,7 +26,8 @@ def test_every_request_body_has_a_working_example(api: Api, sqlite_db: Database,
     found = examples(api)
     posts = {(m, p) for m, p, _ in found}
     assert posts == {("POST", "/v1/estimates"), ("POST", "/v1/searches"),
-                     ("POST", "/v1/calibrations"), ("POST", "/v1/plans/{plan_id}/runs")}
+                     ("POST", "/v1/calibrations"), ("POST", "/v1/plans/{plan_id}/runs"),
+                     ("POST", "/v1/plans/{plan_id}/what-if")}
     by_path = {p: v for (_, p, _), v in found.items()}
     assert by_path["/v1/estimates"]["model"] == {"preset": "llama3-70b"}
     gpus = {pool["gpu"] for pool in by_path["/v1/searches"]["cluster"]["pools"]}
@@ -44,3 +45,7 @@ def test_every_request_body_has_a_working_example(api: Api, sqlite_db: Database,
     plan_id = result["plans"][0]["id"]
     run = api.post(f"/v1/plans/{plan_id}/runs", json=by_path["/v1/plans/{plan_id}/runs"])
     assert run.status_code == 201, run.text
+    for (_, path, _name), value in found.items():
+        if path == "/v1/plans/{plan_id}/what-if":
+            what_if = api.post(f"/v1/plans/{plan_id}/what-if", json=value)
+            assert what_if.status_code == 200, what_if.text
