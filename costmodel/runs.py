@@ -43,6 +43,11 @@ class MeasuredRun(BaseModel):
         default_factory=list, description="Peak allocated device memory per rank (CUDA; empty "
         "on CPU, where torch does not track it).")
     losses: list[float] = Field(default_factory=list, description="Loss of each step.")
+    rank_compute_s: list[PositiveFloat] | None = Field(
+        None, max_length=1_048_576, description="Per GPU (index = global rank, numbered as "
+        "the what-if scenario's ranks): compute seconds per step, its waits excluded. Given, "
+        "the stored run reports the slowdown attributable to stragglers and the ranks "
+        "responsible (what-if analysis).")
 
 
 class PredictedRun(BaseModel):

@@ -170,6 +170,9 @@ class Run(Base):
     predicted_source: Mapped[str | None] = mapped_column(
         String(16), doc="'report' (the runtime's prediction for what ran) or 'plan'.")
     relative_error: Mapped[float | None] = mapped_column(Float())
+    stragglers: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType, nullable=True, doc="StragglerAttribution, when the report had per-rank "
+        "compute times.")
     created_at: Mapped[dt.datetime] = _created()
 
     plan: Mapped[Plan] = relationship(back_populates="runs")

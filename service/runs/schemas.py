@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
+from costmodel.attribution import StragglerAttribution
 from costmodel.runs import RunReport
 from service.validation import input_errors_only
 
@@ -33,6 +34,9 @@ class RunOut(BaseModel):
     predicted_source: Literal["report", "plan"] | None = None
     relative_error: float | None = Field(
         description="(predicted − measured) / measured step time.")
+    stragglers: StragglerAttribution | None = Field(
+        None, description="With measured.rank_compute_s: the step without stragglers, the "
+        "slowdown they caused and the ranks responsible (what-if analysis).")
     report: RunReport
 
 

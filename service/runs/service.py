@@ -6,9 +6,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from costmodel.attribution import StragglerAttribution, attribute_stragglers
+from costmodel.errors import FieldProblem, SpecError
 from costmodel.runs import RunReport
+from costmodel.specs.request import EstimateRequest
 from service.auth.service import Principal
 from service.db.models import Plan, Run
+from service.estimates.service import COMPUTE_GATE
 from service.runs.schemas import RunBody, RunOut
 from service.validation import require_finite
 
@@ -27,11 +31,28 @@ def create(session: Session, plan: Plan, body: RunBody, principal: Principal) ->
     error = None if predicted is None else (predicted - measured) / measured
     run = Run(plan_id=plan.id, owner_id=principal.key_id, report=data,
               measured_step_time_s=measured, predicted_step_time_s=predicted,
-              predicted_source=source, relative_error=error)
+              predicted_source=source, relative_error=error,
+              stragglers=_stragglers(plan, report))
     session.add(run)
     session.flush()
     session.refresh(run)
     return run
+
+
+def _stragglers(plan: Plan, report: RunReport) -> dict[str, Any] | None:
+    """The what-if straggler attribution of a run that carries per-rank compute times."""
+    times = report.measured.rank_compute_s
+    if times is None:
+        return None
+    if report.model_overrides:
+        raise SpecError(FieldProblem(
+            "measured.rank_compute_s", "straggler attribution simulates the plan as stored; "
+            "this run scaled its model down (model_overrides), so its per-rank times do not "
+            "belong to that plan"))
+    req = EstimateRequest.model_validate(plan.request)
+    with COMPUTE_GATE:  # simulations, like an estimate's
+        found = attribute_stragglers(req, times, report.measured.step_time_s)
+    return found.model_dump(mode="json")
 
 
 def to_dict(run: Run) -> dict[str, Any]:
@@ -40,7 +61,7 @@ def to_dict(run: Run) -> dict[str, Any]:
             "measured_step_time_s": run.measured_step_time_s,
             "predicted_step_time_s": run.predicted_step_time_s,
             "predicted_source": run.predicted_source, "relative_error": run.relative_error,
-            "report": run.report}
+            "stragglers": run.stragglers, "report": run.report}
 
 
 def to_out(run: Run) -> RunOut:
@@ -49,4 +70,6 @@ def to_out(run: Run) -> RunOut:
                   predicted_step_time_s=run.predicted_step_time_s,
                   predicted_source=run.predicted_source,
                   relative_error=run.relative_error,
+                  stragglers=(StragglerAttribution.model_validate(run.stragglers)
+                              if run.stragglers is not None else None),
                   report=RunReport.model_validate(run.report))

@@ -132,3 +132,29 @@ def test_plan_json_fast_path_equals_the_schema(client: Api, plan_id: str, db: Da
         reference = plans.to_out(stored).model_dump(mode="json")
     assert answer == reference
     assert len(answer["runs"]) == 2
+
+
+def test_a_run_with_per_rank_times_reports_its_stragglers(client: Api, plan_id: str) -> None:
+    plan = client.get(f"/v1/plans/{plan_id}").json()
+    n = plan["estimate"]["num_gpus"]
+    times = [0.5] * n
+    times[n - 1] = 0.5 * 1.4  # the last GPU 40 % slower
+    body = report(10.0)
+    body["measured"]["rank_compute_s"] = times
+    resp = client.post(f"/v1/plans/{plan_id}/runs", json=body)
+    assert resp.status_code == 201, resp.text
+    found = resp.json()["stragglers"]
+    assert found["slowdown"] > 0
+    assert [r["rank"] for r in found["responsible"]] == [n - 1]
+    assert found["without_stragglers_step_time_s"] == pytest.approx(10.0 / (1 + found["slowdown"]))
+    stored = client.get(f"/v1/plans/{plan_id}/runs").json()
+    assert stored[-1]["stragglers"] == found
+    # without per-rank times there is nothing to attribute
+    assert client.post(f"/v1/plans/{plan_id}/runs", json=report(10.0)).json()["stragglers"] is None
+
+
+def test_per_rank_times_of_the_wrong_count_are_a_422(client: Api, plan_id: str) -> None:
+    body = report(10.0)
+    body["measured"]["rank_compute_s"] = [1.0, 1.0, 1.0]
+    resp = client.post(f"/v1/plans/{plan_id}/runs", json=body)
+    assert "measured.rank_compute_s" in fields(assert_problem(resp, 422))
