@@ -11,6 +11,7 @@ from costmodel.errors import ProblemCollector
 from costmodel.pipeline.schedules import SCHEDULES
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import Cluster
+from costmodel.specs.framework import Framework
 from costmodel.specs.plan import Recompute, ScheduleName
 from costmodel.specs.request import ModelField, attach_measured_device
 from costmodel.specs.training import TrainingSpec
@@ -44,6 +45,10 @@ class Constraints(BaseModel):
     fixed: dict[str, PositiveInt] = Field(
         default_factory=dict, description=f"Degrees that must take a value, e.g. {{'tp': 8}}; "
         f"keys: {', '.join(FIXABLE)}.")
+    framework: Framework | None = Field(
+        None, description="Return only plans this framework can launch (megatron, torchtitan, "
+        "deepspeed, fsdp), by its launch-config emitter's rules; null = training.framework "
+        "(no restriction when that is null too).", examples=["megatron"])
     max_micro_batch_size: PositiveInt = Field(8, le=64)
     max_pp: PositiveInt = Field(64, le=256)
 
@@ -107,3 +112,9 @@ class SearchRequest(ModelField):
                     f"unknown pools {unknown}; pools: {', '.join(sorted(names))}")
         c.raise_if_any()
         return self
+
+    @property
+    def framework_constraint(self) -> Framework | None:
+        """The framework whose launchable plans the search returns: constraints.framework,
+        else training.framework."""
+        return self.constraints.framework or self.training.framework

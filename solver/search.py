@@ -38,6 +38,7 @@ from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import parse
 from solver.explain import explain_plans, infeasibility
+from solver.launchable import LaunchCheck, checking, launchable
 from solver.request import SearchRequest
 from solver.results import (
     OBJECTIVE_UNITS,
@@ -111,15 +112,23 @@ def _public_value(name: str, v: float) -> float:
 
 def search(request: SearchRequest | dict[str, Any], *,
            progress: Callable[[SearchProgress], None] | None = None,
-           should_stop: Callable[[], bool] | None = None) -> SearchResult:
+           should_stop: Callable[[], bool] | None = None,
+           launchable: LaunchCheck | None = None) -> SearchResult:
     """Find the best plans (the ``POST /v1/searches`` body, as a dict or the model).
 
     ``progress`` is called with a :class:`SearchProgress` at each phase and every
     :data:`PROGRESS_EVERY` simulated plans; ``should_stop`` is polled where the time limit is
     checked (each pool, each simulated plan, each finalist) and makes the search raise
     :class:`SearchCancelled` when it returns True (cooperative cancellation for job runners).
+    ``launchable`` decides which plans ``constraints.framework`` can run
+    (:mod:`solver.launchable`); a search with a framework constraint needs it.
     """
-    req: SearchRequest = parse(SearchRequest, request)
+    with checking(launchable):
+        return _search(parse(SearchRequest, request), progress, should_stop)
+
+
+def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | None,
+            should_stop: Callable[[], bool] | None) -> SearchResult:
     t0 = time.perf_counter()
 
     def report(phase: str, simulated: int = 0, best: float | None = None,
@@ -505,7 +514,8 @@ def _meets_all(est: Estimate, req: SearchRequest) -> bool:
     for sm in est.memory.per_stage:
         if sm.total_gib > sm.capacity_gib * cons.max_memory_fraction:
             return False
-    return cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour
+    return ((cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour)
+            and launchable(req, est.plan))
 
 
 def _variant(req: SearchRequest, plan: ParallelPlan, **update: Any
@@ -539,7 +549,8 @@ def _meets(est: Estimate, pool: GPUPool, req: SearchRequest) -> bool:
     cap = pool.gpu_type.memory_gib * cons.max_memory_fraction
     if not est.fits or est.memory.peak_gib > cap:
         return False
-    return cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour
+    return ((cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour)
+            and launchable(req, est.plan))
 
 
 def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline: float,

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from costmodel.specs.request import EstimateRequest
-from runtime.launch.base import Job, LaunchConfig, LaunchError, prepare
+from runtime.launch.base import Job, LaunchConfig, LaunchError, Refusals, prepare
 from runtime.launch.deepspeed import render_deepspeed
+from runtime.launch.fsdp import refuse_fsdp
 from runtime.launch.megatron import render_megatron
 from runtime.launch.torchtitan import render_torchtitan
 from runtime.launch.worker_plan import (
@@ -52,4 +53,25 @@ def render(fmt: str, request: EstimateRequest | dict[str, Any]) -> LaunchConfig:
     return emitter(prepare(request))
 
 
-__all__ = ["FORMATS", "PLAN_FORMAT", "LaunchConfig", "LaunchError", "render"]
+FRAMEWORK_FORMATS: dict[str, str] = {"megatron": "megatron", "torchtitan": "torchtitan",
+                                     "deepspeed": "deepspeed", "fsdp": "torchrun"}
+"""The launch format of each ``training.framework``."""
+
+
+def refusals(framework: str, request: EstimateRequest | dict[str, Any]) -> list[str]:
+    """The rules of ``framework`` that ``request``'s plan breaks, as ``field: rule`` lines
+    (empty: its emitter renders it). The check ``constraints.framework`` uses in a search."""
+    try:
+        job = prepare(request)
+        if framework == "fsdp":
+            r = Refusals()
+            refuse_fsdp(job, r)
+            r.raise_if_any()
+        _EMITTERS[FRAMEWORK_FORMATS[framework]](job)
+    except LaunchError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+__all__ = ["FORMATS", "FRAMEWORK_FORMATS", "PLAN_FORMAT", "LaunchConfig", "LaunchError",
+           "refusals", "render"]

@@ -102,11 +102,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _search_local(data: Any) -> Any:
     import solver
+    from service.launch_check import framework_refusals
 
     if isinstance(data, dict) and data.get("calibration_id") is not None:
         raise invalid([("calibration_id", "stored calibrations need a server (--server URL)")])
     try:
-        return solver.search(data)
+        return solver.search(data, launchable=framework_refusals)
     except SpecError as exc:
         raise invalid([(p.field, p.rule) for p in exc.problems]) from None
 

@@ -25,6 +25,7 @@ from service.db.models import Plan
 from service.errors import INVALID_INPUT, from_pydantic
 from service.jobs import queue
 from service.jobs.queue import Claim
+from service.launch_check import framework_refusals
 from service.settings import Settings
 from service.validation import non_finite_fields
 from solver.request import SearchRequest
@@ -112,7 +113,8 @@ class JobRunner:
         instance = f"/v1/searches/{claim.id}"
         try:
             req = SearchRequest.model_validate(claim.request)
-            result = solver.search(req, progress=on_progress, should_stop=should_stop)
+            result = solver.search(req, progress=on_progress, should_stop=should_stop,
+                                   launchable=framework_refusals)
         except SearchCancelled:
             why = reason[0] if reason else "shutdown"
             if why == "cancel":
