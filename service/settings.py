@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         3, ge=1, description="Claims of a search whose worker died before it is marked failed "
         "(a search that kills its workers is not retried forever).")
     poll_s: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
+    worker_max_rss_mb: int = Field(
+        2048, ge=0, description="A worker process whose resident memory is above this many MiB "
+        "after a search exits and is replaced by a fresh one (a large search's arrays are not "
+        "all returned to the OS otherwise); 0 = never.")
     max_wait_s: float = Field(
         60.0, ge=0, description="Longest `?wait=` a client may ask for (the request is held "
         "open, polling the database, not running the search).")

@@ -53,6 +53,8 @@ class Worker:
         self.shutdown = shutdown or threading.Event()
         self.parent_pid = parent_pid
         self.runner = JobRunner(db, settings, self.name, self.shutdown)
+        self.recycle = False
+        """Set when :meth:`run` stopped to be replaced (memory above worker_max_rss_mb)."""
 
     def run_once(self) -> str | None:
         """Claim and run one search; its outcome, or None when the queue is empty."""
@@ -88,7 +90,34 @@ class Worker:
             backoff = self.settings.poll_s
             if outcome is None:
                 self.shutdown.wait(self.settings.poll_s)
+            elif self._over_memory():
+                self.recycle = True
+                break
         logger.info("worker %s: stopped", self.name)
+
+    def _over_memory(self) -> bool:
+        limit = self.settings.worker_max_rss_mb
+        rss = resident_mib()
+        if limit and rss is not None and rss > limit:
+            logger.info("worker %s: %.0f MiB resident after a search, above "
+                        "MESHPLAN_WORKER_MAX_RSS_MB=%d; exiting to be replaced",
+                        self.name, rss, limit)
+            return True
+        return False
+
+
+def resident_mib() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc/self/statm``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+RECYCLE_EXIT = 75
+"""Exit status of a worker process that stopped to be replaced (EX_TEMPFAIL)."""
 
 
 # ----------------------------------------------------------------------------- processes
@@ -125,10 +154,13 @@ def process_main(settings_data: dict[str, Any], parent_pid: int | None,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     db = Database(settings.effective_database_url)
+    worker = Worker(db, settings, shutdown=shutdown, parent_pid=parent_pid)
     try:
-        Worker(db, settings, shutdown=shutdown, parent_pid=parent_pid).run()
+        worker.run()
     finally:
         db.dispose()
+    if worker.recycle:
+        sys.exit(RECYCLE_EXIT)
 
 
 def stop_processes(processes: list[BaseProcess], timeout: float, what: str) -> None:
@@ -156,27 +188,59 @@ class WorkerProcesses:
         self.n = n
         self.embedded = embedded
         self.processes: list[BaseProcess] = []
+        self.replaced = 0
+        """Processes started to replace one that exited for memory (RECYCLE_EXIT)."""
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    def _spawn(self, i: int) -> BaseProcess:
+        ctx = multiprocessing.get_context("spawn")
+        parent = os.getpid() if self.embedded else None
+        p = ctx.Process(target=process_main,
+                        args=(self.settings.model_dump(mode="json"), parent, os.getpid()),
+                        name=f"meshplan-worker-{i}", daemon=False)
+        p.start()
+        return p
 
     def start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        data = self.settings.model_dump(mode="json")
-        parent = os.getpid() if self.embedded else None
-        for i in range(self.n):
-            p = ctx.Process(target=process_main, args=(data, parent, os.getpid()),
-                            name=f"meshplan-worker-{i}", daemon=False)
-            p.start()
-            self.processes.append(p)
+        with self._lock:
+            self.processes = [self._spawn(i) for i in range(self.n)]
         logger.info("started %d worker process(es): %s", self.n,
                     ", ".join(str(p.pid) for p in self.processes))
+        self._monitor = threading.Thread(target=self._replace_recycled, daemon=True,
+                                         name="meshplan-worker-monitor")
+        self._monitor.start()
+
+    def _replace_recycled(self) -> None:
+        """Start a fresh process in place of each one that exited to return its memory."""
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for i, p in enumerate(self.processes):
+                    if p.exitcode == RECYCLE_EXIT and not self._stopping.is_set():
+                        p.join()
+                        self.processes[i] = self._spawn(i)
+                        self.replaced += 1
+                        logger.info("worker process %s exited for memory; started %s",
+                                    p.pid, self.processes[i].pid)
 
     def wait(self) -> None:
-        """Until every process has exited (the standalone ``meshplan worker``)."""
-        for p in self.processes:
-            p.join()
+        """Until every process has exited for good (the standalone ``meshplan worker``)."""
+        while True:
+            with self._lock:
+                live = [p for p in self.processes
+                        if p.exitcode is None or p.exitcode == RECYCLE_EXIT]
+            if not live or self._stopping.is_set():
+                return
+            self._stopping.wait(0.5)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM each (a running search goes back to the queue), then SIGKILL stragglers."""
-        stop_processes(self.processes, timeout, "worker")
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.join()
+        with self._lock:
+            stop_processes(self.processes, timeout, "worker")
 
     def alive(self) -> int:
         return sum(p.is_alive() for p in self.processes)
