@@ -28,7 +28,7 @@ them one plan at a time.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,18 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.tp)
+
+    def take(self, idx: slice | np.ndarray) -> Candidates:
+        """The candidates at ``idx`` (a slice or an index array)."""
+        return Candidates(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    @property
+    def gpus(self) -> np.ndarray:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(getattr(self, f.name).nbytes) for f in fields(self))
 
     @classmethod
     def grid(cls, **axes: list[Any]) -> Candidates:
@@ -166,6 +178,32 @@ class BulkResult:
     @property
     def peak_gib(self) -> np.ndarray:
         return self.peak_bytes / GIB
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(getattr(self, f.name).nbytes) for f in fields(self)
+                   if isinstance(getattr(self, f.name), np.ndarray))
+
+    @classmethod
+    def concat(cls, parts: list[BulkResult]) -> BulkResult:
+        """The results of consecutive chunks of one pool's candidates, as one."""
+        arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                  for f in fields(cls) if f.name != "usable_bytes"}
+        return cls(**arrays, usable_bytes=parts[0].usable_bytes)
+
+    def repriced(self, c: Candidates, pool: GPUPool) -> BulkResult:
+        """These results for a pool of the same hardware at ``pool``'s price (step times and
+        memory do not depend on the price)."""
+        price, cost_m = _prices(pool, c.gpus, self.tokens_per_s)
+        return replace(self, cost_per_hour=price, cost_per_million_tokens=cost_m)
+
+
+def _prices(pool: GPUPool, gpus: np.ndarray, tps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """$ per hour of ``gpus`` GPUs of ``pool`` and $ per million tokens at ``tps`` tokens/s."""
+    price = pool.price_per_gpu_hour * gpus
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost_m = np.where(tps > 0, price / 3600.0 / np.maximum(tps, 1e-30) * 1e6, np.inf)
+    return price, cost_m
 
 
 def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates
@@ -428,8 +466,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     tps = tokens / step
     mflops = model_flops_per_token(model, training.seq_len) * tokens
     mfu = mflops / (step * gpus * dev.peak)
-    price = pool.price_per_gpu_hour * gpus
-    cost_m = np.where(tps > 0, price / 3600.0 / np.maximum(tps, 1e-30) * 1e6, np.inf)
+    price, cost_m = _prices(pool, gpus, tps)
     return BulkResult(valid=valid, step_time_s=step, tokens_per_s=tps, mfu=mfu,
                       peak_bytes=peak, fits=fits & valid, cost_per_hour=price,
                       cost_per_million_tokens=cost_m, pipeline_s=pipe, dp_exposed_s=dp_exp,

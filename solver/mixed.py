@@ -96,6 +96,8 @@ def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: fl
         return []
     depths = [fixed["pp"]] if "pp" in fixed else [2, 4, 8, 16, 32, 64]
     for seed in seeds:
+        if time.perf_counter() > deadline:
+            return out
         other = seed.cp * seed.dp
         options = [(p, t) for p in pools for t in _tp_options(req, p, seed)]
         if len({p.name for p, _ in options}) < 2:

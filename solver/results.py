@@ -116,6 +116,13 @@ class Optimality(BaseModel):
         return self
 
 
+class SkippedPool(BaseModel):
+    """A pool the search did not search (:mod:`solver.budget`)."""
+
+    pool: str
+    reason: str
+
+
 class SearchStats(BaseModel):
     candidates: int = Field(description="Plans enumerated (before validity and memory filters).")
     valid: int
@@ -128,6 +135,10 @@ class SearchStats(BaseModel):
         "only where the estimate improved).")
     elapsed_s: float
     timed_out: bool
+    skipped_pools: list[SkippedPool] = Field(
+        default_factory=list, description="Pools not searched, each with why (the search's "
+        "time share for enumeration or its memory cap ran out); the optimality bound covers "
+        "only the pools searched.")
 
 
 class SearchResult(BaseModel):

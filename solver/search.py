@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.bulk import BulkResult, Candidates, evaluate_bulk
+from costmodel.bulk import BulkResult, Candidates
 from costmodel.errors import SpecError
 from costmodel.estimate import evaluate, step_time
 from costmodel.results import Estimate
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import parse
+from solver.budget import ENUMERATION_SHARE, PoolBudget
 from solver.explain import explain_plans, infeasibility
 from solver.launchable import LaunchCheck, checking, launchable
 from solver.request import SearchRequest
@@ -49,12 +50,16 @@ from solver.results import (
     RankedPlan,
     SearchResult,
     SearchStats,
+    SkippedPool,
     objective_days,
 )
 from solver.space import enumerate_pool
 
 BOUND_SAFETY = 1.0 - 1e-9
 """Shave float round-off off the lower bounds so that they stay below the estimate."""
+FINISH_RESERVE_S = 1.0
+"""Time kept back from ``time_limit_s`` (at most 10 % of it) for the phases after the branch
+and bound and the refinements, whose work grows with the candidates, not the time left."""
 PARETO_MAX = 12
 """Pareto points re-evaluated with the full estimate (the rest of the front is not listed)."""
 PROGRESS_EVERY = 16
@@ -113,7 +118,8 @@ def _public_value(name: str, v: float) -> float:
 def search(request: SearchRequest | dict[str, Any], *,
            progress: Callable[[SearchProgress], None] | None = None,
            should_stop: Callable[[], bool] | None = None,
-           launchable: LaunchCheck | None = None) -> SearchResult:
+           launchable: LaunchCheck | None = None,
+           memory_cap_bytes: int | None = None) -> SearchResult:
     """Find the best plans (the ``POST /v1/searches`` body, as a dict or the model).
 
     ``progress`` is called with a :class:`SearchProgress` at each phase and every
@@ -122,13 +128,16 @@ def search(request: SearchRequest | dict[str, Any], *,
     :class:`SearchCancelled` when it returns True (cooperative cancellation for job runners).
     ``launchable`` decides which plans ``constraints.framework`` can run
     (:mod:`solver.launchable`); a search with a framework constraint needs it.
+    ``memory_cap_bytes`` caps the candidate arrays the search keeps (:mod:`solver.budget`;
+    None = no cap).
     """
     with checking(launchable):
-        return _search(parse(SearchRequest, request), progress, should_stop)
+        return _search(parse(SearchRequest, request), progress, should_stop, memory_cap_bytes)
 
 
 def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | None,
-            should_stop: Callable[[], bool] | None) -> SearchResult:
+            should_stop: Callable[[], bool] | None,
+            memory_cap_bytes: int | None = None) -> SearchResult:
     t0 = time.perf_counter()
 
     def report(phase: str, simulated: int = 0, best: float | None = None,
@@ -141,24 +150,39 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
                 best=None if best is None else _public_value(req.objective, best),
                 bound=None if bound is None else _public_value(req.objective, bound),
                 elapsed_s=time.perf_counter() - t0))
-    deadline = t0 + req.time_limit_s
+    # the branch and bound and the refinements stop FINISH_RESERVE early: what follows them
+    # (Pareto front, best per pool, explanations) must also end within the limit
+    deadline = t0 + req.time_limit_s - min(FINISH_RESERVE_S, 0.1 * req.time_limit_s)
     cons = req.constraints
     pools = [p for p in req.cluster.pools if not cons.pools or p.name in cons.pools]
     spaces: list[_PoolSpace] = []
     n_cands = n_valid = n_fit = 0
     empty: list[tuple[GPUPool, str]] = []
+    budget = PoolBudget(t0 + ENUMERATION_SHARE * req.time_limit_s, memory_cap_bytes)
+    skipped: list[SkippedPool] = []
     for pool in pools:
         report("enumerating")
         if req.training.precision not in pool.gpu_type.peak_tflops:
             empty.append((pool, f"{pool.gpu} has no {req.training.precision} tensor cores"))
             continue
-        cands = enumerate_pool(req.model, req.training, pool, cons)
+        if spaces and budget.over_time():
+            skipped.append(SkippedPool(pool=pool.name, reason=budget.time_reason()))
+            empty.append((pool, f"not searched: {skipped[-1].reason}"))
+            continue
+        got = budget.evaluate(req.model, req.training, pool,
+                              lambda pool=pool: enumerate_pool(req.model, req.training, pool,  # type: ignore[misc]
+                                                               cons),
+                              req.calibration, lambda: report("enumerating"))
+        if isinstance(got, str):
+            skipped.append(SkippedPool(pool=pool.name, reason=got))
+            empty.append((pool, f"not searched: {got}"))
+            continue
+        cands, bulk = got
         if len(cands) == 0:
             limit = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
             empty.append((pool, f"no combination of degrees satisfies the parallelism rules "
                                 f"with fixed {cons.fixed or 'nothing'} on at most {limit} GPUs"))
             continue
-        bulk = evaluate_bulk(req.model, req.training, pool, cands, req.calibration)
         cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
         fit = bulk.fits & (bulk.peak_bytes <= cap)
         if cons.max_cost_per_hour is not None:
@@ -180,15 +204,15 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
         if mixed:
             return _result(req, mixed, spaces, [], "feasible", None, deadline, t0,
                            SearchStats(candidates=n_cands, valid=n_valid, fitting=0,
-                                       simulated=0, partitions_solved=0,
+                                       simulated=0, partitions_solved=0, skipped_pools=skipped,
                                        elapsed_s=time.perf_counter() - t0, timed_out=False))
         return SearchResult(
             plans=[], pareto=[],
             optimality=Optimality(status="infeasible", objective=objective),
             infeasible_reason=infeasibility(req, spaces_summary(spaces, req), empty),
             stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=0, simulated=0,
-                              partitions_solved=0, elapsed_s=time.perf_counter() - t0,
-                              timed_out=False))
+                              partitions_solved=0, skipped_pools=skipped,
+                              elapsed_s=time.perf_counter() - t0, timed_out=False))
 
     # ---- optimistic objectives of every fitting plan, across pools
     opt_vals, sp_idx, c_idx = [], [], []
@@ -202,7 +226,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     optimistic = np.concatenate(opt_vals)
     which = np.concatenate(sp_idx)
     cand = np.concatenate(c_idx)
-    order = np.lexsort((np.arange(len(optimistic)), optimistic))
+    order = np.argsort(optimistic, kind="stable")  # ties in candidate order
 
     # ---- branch and bound over the exact (simulated) step time, k best distinct layouts
     memo: dict[tuple[object, ...], Any] = {}  # per-block costs shared by this search's plans
@@ -250,16 +274,18 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     best = refined[0][0] if refined else math.inf
     if stop_bound is None:  # every fitting plan was simulated
         stop_bound = best
-    status = "optimal" if (not timed_out and refined) else ("feasible" if refined else
-                                                               "infeasible")
+    timed_out = timed_out or any(k.reason == budget.time_reason() for k in skipped)
+    # a skipped pool is outside the bound: the best plan is then only feasible
+    status = ("optimal" if not timed_out and not skipped and refined
+              else "feasible" if refined else "infeasible")
     # the bound covers the even-split space; a CP-SAT re-partition may beat it (gap 0 then)
     bound = min(best, stop_bound)
     gap = abs(best - bound) / abs(bound) if refined and bound not in (0.0, math.inf) else None
     optimality = Optimality(
         status=status, objective=objective,
         value=_public_value(objective, best) if refined else None,
-        bound=_public_value(objective, bound) if refined else None,
-        gap=gap if status != "optimal" else 0.0)
+        bound=_public_value(objective, bound) if refined and not skipped else None,
+        gap=None if skipped else (gap if status != "optimal" else 0.0))
 
     ranked = explain_plans(req, [(v, p, e) for v, _, p, e in refined], spaces_caps(spaces, req))
     for (_, pos, _, _), x in zip(refined, ranked, strict=True):
@@ -279,6 +305,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
         best_per_pool=per_pool,
         stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
+                          skipped_pools=skipped,
                           partitions_solved=partitions, placements_solved=placements,
                           schedules_synthesized=synthesized,
                           elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
@@ -396,12 +423,17 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
     is in it, else a branch and bound over that pool's candidates alone (k = 1)."""
     out: list[PoolBest] = []
     winner = refined[0] if refined else None
+    by_pool: list[np.ndarray] | None = None
     for k, sp in enumerate(spaces):
         mine = [t for t in refined if t[2].pool == sp.pool.name]
         if mine:
             val, plan, est = mine[0][0], mine[0][2], mine[0][3]
         else:
-            sub = order[bb.which[order] == k]
+            if by_pool is None:  # each pool's positions, in the global order
+                grouped = order[np.argsort(bb.which[order], kind="stable")]
+                counts = np.bincount(bb.which, minlength=len(spaces))
+                by_pool = np.split(grouped, np.cumsum(counts)[:-1])
+            sub = by_pool[k]
             found = bb.run(sub, 1)
             if not found:
                 continue
@@ -647,18 +679,36 @@ def spaces_summary(spaces: list[_PoolSpace], req: SearchRequest) -> list[dict[st
     return out
 
 
+def _front(tps: np.ndarray, cost: np.ndarray, idx: np.ndarray, which: np.ndarray
+           ) -> np.ndarray:
+    """Positions of the non-dominated points in (tokens/s ↑, $ per M tokens ↓), ties to the
+    lower pool then candidate index."""
+    order = np.lexsort((idx, which, cost, -tps))  # by throughput down, then cost up
+    cost_sorted = cost[order]
+    prev_min = np.concatenate([[np.inf], np.minimum.accumulate(cost_sorted)[:-1]])
+    return order[cost_sorted < prev_min - 1e-12]
+
+
 def _pareto(req: SearchRequest, spaces: list[_PoolSpace], deadline: float,
             finalists: list[tuple[ParallelPlan, Estimate]]) -> list[ParetoPoint]:
     """Non-dominated plans in (tokens/s ↑, $ per token ↓) from the bulk values, the best
     per GPU count re-evaluated with the full estimate (at most :data:`PARETO_MAX`)."""
-    tps = np.concatenate([sp.bulk.tokens_per_s[sp.ok] for sp in spaces])
-    cost = np.concatenate([sp.bulk.cost_per_million_tokens[sp.ok] for sp in spaces])
-    which = np.concatenate([np.full(len(sp.ok), k) for k, sp in enumerate(spaces)])
-    idx = np.concatenate([sp.ok for sp in spaces])
-    order = np.lexsort((idx, which, cost, -tps))  # by throughput down, then cost up
-    cost_sorted = cost[order]
-    prev_min = np.concatenate([[np.inf], np.minimum.accumulate(cost_sorted)[:-1]])
-    on_front = order[cost_sorted < prev_min - 1e-12]
+    # The front of all pools is the front of the pools' own fronts; pools of the same
+    # hardware share their arrays and (at prices scaled by a constant) their front.
+    local: dict[tuple[int, bool, int], np.ndarray] = {}
+    parts = []
+    for k, sp in enumerate(spaces):
+        key = (id(sp.bulk.tokens_per_s), sp.pool.price_per_gpu_hour > 0, hash(sp.ok.tobytes()))
+        if key not in local:
+            local[key] = sp.ok[_front(sp.bulk.tokens_per_s[sp.ok],
+                                      sp.bulk.cost_per_million_tokens[sp.ok], sp.ok,
+                                      np.zeros(len(sp.ok), dtype=np.int64))]
+        parts.append((k, local[key]))
+    tps = np.concatenate([spaces[k].bulk.tokens_per_s[i] for k, i in parts])
+    cost = np.concatenate([spaces[k].bulk.cost_per_million_tokens[i] for k, i in parts])
+    which = np.concatenate([np.full(len(i), k) for k, i in parts])
+    idx = np.concatenate([i for _, i in parts])
+    on_front = _front(tps, cost, idx, which)
     front = [(float(tps[j]), float(cost[j]), int(which[j]), int(idx[j])) for j in on_front]
     if len(front) > PARETO_MAX:
         idx = np.linspace(0, len(front) - 1, PARETO_MAX).round().astype(int)
