@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         "with 2,048 sequences of 8,192 tokens; 1,048,576 leaves room for short sequences).")
     max_search_pools: int = Field(16, ge=1, description="Most pools a search may describe "
                                   "(each is enumerated; mixed pipelines combine them).")
+    max_search_memory_mb: int = Field(
+        1536, ge=64, description="Cap on the arrays a search keeps for its candidates "
+        "(enumerated plans, their bulk estimates, the branch and bound's arrays), MiB; a pool "
+        "that would exceed it is not searched and the result says so (stats.skipped_pools). "
+        "One chunk's intermediates (~0.2 GiB) come on top. The default leaves room for two "
+        "workers and the API on a 2-core, 24 GiB machine at the other maxima.")
 
     # ------------------------------------------------------------------ persistence
     database_url: str = Field(
@@ -102,6 +108,14 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         5.0, gt=0, description="Interval of a worker's heartbeat (lease renewal, progress, "
         "cancellation check). Must be under half the lease.")
+    cancel_poll_s: float = Field(
+        0.5, gt=0, description="How often a running search's worker reads whether a client "
+        "cancelled it (a cheap read between heartbeats): DELETE stops a search within about "
+        "this plus the solver's reaction time.")
+    search_overrun_s: float = Field(
+        30.0, gt=0, description="A search still running this long after its time_limit_s is "
+        "stopped and failed (its worker no longer renews the lease); a worker process whose "
+        "solver does not stop then within the same margin exits and is replaced.")
     max_attempts: int = Field(
         3, ge=1, description="Claims of a search whose worker died before it is marked failed "
         "(a search that kills its workers is not retried forever).")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -33,6 +35,10 @@ from solver.results import SearchResult
 from solver.search import SearchCancelled, SearchProgress
 
 logger = logging.getLogger("meshplan.jobs")
+
+RECYCLE_EXIT = 75
+"""Exit status of a worker process that stopped to be replaced (EX_TEMPFAIL): above its
+memory limit after a search, or holding a solver that ignored its deadline."""
 
 INTERNAL_DETAIL = "the search failed with an internal error; it has been logged by the worker"
 
@@ -66,7 +72,10 @@ class JobRunner:
     """Runs claimed searches for one worker."""
 
     def __init__(self, db: Database, settings: Settings, worker: str,
-                 shutdown: threading.Event) -> None:
+                 shutdown: threading.Event, *, exit_when_stuck: bool = False) -> None:
+        self.exit_when_stuck = exit_when_stuck
+        """In a worker process of its own: exit (RECYCLE_EXIT) when an overrun search's
+        solver does not stop."""
         self.db = db
         self.settings = settings
         self.worker = worker
@@ -79,12 +88,24 @@ class JobRunner:
         done = threading.Event()
         reason: list[str] = []
         latest: list[dict[str, Any] | None] = [None]
+        overrun_at = time.monotonic() + _time_limit_s(claim.request) + s.search_overrun_s
 
         def beat() -> None:
-            while not done.wait(s.heartbeat_s):
+            # a cheap cancellation read every cancel_poll_s, the lease renewed every
+            # heartbeat_s, and the overrun guard
+            renew_at = time.monotonic() + s.heartbeat_s
+            while not done.wait(min(s.cancel_poll_s, s.heartbeat_s)):
+                now = time.monotonic()
+                if now >= overrun_at:
+                    self._overran(claim, stop, done, reason)
+                    return
                 try:
-                    state = queue.heartbeat(self.db, claim, self.worker, lease_s=s.lease_s,
-                                            progress=latest[0])
+                    if now >= renew_at:
+                        state = queue.heartbeat(self.db, claim, self.worker,
+                                                lease_s=s.lease_s, progress=latest[0])
+                        renew_at = now + s.heartbeat_s
+                    else:
+                        state = queue.check(self.db, claim, self.worker)
                 except Exception:  # the database is away: keep the solver going, retry
                     logger.warning("search %s: heartbeat failed", claim.id, exc_info=True)
                     continue
@@ -108,15 +129,44 @@ class JobRunner:
             done.set()
             thread.join()
 
+    def _overran(self, claim: Claim, stop: threading.Event, done: threading.Event,
+                 reason: list[str]) -> None:
+        """The solver is still running search_overrun_s after its time limit: fail the search
+        (so that no worker takes it up again), ask the solver to stop, and, in a worker
+        process of its own, exit to be replaced if it has not stopped within the same
+        margin (a solver that ignores its deadline would hold the process forever)."""
+        s = self.settings
+        limit = _time_limit_s(claim.request)
+        logger.error("search %s: still running %.0f s after its time_limit_s of %.0f s; "
+                     "stopping it", claim.id, s.search_overrun_s, limit)
+        reason.append("overrun")
+        try:
+            queue.fail(self.db, claim, self.worker, {
+                "type": queue.FAILED, "title": "Search overran its time limit", "status": 500,
+                "detail": f"the solver was still running {s.search_overrun_s:.0f} s after "
+                          f"time_limit_s={limit:g} (MESHPLAN_SEARCH_OVERRUN_S) and was "
+                          "stopped; this is a defect of the solver and has been logged",
+                "instance": f"/v1/searches/{claim.id}"})
+        except Exception:
+            logger.warning("search %s: could not record the overrun", claim.id, exc_info=True)
+        stop.set()
+        if not done.wait(s.search_overrun_s) and self.exit_when_stuck:
+            logger.error("search %s: the solver did not stop; the worker process exits to be "
+                         "replaced", claim.id)
+            os._exit(RECYCLE_EXIT)
+
     def _solve(self, claim: Claim, on_progress: Any, should_stop: Any, reason: list[str],
                latest: list[dict[str, Any] | None]) -> str:
         instance = f"/v1/searches/{claim.id}"
         try:
             req = SearchRequest.model_validate(claim.request)
             result = solver.search(req, progress=on_progress, should_stop=should_stop,
-                                   launchable=framework_refusals)
+                                   launchable=framework_refusals,
+                                   memory_cap_bytes=self.settings.max_search_memory_mb << 20)
         except SearchCancelled:
             why = reason[0] if reason else "shutdown"
+            if why == "overrun":
+                return "failed"  # recorded by _overran
             if why == "cancel":
                 queue.cancelled(self.db, claim, self.worker)
                 logger.info("search %s: cancelled", claim.id)
@@ -177,6 +227,15 @@ class JobRunner:
         queue.fail(self.db, claim, self.worker, error)
         logger.info("search %s: failed: %s", claim.id, error.get("detail"))
         return "failed"
+
+
+def _time_limit_s(request: dict[str, Any]) -> float:
+    """The search's ``time_limit_s`` (its default where the stored body has none)."""
+    value = request.get("time_limit_s") if isinstance(request, dict) else None
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    default = SearchRequest.model_fields["time_limit_s"].default
+    return float(default)
 
 
 def _invalid(problems: Any, instance: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.db.engine import Database
 from service.jobs import queue
-from service.jobs.runner import JobRunner
+from service.jobs.runner import RECYCLE_EXIT, JobRunner
 from service.settings import Settings
 
 logger = logging.getLogger("meshplan.jobs")
@@ -45,14 +45,15 @@ class Worker:
     """Claims searches and runs them, one at a time, until ``shutdown`` is set."""
 
     def __init__(self, db: Database, settings: Settings, *, name: str | None = None,
-                 shutdown: threading.Event | None = None, parent_pid: int | None = None
-                 ) -> None:
+                 shutdown: threading.Event | None = None, parent_pid: int | None = None,
+                 own_process: bool = False) -> None:
         self.db = db
         self.settings = settings
         self.name = name or worker_name()
         self.shutdown = shutdown or threading.Event()
         self.parent_pid = parent_pid
-        self.runner = JobRunner(db, settings, self.name, self.shutdown)
+        self.runner = JobRunner(db, settings, self.name, self.shutdown,
+                                exit_when_stuck=own_process)
         self.recycle = False
         """Set when :meth:`run` stopped to be replaced (memory above worker_max_rss_mb)."""
 
@@ -116,8 +117,6 @@ def resident_mib() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-RECYCLE_EXIT = 75
-"""Exit status of a worker process that stopped to be replaced (EX_TEMPFAIL)."""
 
 
 # ----------------------------------------------------------------------------- processes
@@ -154,7 +153,7 @@ def process_main(settings_data: dict[str, Any], parent_pid: int | None,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     db = Database(settings.effective_database_url)
-    worker = Worker(db, settings, shutdown=shutdown, parent_pid=parent_pid)
+    worker = Worker(db, settings, shutdown=shutdown, parent_pid=parent_pid, own_process=True)
     try:
         worker.run()
     finally:
