@@ -262,6 +262,8 @@ def _decoder(raw: dict[str, Any], mtype: str, prefix: str, notes: list[str]) -> 
         # GemmaMLP / Gemma2MLP / Gemma3MLP: gate_proj, up_proj, down_proj whatever the
         # activation (GeGLU with gelu_pytorch_tanh)
         f["mlp_gated"] = True
+        if mtype == "gemma" and f["hidden_act"] == "gelu":
+            f["hidden_act"] = "gelu_pytorch_tanh"  # GemmaConfig: the legacy "gelu" means tanh
     if mtype in ("gemma2", "gemma3_text"):
         # Gemma2DecoderLayer / Gemma3DecoderLayer: input, post_attention, pre_feedforward
         # and post_feedforward RMSNorm
@@ -370,6 +372,9 @@ def _attention_pattern(cfg: dict[str, Any], mtype: str, prefix: str, f: dict[str
     types: list[str] | None
     if given is not None:
         types = [str(t) for t in given]
+        if len(types) != L:
+            raise problem(f"{prefix}.layer_types", f"{len(types)} entries for "
+                          f"num_hidden_layers={L}")
     elif window is None:
         types = None
     elif mtype in ("qwen2", "qwen3"):
