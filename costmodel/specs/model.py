@@ -3,7 +3,7 @@
 Field names are Hugging Face ``config.json`` names (the contract in ARCHITECTURE.md). A spec is
 built from explicit fields, from a preset (``costmodel/data/presets.json``) or from a whole
 ``config.json`` dict (:func:`ModelSpec.from_hf_config`), which accepts the field names of the
-Llama, Mistral, Mixtral, Qwen2, Qwen2-MoE, GPT-2 and DeepSeek-V2/V3 families as published.
+families listed in :mod:`costmodel.specs.hf` (read as transformers 5.25 reads them).
 
 Parameter counts are exact sums over the weight tensors of each architecture: GPT-2's
 124,439,808, and for Megatron GPT models Narayanan et al. 2021's
