@@ -206,6 +206,7 @@ def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
     """Checked inputs of one evaluation; ``pool``/``dev``/``shard`` are those of the first
     stage (of the plan's one pool when it has no ``stages``)."""
     plan, notes = lenient_plan(plan)
+    notes += list(model.notes)  # what a Hugging Face import left out (costmodel/specs/hf.py)
     pool = check_plan(model, training, cluster, plan)
     prof = profile or default_profile()
     dev = Device.from_pool(pool, training.precision, prof)

@@ -12,6 +12,8 @@ convention of the Megatron-Core H100 tables and of Korthikanti et al. 2022's MFU
 Megatron versions halve causal attention; :func:`model_flops_per_token` takes
 ``causal_halving=True`` for that variant. Recompute FLOPs are not model FLOPs (they count in
 HFU). MLA layers use the same structure with their projection sizes (Megatron's MLA branch).
+Sliding-window and chunked-attention layers (Mistral, Gemma-2/3, Phi-3, gpt-oss, Llama 4)
+count only the query-key pairs their mask keeps (:func:`attention_flops_per_token`).
 """
 
 from __future__ import annotations
@@ -19,18 +21,24 @@ from __future__ import annotations
 from costmodel.specs.model import ModelSpec
 
 
-def attention_flops_per_token(model: ModelSpec, seq_len: int, causal_halving: bool = False
-                              ) -> float:
-    """Forward FLOPs of one block's attention (projections + scores) for one token."""
-    h = model.hidden_size
+def attention_flops_per_token(model: ModelSpec, seq_len: int, causal_halving: bool = False,
+                              moe: bool | None = None) -> float:
+    """Forward FLOPs of one block's attention (projections + scores) for one token, averaged
+    over the layers of one kind (``moe`` True/False; None = all layers).
+
+    Sliding-window and chunked layers score fewer keys: a query at position p attends
+    ``min(p, sliding_window)`` keys (transformers' ``sliding_window_causal_mask_function``),
+    so the score term is scaled by :meth:`ModelSpec.attention_fraction`, the attended pairs
+    relative to full causal attention. Either convention (s keys per query, or s/2 with
+    ``causal_halving``) is thereby the causal count times the same constant; a model without
+    such layers is unchanged."""
     a = model.num_attention_heads
     proj = 2.0 * model.attention_params_matmul()
     d_qk = model.q_width / a
     d_v = model.v_width / a
-    scores = 2.0 * seq_len * a * (d_qk + d_v)
+    scores = 2.0 * seq_len * a * (d_qk + d_v) * model.attention_fraction(seq_len, moe)
     if causal_halving:
         scores /= 2
-    del h
     return proj + scores
 
 
@@ -51,12 +59,13 @@ def mlp_flops_per_token(model: ModelSpec, layer: int) -> float:
 def model_flops_per_token(model: ModelSpec, seq_len: int, causal_halving: bool = False) -> float:
     """Forward + backward model FLOPs per token (3 × forward), Megatron-LM convention."""
     fwd = 0.0
-    attn = attention_flops_per_token(model, seq_len, causal_halving)
     n_moe = model.num_moe_layers
     n_dense = model.num_hidden_layers - n_moe
     if n_dense:
+        attn = attention_flops_per_token(model, seq_len, causal_halving, moe=False)
         fwd += n_dense * (attn + mlp_flops_per_token(model, model.moe_layer_mask.index(False)))
     if n_moe:
+        attn = attention_flops_per_token(model, seq_len, causal_halving, moe=True)
         fwd += n_moe * (attn + mlp_flops_per_token(model, model.moe_layer_mask.index(True)))
     fwd += 2.0 * model.hidden_size * model.vocab_size  # logits
     return 3.0 * fwd

@@ -131,12 +131,15 @@ def _fp8_casts(fp8: FP8RecipeCost | None, inputs: list[np.ndarray], grads: list[
     return np.asarray(tf), np.asarray(tb), kf, kb
 
 
-def _attention(model: ModelSpec, s: Shard, dev: Device
+def _attention(model: ModelSpec, s: Shard, dev: Device, moe: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Core attention of one block: (fwd, bwd, flops_fwd, kernels_fwd, kernels_bwd).
 
     Flash (Dao 2023): one kernel forward, two backward (pre-processing + main), causal blocks
-    skipped. Unfused (Megatron-LM before flash attention): batched QKᵀ and AV GEMMs over all
+    skipped, and with a sliding window (FlashAttention-2 ``window_size``) or chunked mask the
+    blocks outside it too: the work is scaled by :meth:`ModelSpec.attention_fraction`, the
+    mean over this kind of block's layers (a stage gets the model's mix of local and global
+    layers). Unfused (Megatron-LM before flash attention): batched QKᵀ and AV GEMMs over all
     s×s scores, fused scale-mask-softmax, and dropout on the probabilities when
     ``attention_dropout`` > 0; softmax backward reads y and dy and writes dx (6 B/score),
     dropout backward reads dy and the mask and writes dx (5 B/score).
@@ -146,12 +149,15 @@ def _attention(model: ModelSpec, s: Shard, dev: Device
     d_qk = model.q_width / model.num_attention_heads
     d_v = model.v_width / model.num_attention_heads
     full_flops = 2.0 * s.b * heads * sq * skv * (d_qk + d_v)
+    # the unfused path computes every score and masks afterwards (HF eager, Megatron's
+    # unfused softmax): only fused kernels skip what a window leaves out
+    local = model.attention_fraction(s.seq, moe)
     # flash: causal mask halves the work (load-balanced context parallelism keeps it halved);
     # the kernel's efficiency at the per-rank query length and the mean head dim
     if s.kernel == "unfused":
         f_fwd = f_bwd = np.zeros_like(np.asarray(full_flops, dtype=float))
     else:
-        f_fwd, f_bwd = flash_attention_time(0.5 * full_flops, dev, s.kernel,
+        f_fwd, f_bwd = flash_attention_time(0.5 * full_flops * local, dev, s.kernel,
                                             0.5 * (d_qk + d_v), sq)
     batch_rows = s.b * heads * sq
     t_qk = gemm_time(batch_rows, skv, d_qk, dev)
@@ -163,7 +169,7 @@ def _attention(model: ModelSpec, s: Shard, dev: Device
              + (mem_time(5.0 * scores, dev) if drop else 0))
     fwd = np.where(s.flash, f_fwd, u_fwd)
     bwd = np.where(s.flash, f_bwd, u_bwd)
-    flops = np.where(s.flash, 0.5 * full_flops, full_flops)
+    flops = np.where(s.flash, 0.5 * full_flops * local, full_flops)
     k_fwd = np.where(s.flash, 1.0, 3.0 + drop)
     k_bwd = np.where(s.flash, 2.0, 5.0 + drop)
     return fwd, bwd, flops, k_fwd, k_bwd
@@ -207,7 +213,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     ins, outs = _attn_proj_shapes(model, s.tp)
     t_proj, fl_proj = _gemms(T, ins + outs, dev)
     n_proj = len(ins) + len(outs)
-    a_fwd, a_bwd, fl_attn, ka_fwd, ka_bwd = _attention(model, s, dev)
+    a_fwd, a_bwd, fl_attn, ka_fwd, ka_bwd = _attention(model, s, dev, moe)
 
     # ---- FFN
     if moe:

@@ -40,7 +40,13 @@ OPTIMIZER_STATE_BYTES = {"adamw": 12.0, "adam": 12.0, "sgd": 8.0}
 
 def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.ndarray:
     """Bytes one block stashes for its backward, one micro-batch, one rank (no recompute
-    except what ``s.rc`` says). See the module docstring for the reference formulas."""
+    except what ``s.rc`` says). See the module docstring for the reference formulas.
+
+    A sliding-window or chunked layer stashes as much as a full one: q, k and v of every
+    token (each is a key of some query), flash attention's per-query LSE, and on the unfused
+    path the whole masked s×s probability matrix (HF eager attention and Megatron's unfused
+    softmax materialise it before masking), so ``sliding_window`` changes time, not
+    activation memory."""
     h = float(model.hidden_size)
     T = s.tokens
     r = np.where(s.sp, 1.0 / s.tp, 1.0)

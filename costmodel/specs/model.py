@@ -3,7 +3,7 @@
 Field names are Hugging Face ``config.json`` names (the contract in ARCHITECTURE.md). A spec is
 built from explicit fields, from a preset (``costmodel/data/presets.json``) or from a whole
 ``config.json`` dict (:func:`ModelSpec.from_hf_config`), which accepts the field names of the
-Llama, Mistral, Mixtral, Qwen2, Qwen2-MoE, GPT-2 and DeepSeek-V2/V3 families as published.
+families listed in :mod:`costmodel.specs.hf` (read as transformers 5.25 reads them).
 
 Parameter counts are exact sums over the weight tensors of each architecture: GPT-2's
 124,439,808, and for Megatron GPT models Narayanan et al. 2021's
@@ -18,10 +18,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from costmodel.errors import FieldProblem, ProblemCollector, SpecError, problem
+from costmodel.errors import ProblemCollector
 
 GATED_ACTIVATIONS = frozenset({"silu", "swiglu", "swish", "geglu", "gelu_glu", "reglu"})
 """``hidden_act`` values whose MLP is gated (three weight matrices: gate, up, down)."""
+
+LayerType = Literal["full_attention", "sliding_attention", "chunked_attention"]
+"""Attention of one layer, Hugging Face ``layer_types`` names (``configuration_*.py`` of
+transformers 5.x): full causal, sliding window (``sliding_window`` keys back, the query's own
+included) or chunked (Llama 4: keys of the query's ``attention_chunk_size`` block only)."""
+
+
+def _at(default: Any) -> Any:
+    """``exclude_if`` of a field added after the first release: left out of a dump while at
+    its default, so that stored specs, plan files and golden launch configs of the models
+    that do not use it stay byte-identical."""
+    return lambda v: _same(v, default)
 
 
 class ModelSpec(BaseModel):
@@ -72,6 +84,40 @@ class ModelSpec(BaseModel):
     qk_nope_head_dim: PositiveInt | None = None
     qk_rope_head_dim: PositiveInt | None = None
     v_head_dim: PositiveInt | None = None
+    # --- added for Hugging Face import (issue 14); left out of dumps at their defaults ---
+    mlp_gated: bool | None = Field(
+        None, exclude_if=_at(None),
+        description="Gated MLP whatever hidden_act says (Gemma: GeGLU with gelu_pytorch_tanh); "
+        "null = gated when hidden_act is a gated name.")
+    norms_per_layer: int = Field(
+        2, exclude_if=_at(2), ge=0, le=8,
+        description="hidden_size-wide norms per block: 2 (pre-attention, pre-MLP); Gemma-2/3 4 "
+        "(+ post-attention, post-feedforward); OLMo-2 2 (post-attention, post-feedforward).")
+    qk_norm: Literal["none", "head", "width"] = Field(
+        "none", exclude_if=_at("none"),
+        description="RMSNorm on queries and keys: per head over head_dim (Qwen3, Gemma-3), over "
+        "the whole projection width (OLMo-2); weightless ones (Llama 4) count as none.")
+    attention_sinks: bool = Field(
+        False, exclude_if=_at(False), description="A learned sink logit per head (gpt-oss).")
+    moe_layers: tuple[int, ...] | None = Field(
+        None, exclude_if=_at(None),
+        description="Indices of the MoE layers (Llama 4 name); null = the "
+        "first_k_dense_replace / moe_layer_freq rule.")
+    sliding_window: PositiveInt | None = Field(
+        None, exclude_if=_at(None),
+        description="Keys a sliding-window layer attends to, its own included (Mistral, "
+        "Gemma-2/3, Phi-3, gpt-oss).")
+    attention_chunk_size: PositiveInt | None = Field(
+        None, exclude_if=_at(None),
+        description="Block size of chunked attention layers (Llama 4).")
+    layer_types: tuple[LayerType, ...] | None = Field(
+        None, exclude_if=_at(None),
+        description="Attention per layer (HF name); null = every layer sliding when "
+        "sliding_window is set (Mistral), else full.")
+    notes: tuple[str, ...] = Field(
+        (), exclude_if=_at(()),
+        description="What an import left out (a vision tower, MTP layers); shown as warnings "
+        "with every estimate.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -111,6 +157,22 @@ class ModelSpec(BaseModel):
             c.check(self.max_position_embeddings is not None,
                     f"{prefix}.max_position_embeddings",
                     "learned position embeddings need max_position_embeddings")
+        if self.moe_layers is not None:
+            c.check(self.is_moe, f"{prefix}.moe_layers", "moe_layers needs num_local_experts")
+            c.check(all(0 <= i < self.num_hidden_layers for i in self.moe_layers),
+                    f"{prefix}.moe_layers",
+                    f"every index must lie in [0, num_hidden_layers={self.num_hidden_layers})")
+        if self.layer_types is not None:
+            n = len(self.layer_types)
+            c.check(n == self.num_hidden_layers, f"{prefix}.layer_types",
+                    f"{n} entries for num_hidden_layers={self.num_hidden_layers}")
+            if "sliding_attention" in self.layer_types:
+                c.check(self.sliding_window is not None, f"{prefix}.sliding_window",
+                        "sliding_attention layers need sliding_window")
+            if "chunked_attention" in self.layer_types:
+                c.check(self.attention_chunk_size is not None,
+                        f"{prefix}.attention_chunk_size",
+                        "chunked_attention layers need attention_chunk_size")
         c.raise_if_any()
 
     # ------------------------------------------------------------------ derived shape
@@ -127,6 +189,8 @@ class ModelSpec(BaseModel):
 
     @property
     def gated_mlp(self) -> bool:
+        if self.mlp_gated is not None:
+            return self.mlp_gated
         return self.hidden_act.lower() in GATED_ACTIVATIONS
 
     @property
@@ -141,7 +205,7 @@ class ModelSpec(BaseModel):
     def moe_layer_mask(self) -> tuple[bool, ...]:
         """Per layer: True where the FFN is a mixture of experts (DeepSeek/Qwen2-MoE rule)."""
         return _moe_mask(self.num_hidden_layers, self.is_moe, self.first_k_dense_replace,
-                         self.moe_layer_freq)
+                         self.moe_layer_freq, self.moe_layers)
 
     @property
     def num_moe_layers(self) -> int:
@@ -171,9 +235,51 @@ class ModelSpec(BaseModel):
             return self.num_attention_heads * self.v_head_dim
         return self.num_attention_heads * self.head_size
 
+    # ------------------------------------------------------------------ attention pattern
+    def layer_type(self, layer: int) -> LayerType:
+        """Attention of layer ``layer`` (``layer_types``; without it every layer is sliding
+        when ``sliding_window`` is set, as Mistral's ``MistralAttention`` does)."""
+        if self.layer_types is not None:
+            return self.layer_types[layer]
+        return "sliding_attention" if self.sliding_window is not None else "full_attention"
+
+    def attended_keys(self, layer: int, seq_len: int) -> int:
+        """Query-key pairs layer ``layer`` scores over one causal sequence of ``seq_len``:
+        full ``s(s+1)/2``; sliding window w: ``Σ_p min(p, w)`` (transformers'
+        ``sliding_window_causal_mask_function``: key kept when ``q − k < w``); chunked C:
+        ``Σ_p ((p−1) mod C) + 1`` (``chunked_causal_mask_function``), p = 1..s."""
+        s = seq_len
+        kind = self.layer_type(layer)
+        if kind == "sliding_attention":
+            assert self.sliding_window is not None
+            w = self.sliding_window
+            return s * (s + 1) // 2 if w >= s else w * (w + 1) // 2 + (s - w) * w
+        if kind == "chunked_attention":
+            assert self.attention_chunk_size is not None
+            c = self.attention_chunk_size
+            full, r = divmod(s, c)
+            return full * c * (c + 1) // 2 + r * (r + 1) // 2
+        return s * (s + 1) // 2
+
+    def attention_fraction(self, seq_len: int, moe: bool | None = None) -> float:
+        """Mean over layers (of one kind: ``moe`` True/False; None = all) of the attended
+        pairs relative to full causal attention: 1.0 without sliding or chunked layers. The
+        estimator costs a kind of block once, so a stage whose mix of local and global
+        layers differs from the model's gets the model's mean (exact for whole-model totals
+        and for stages of whole periods: Gemma-2 pairs, Gemma-3 sixes)."""
+        layers = [i for i, m in enumerate(self.moe_layer_mask) if moe is None or m == moe]
+        if not layers or (self.layer_types is None and self.sliding_window is None):
+            return 1.0
+        full = seq_len * (seq_len + 1) // 2
+        return sum(self.attended_keys(i, seq_len) for i in layers) / (len(layers) * full)
+
     # ------------------------------------------------------------------ parameter counts
     def _norm_params(self) -> int:
         return self.hidden_size * (2 if self.norm == "layernorm" else 1)
+
+    def _block_norm_params(self) -> int:
+        """The hidden-width norms of one block (``norms_per_layer`` of them)."""
+        return self.norms_per_layer * self._norm_params()
 
     def attention_params(self) -> int:
         """Weights (and biases) of one attention block, without its norm."""
@@ -195,7 +301,13 @@ class ModelSpec(BaseModel):
             return q + kv_down + kv_up + self.v_width * h
         kv = 2 * self.kv_heads * self.head_size
         qkv = h * (self.q_width + kv) + ((self.q_width + kv) if self.attention_bias else 0)
-        return qkv + self.v_width * h + (h if out_bias else 0)
+        # q/k norms: Qwen3Attention / Gemma3Attention RMSNorm(head_dim) ×2; Olmo2Attention
+        # RMSNorm(heads·head_dim) and RMSNorm(kv_heads·head_dim) (transformers 5.x)
+        qk_norm = {"none": 0, "head": 2 * self.head_size,
+                   "width": self.q_width + self.kv_heads * self.head_size}[self.qk_norm]
+        # GptOssAttention.sinks: one learned logit per head
+        sinks = self.num_attention_heads if self.attention_sinks else 0
+        return qkv + self.v_width * h + (h if out_bias else 0) + qk_norm + sinks
 
     def attention_params_matmul(self) -> int:
         """Weights of the attention block's GEMMs (no biases, no norms): FLOPs/2 per token."""
@@ -237,7 +349,7 @@ class ModelSpec(BaseModel):
     def block_param_split(self) -> tuple[int, int, int]:
         """(dense block, MoE block without its routed experts, routed experts of an MoE block)
         parameters — the three kinds that shard differently (routed experts also over ep)."""
-        base = self.attention_params() + 2 * self._norm_params()
+        base = self.attention_params() + self._block_norm_params()
         dense = base + self.mlp_params(self.intermediate_size)
         if not self.is_moe:
             return dense, 0, 0
@@ -247,8 +359,8 @@ class ModelSpec(BaseModel):
         return dense, base + total - routed, routed
 
     def layer_params(self, layer: int) -> tuple[int, int]:
-        """(total, active) parameters of layer ``layer`` (attention + FFN + two norms)."""
-        base = self.attention_params() + 2 * self._norm_params()
+        """(total, active) parameters of layer ``layer`` (attention + FFN + its norms)."""
+        base = self.attention_params() + self._block_norm_params()
         if self.moe_layer_mask[layer]:
             total, active = self.moe_params()
             return base + total, base + active
@@ -293,93 +405,32 @@ class ModelSpec(BaseModel):
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_hf_config(cls, cfg: dict[str, Any], name: str | None = None) -> ModelSpec:
-        """Build a spec from a Hugging Face ``config.json`` dict as published.
+        """Build a spec from a Hugging Face ``config.json`` dict as published, read as
+        transformers reads it: :func:`costmodel.specs.hf.from_hf_config` (the families, their
+        rules and sources are listed there). Unknown keys are ignored; missing required ones
+        and anything meshplan cannot model raise :class:`SpecError` naming the config field."""
+        from costmodel.specs.hf import from_hf_config
 
-        Reads the field names of the GPT-2 (``n_layer``, ``n_embd``, ``n_head``, ``n_inner``,
-        ``n_positions``), Llama/Mistral/Qwen2 (standard names), Mixtral (``num_local_experts``;
-        its ``intermediate_size`` is the per-expert size), Qwen2-MoE (``num_experts``,
-        ``shared_expert_intermediate_size``, ``decoder_sparse_step``) and DeepSeek-V2/V3
-        (``n_routed_experts``, ``n_shared_experts``, ``first_k_dense_replace``, MLA ranks)
-        families. Unknown keys are ignored; missing required ones raise :class:`SpecError`.
-        """
-        if not isinstance(cfg, dict):
-            raise problem("model.hf_config", "must be a JSON object (a config.json)")
-        used = ("n_layer", "n_embd", "n_head", "n_inner", "n_positions", "vocab_size",
-                "activation_function", "attn_pdrop", "resid_pdrop", "num_hidden_layers",
-                "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-                "intermediate_size", "max_position_embeddings", "hidden_act",
-                "tie_word_embeddings", "attention_bias", "mlp_bias", "attention_dropout",
-                "hidden_dropout", "num_local_experts", "n_routed_experts", "num_experts",
-                "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
-                "shared_expert_intermediate_size", "first_k_dense_replace", "moe_layer_freq",
-                "decoder_sparse_step", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
-                "qk_rope_head_dim", "v_head_dim", "topk_method", "model_type")
-        bad = [k for k in used if isinstance(cfg.get(k), dict | list)]
-        if bad:
-            raise SpecError([FieldProblem(f"model.hf_config.{k}", "must be a single value, not "
-                                          "a list or object") for k in bad])
-        mtype = str(cfg.get("model_type", "")).lower()
-        label = name or cfg.get("_name_or_path") or mtype or "hf-model"
-        f: dict[str, Any] = {"name": str(label)}
-        if mtype == "gpt2" or ("n_embd" in cfg and "n_layer" in cfg):
-            f.update(
-                num_hidden_layers=cfg.get("n_layer"), hidden_size=cfg.get("n_embd"),
-                num_attention_heads=cfg.get("n_head"), vocab_size=cfg.get("vocab_size"),
-                hidden_act=cfg.get("activation_function", "gelu_new"),
-                tie_word_embeddings=cfg.get("tie_word_embeddings", True),
-                max_position_embeddings=cfg.get("n_positions"), position_embedding="learned",
-                norm="layernorm", attention_bias=True, mlp_bias=True,
-                attention_dropout=cfg.get("attn_pdrop", 0.1),
-                hidden_dropout=cfg.get("resid_pdrop", 0.1),
-            )
-            n_embd = cfg.get("n_embd")
-            f["intermediate_size"] = cfg.get("n_inner") or (4 * n_embd if n_embd else None)
-        else:
-            for key in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                        "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size",
-                        "max_position_embeddings", "mlp_bias", "num_experts_per_tok",
-                        "moe_intermediate_size", "first_k_dense_replace", "q_lora_rank",
-                        "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                        "shared_expert_intermediate_size"):
-                if cfg.get(key) is not None:
-                    f[key] = cfg[key]
-            f["hidden_act"] = cfg.get("hidden_act", "silu")
-            f["attention_dropout"] = float(cfg.get("attention_dropout") or 0.0)
-            f["hidden_dropout"] = float(cfg.get("hidden_dropout") or 0.0)
-            f["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", False))
-            f["attention_bias"] = bool(cfg.get("attention_bias", mtype.startswith("qwen2")))
-            if mtype.startswith("qwen2"):
-                f["attention_out_bias"] = False  # Qwen2: bias on q, k, v only
-            experts = cfg.get("num_local_experts") or cfg.get("n_routed_experts") or cfg.get(
-                "num_experts")
-            if experts:
-                f["num_local_experts"] = experts
-                if mtype == "mixtral" or "moe_intermediate_size" not in cfg:
-                    f["moe_intermediate_size"] = cfg.get("intermediate_size")
-                f["n_shared_experts"] = cfg.get("n_shared_experts") or 0
-                f["router_bias"] = cfg.get("topk_method") == "noaux_tc"
-                step = cfg.get("moe_layer_freq") or cfg.get("decoder_sparse_step") or 1
-                f["moe_layer_freq"] = step
-                if cfg.get("mlp_only_layers"):
-                    raise problem("model.hf_config.mlp_only_layers",
-                                  "per-layer dense exceptions are not supported; "
-                                  "give an empty list")
-            if cfg.get("head_dim") is None and "head_dim" in f:
-                del f["head_dim"]
-        missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                               "intermediate_size", "vocab_size") if f.get(k) is None]
-        if missing:
-            raise SpecError([FieldProblem(f"model.hf_config.{k}",
-                                          "required field missing from config.json")
-                             for k in missing])
-        return cls.model_validate(f)
+        return from_hf_config(cfg, name)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return list(a) == list(b)
+    return bool(a == b) and type(a) is type(b)
 
 
 @lru_cache(maxsize=256)
-def _moe_mask(layers: int, moe: bool, first_dense: int, freq: int) -> tuple[bool, ...]:
-    """Which layers are MoE: after ``first_dense`` dense layers, every ``freq``-th
-    (DeepSeek ``first_k_dense_replace`` / ``moe_layer_freq``, Qwen2-MoE ``decoder_sparse_step``).
-    Memoised on the values, not the (copyable) spec, so a copied spec cannot see stale data."""
+def _moe_mask(layers: int, moe: bool, first_dense: int, freq: int,
+              explicit: tuple[int, ...] | None = None) -> tuple[bool, ...]:
+    """Which layers are MoE: the ``explicit`` indices (``moe_layers``) when given, else after
+    ``first_dense`` dense layers every ``freq``-th (``first_k_dense_replace`` /
+    ``moe_layer_freq``). :func:`costmodel.specs.hf.from_hf_config` turns each family's own
+    rule into ``moe_layers`` where it differs. Memoised on the values, not the (copyable)
+    spec, so a copied spec cannot see stale data."""
     if not moe:
         return tuple(False for _ in range(layers))
+    if explicit is not None:
+        chosen = set(explicit)
+        return tuple(i in chosen for i in range(layers))
     return tuple(i >= first_dense and (i - first_dense) % freq == 0 for i in range(layers))

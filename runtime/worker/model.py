@@ -45,6 +45,14 @@ def check_supported(spec: ModelSpec) -> list[str]:
     if spec.uses_mla:
         out.append("model: multi-head latent attention (kv_lora_rank) is not built by the "
                    "runtime worker")
+    if spec.norms_per_layer != 2 or spec.qk_norm != "none":
+        out.append("model: extra norms (norms_per_layer, qk_norm: Gemma-2/3, OLMo-2, Qwen3) "
+                   "are not built by the runtime worker")
+    if spec.attention_sinks:
+        out.append("model: attention sinks (gpt-oss) are not built by the runtime worker")
+    if spec.sliding_window is not None or spec.layer_types is not None:
+        out.append("model: sliding-window / chunked attention layers are not built by the "
+                   "runtime worker (it runs full causal attention)")
     return out
 
 
@@ -132,7 +140,8 @@ def _apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> tor
 class MLP(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.gated, self.act = _activation(spec.hidden_act)
+        gated, self.act = _activation(spec.hidden_act)
+        self.gated = spec.gated_mlp if spec.mlp_gated is not None else gated
         f, h = spec.intermediate_size, spec.hidden_size
         self.fc1 = nn.Linear(h, (2 if self.gated else 1) * f, bias=spec.mlp_bias)
         self.fc2 = nn.Linear(f, h, bias=spec.mlp_bias)

@@ -112,11 +112,14 @@ def test_llama_specifics() -> None:
 
 def test_qwen2_has_qkv_bias_but_no_output_bias() -> None:
     """HF Qwen2Attention: q_proj, k_proj, v_proj with bias=True, o_proj bias=False. Qwen2-7B:
-    head_dim 3584/28 = 128; q+k+v bias = 3584 + 2·4·128 = 4608 per layer."""
+    head_dim 3584/28 = 128; q+k+v bias = 3584 + 2·4·128 = 4608 per layer. The bias is
+    hard-wired in transformers' modeling_qwen2.py (5.25.0), so a config's attention_bias
+    does not remove it; the same shapes read as Llama have none."""
     m = ModelSpec.from_hf_config(_cfg("qwen2-7b"))
     assert m.attention_bias is True
     assert m.attention_out_bias is False
-    no_bias = ModelSpec.from_hf_config({**_cfg("qwen2-7b"), "attention_bias": False})
+    assert ModelSpec.from_hf_config({**_cfg("qwen2-7b"), "attention_bias": False}) == m
+    no_bias = ModelSpec.from_hf_config({**_cfg("qwen2-7b"), "model_type": "llama"})
     assert m.attention_params() - no_bias.attention_params() == 3584 + 2 * 4 * 128
 
 

@@ -161,6 +161,42 @@ def test_hf_config_list_value_is_a_field_error(api: Api, example: dict[str, Any]
     assert "single value" in err["rule"]
 
 
+HF_NEW = Path(__file__).resolve().parents[1] / "costmodel" / "hf_configs"
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    # a Gemma-3 text model with bidirectional attention is not a causal decoder
+    ({"text_config": {"use_bidirectional_attention": True}},
+     "model.hf_config.text_config.use_bidirectional_attention"),
+    # a layer kind meshplan does not cost (Qwen3-Next-style linear attention)
+    ({"text_config": {"layer_types": ["linear_attention"] * 48}},
+     "model.hf_config.text_config.layer_types"),
+    # state-space models
+    ({"model_type": "mamba", "text_config": None}, "model.hf_config.model_type"),
+])
+def test_hf_config_meshplan_cannot_model_is_422_naming_the_field(
+        api: Api, example: dict[str, Any], change: dict[str, Any], field: str) -> None:
+    """costmodel/specs/hf.py refuses what it cannot model with the config field's path."""
+    cfg = json.loads((HF_NEW / "gemma-3-12b.json").read_text())
+    for key, value in change.items():
+        if value is None:
+            del cfg[key]
+        elif isinstance(value, dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    example["model"] = {"hf_config": cfg}
+    body = assert_problem(api.post(URL, json=example), 422)
+    assert fields(body) == {field}
+
+
+def test_hf_wrapper_config_estimates_its_text_model(api: Api, example: dict[str, Any]) -> None:
+    example["model"] = {"hf_config": json.loads((HF_NEW / "gemma-3-12b.json").read_text())}
+    resp = api.post(URL, json=example)
+    assert resp.status_code == 200, resp.text
+    assert any("counted the text model" in w for w in resp.json()["warnings"])
+
+
 # ---------------------------------------------------------------------------- 422: cross-field
 def test_cross_field_rules_reported_together(api: Api, example: dict[str, Any]) -> None:
     example["plan"].update(tp=3, dp=7)
