@@ -52,6 +52,7 @@ from solver.results import (
     SearchStats,
     objective_days,
 )
+from solver.robustness import infeasible_reason, measuring, meets_sensitivity, tally
 from solver.space import enumerate_pool
 
 BOUND_SAFETY = 1.0 - 1e-9
@@ -148,7 +149,7 @@ def search(request: SearchRequest | dict[str, Any], *,
     ``launchable`` decides which plans ``constraints.framework`` can run
     (:mod:`solver.launchable`); a search with a framework constraint needs it.
     """
-    with checking(launchable):
+    with checking(launchable), measuring():
         return _search(parse(SearchRequest, request), progress, should_stop)
 
 
@@ -308,7 +309,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
     per_pool = _best_per_pool(req, spaces, bb, order, refined, deadline) if len(spaces) > 1 \
         else []
-    infeasible = None if plans else infeasibility(req, spaces_summary(spaces, req), empty)
+    infeasible = None if plans else _no_plan_reason(req, spaces, empty, timed_out)
     return SearchResult(
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
         best_per_pool=per_pool,
@@ -317,6 +318,16 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
                           schedules_synthesized=synthesized,
                           elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
 
+
+
+def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
+                    empty: list[tuple[GPUPool, str]], timed_out: bool) -> str:
+    """Why a search that had fitting plans returns none: the straggler-sensitivity
+    constraint when it excluded plans, else the memory / rules explanation."""
+    t = tally()
+    if t is not None and t.excluded:
+        return infeasible_reason(req, t, timed_out)
+    return infeasibility(req, spaces_summary(spaces, req), empty)
 
 
 def layout_key(plan: ParallelPlan) -> tuple[object, ...]:
@@ -381,7 +392,10 @@ class _BranchAndBound:
             if len(top) >= k and bound >= top[k - 1][0]:
                 self.stop_bound = bound if report is not None else self.stop_bound
                 break
-            if time.perf_counter() > self.deadline and top:
+            # past the deadline with nothing yet: stop too when the (costly) sensitivity
+            # constraint is what has excluded the plans so far
+            t = tally()
+            if time.perf_counter() > self.deadline and (top or (t is not None and t.excluded)):
                 if report is not None:
                     self.timed_out = True
                     self.stop_bound = bound
@@ -552,7 +566,7 @@ def _meets_all(est: Estimate, req: SearchRequest) -> bool:
         if sm.total_gib > sm.capacity_gib * cons.max_memory_fraction:
             return False
     return ((cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour)
-            and launchable(req, est.plan))
+            and launchable(req, est.plan) and meets_sensitivity(req, est.plan))
 
 
 def _variant(req: SearchRequest, plan: ParallelPlan, **update: Any
@@ -587,7 +601,7 @@ def _meets(est: Estimate, pool: GPUPool, req: SearchRequest) -> bool:
     if not est.fits or est.memory.peak_gib > cap:
         return False
     return ((cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour)
-            and launchable(req, est.plan))
+            and launchable(req, est.plan) and meets_sensitivity(req, est.plan))
 
 
 def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline: float,

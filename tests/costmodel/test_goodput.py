@@ -119,7 +119,7 @@ def test_preemptions_add_to_the_interruptions_and_lower_goodput(scheme: str) -> 
     shares = [g.goodput for g in goods if g is not None]
     assert shares == sorted(shares, reverse=True) and len(set(shares)) == 4
     days = [g.time_to_train_days for g in goods if g is not None]
-    assert days == sorted(days)
+    assert all(d is not None for d in days) and days == sorted(d or 0.0 for d in days)
     est, g = series[2], goods[2]
     assert g is not None
     nodes = est.num_gpus // 8  # the example's pool has 8 GPUs per node
