@@ -65,7 +65,8 @@ class Goodput(BaseModel):
                                     "failures.")
     preemptions_per_day: float = Field(
         0.0, description="Expected job interruptions per day from preempted spot / "
-        "preemptible nodes (cluster.pools[].preemption_per_hour × the nodes used).")
+        "preemptible nodes (cluster.pools[].preemption_per_hour × the nodes used).",
+        examples=[9.6])
     job_mtbf_hours: float = Field(description="Mean hours between interruptions of the job "
                                   "(failures and preemptions).")
     checkpoint_bytes: float = Field(description="Bytes of one checkpoint (weights and "

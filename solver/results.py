@@ -48,7 +48,10 @@ class Explanation(BaseModel):
         "where it hurts most (costmodel.what_if.straggler_sensitivity): increase_fraction is "
         "the step-time increase as a fraction of the step (what "
         "constraints.max_straggler_sensitivity limits). null when the what-if cannot "
-        "simulate the plan.")
+        "simulate the plan.", examples=[{
+            "factor": 1.1, "worst_stage": 0, "worst_rank": 0, "step_time_s": 2.31,
+            "increase_s": 0.19, "increase_fraction": 0.092,
+            "per_stage_increase_s": [0.19, 0.17]}])
 
 
 class PlanVariant(BaseModel):
