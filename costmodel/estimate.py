@@ -53,7 +53,7 @@ from costmodel import __version__
 from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.flops import model_flops_per_token
-from costmodel.goodput import goodput
+from costmodel.goodput import goodput, plan_nodes, preemptions_per_hour
 from costmodel.kernels import attention_rates, best_published_mfu
 from costmodel.layer_cost import (
     ELEM,
@@ -173,16 +173,24 @@ def estimate(request: EstimateRequest | dict[str, Any]) -> Estimate:
 
 def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: ParallelPlan,
              profile: CalibrationProfile | None = None) -> Estimate:
-    est = _Evaluation(_context(model, training, cluster, plan, profile)).run()
+    ev = _Evaluation(_context(model, training, cluster, plan, profile))
+    est = ev.run()
+    used = ev.gpus_by_pool()
     if training.reliability is None:
-        return est
-    pool = cluster.pool(plan.pool)
-    nodes = math.ceil(est.num_gpus / pool.gpus_per_node)
+        spot = [p.name for p, _ in used if p.preemption_per_hour > 0]
+        if not spot:
+            return est
+        return est.model_copy(update={"warnings": [*est.warnings, (
+            f"pool{'s' if len(spot) > 1 else ''} {', '.join(spot)} set preemption_per_hour but "
+            "training.reliability is not given: preemptions are not counted (give it for "
+            "goodput and the time to train with failures and preemptions)")]})
     return est.model_copy(update={"goodput": goodput(
-        model, training, training.reliability, num_gpus=est.num_gpus, nodes=nodes,
-        pp=plan.pp, nic_GBps_per_node=pool.nic_GBps * pool.gpus_per_node,
+        model, training, training.reliability, num_gpus=est.num_gpus,
+        nodes=int(plan_nodes(used)), pp=plan.pp,
+        nic_GBps_per_node=min(p.nic_GBps * p.gpus_per_node for p, _ in used),
         step_time_s=est.step_time_s, tokens_per_s=est.tokens_per_s,
-        cost_per_hour=est.cost_per_hour)})
+        cost_per_hour=est.cost_per_hour,
+        preemptions_per_hour=float(preemptions_per_hour(used)))})
 
 
 def pipeline_simulation(req: EstimateRequest) -> SimResult:
@@ -523,6 +531,18 @@ class _Evaluation:
     def rank_width(self, rank: int) -> int:
         """GPUs of pipeline rank ``rank``: its tp·cp·dp."""
         return self._rank_pc(rank).tp * self.c.plan.cp * self.c.plan.dp
+
+    def gpus_by_pool(self) -> list[tuple[GPUPool, int]]:
+        """The plan's GPUs on each pool it uses (one pool unless ``plan.stages``)."""
+        plan = self.c.plan
+        if plan.stages is None:
+            return [(self.c.pool, plan.num_gpus)]
+        out: dict[str, tuple[GPUPool, int]] = {}
+        for r in range(plan.pp):
+            pool = self.rank_pool(r)
+            n = out.get(pool.name, (pool, 0))[1]
+            out[pool.name] = (pool, n + self.rank_width(r))
+        return list(out.values())
 
     def _rank_nodes(self, rank: int) -> list[int]:
         """Nodes (pool indices) hosting pipeline rank ``rank``, in GPU order (plan.node_order,

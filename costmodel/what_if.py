@@ -92,13 +92,16 @@ class StragglerSensitivity(BaseModel):
     """The step-time increase when one GPU computes ``factor`` times slower, placed where
     that hurts most."""
 
-    factor: float = STRAGGLER_FACTOR
+    factor: float = Field(STRAGGLER_FACTOR, description="The slow GPU's compute-time "
+                          "multiplier (1.1 = 10 % slower).")
     worst_stage: int = Field(description="Pipeline rank whose GPU hurts most.")
     worst_rank: int = Field(description="A global rank (GPU) of that stage.")
-    step_time_s: float
-    increase_s: float
-    increase_fraction: float
-    per_stage_increase_s: list[float]
+    step_time_s: float = Field(description="Step time with that GPU slow, s.")
+    increase_s: float = Field(description="Its increase over the plan's step time, s.")
+    increase_fraction: float = Field(description="increase_s / the plan's step time (0.05 = "
+                                     "5 %).", examples=[0.087])
+    per_stage_increase_s: list[float] = Field(description="The increase, s, with the slow "
+                                              "GPU on each pipeline rank.")
 
 
 class WhatIfResult(BaseModel):

@@ -131,11 +131,19 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
 
 def explain_plans(req: SearchRequest, ranked: list[tuple[float, ParallelPlan, Estimate]],
                   caps: dict[str, float]) -> list[Explanation]:
+    from solver.robustness import describe_sensitivity, sensitivity
+
     out = []
     for i, (v, plan, est) in enumerate(ranked):
         head, notes = binding_constraint(req, est, caps[str(plan.pool)])
         nxt = runner_up(req, (v, plan, est), ranked[i + 1]) if i + 1 < len(ranked) else None
-        out.append(Explanation(binding_constraint=head, vs_runner_up=nxt, notes=notes))
+        # re-simulates the plan pp + 1 times: done for the returned plans only (cached when
+        # constraints.max_straggler_sensitivity already measured it)
+        sens = sensitivity(req, plan)
+        if sens is not None:
+            notes.append(describe_sensitivity(sens))
+        out.append(Explanation(binding_constraint=head, vs_runner_up=nxt, notes=notes,
+                               straggler_sensitivity=sens))
     return out
 
 

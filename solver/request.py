@@ -49,6 +49,13 @@ class Constraints(BaseModel):
         None, description="Return only plans this framework can launch (megatron, torchtitan, "
         "deepspeed, fsdp), by its launch-config emitter's rules; null = training.framework "
         "(no restriction when that is null too).", examples=["megatron"])
+    max_straggler_sensitivity: float | None = Field(
+        None, ge=0, le=10, description="Return only plans whose step time grows by at most "
+        "this fraction (0.05 = 5 %) when one GPU computes 10 % slower at the pipeline rank "
+        "where that hurts most (costmodel.what_if.straggler_sensitivity; every plan's "
+        "explanation reports it). In pure data parallelism a slow GPU costs about 10 % × the "
+        "compute share of the step; a pipeline's bubbles absorb part of a slow stage. null = "
+        "no limit.", examples=[0.08])
     max_micro_batch_size: PositiveInt = Field(8, le=64)
     max_pp: PositiveInt = Field(64, le=256)
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from costmodel.results import Estimate
 from costmodel.specs.plan import ParallelPlan
+from costmodel.what_if import StragglerSensitivity
 
 OPTIMALITY_MEANING = (
     "optimal = no plan in the enumerated space (every allowed pool, GPU count, tp, pp, dp, cp, "
@@ -42,6 +43,15 @@ class Explanation(BaseModel):
     binding_constraint: str = Field(description="What limits this plan, in words and numbers.")
     vs_runner_up: str | None = Field(None, description="Why the next plan ranks lower.")
     notes: list[str] = []
+    straggler_sensitivity: StragglerSensitivity | None = Field(
+        None, description="What one GPU 10 % slower costs this plan, at the pipeline rank "
+        "where it hurts most (costmodel.what_if.straggler_sensitivity): increase_fraction is "
+        "the step-time increase as a fraction of the step (what "
+        "constraints.max_straggler_sensitivity limits). null when the what-if cannot "
+        "simulate the plan.", examples=[{
+            "factor": 1.1, "worst_stage": 0, "worst_rank": 0, "step_time_s": 2.31,
+            "increase_s": 0.19, "increase_fraction": 0.092,
+            "per_stage_increase_s": [0.19, 0.17]}])
 
 
 class PlanVariant(BaseModel):

@@ -33,6 +33,7 @@ import numpy as np
 from costmodel.bulk import BulkResult, Candidates
 from costmodel.errors import SpecError
 from costmodel.estimate import evaluate, step_time
+from costmodel.goodput import goodput_fraction, plan_nodes, preemptions_per_hour, time_to_train_s
 from costmodel.results import Estimate
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan
@@ -53,6 +54,7 @@ from solver.results import (
     SkippedPool,
     objective_days,
 )
+from solver.robustness import infeasible_reason, measuring, meets_sensitivity, tally
 from solver.space import enumerate_pool
 
 BOUND_SAFETY = 1.0 - 1e-9
@@ -97,18 +99,42 @@ class _PoolSpace:
 
 
 def _objective(name: str, tps: np.ndarray, cost_per_hour: np.ndarray,
-               train_tokens: int | None) -> np.ndarray:
-    """Objective values, all to MINIMISE (throughput is negated)."""
+               train_tokens: int | None, share: np.ndarray | float = 1.0) -> np.ndarray:
+    """Objective values, all to MINIMISE (throughput is negated). ``share`` is the plans'
+    goodput (:func:`_goodput_share`): time and cost to train count the wall time lost to
+    checkpoints, restarts and lost work; throughput and cost per token are steady state."""
     with np.errstate(divide="ignore", invalid="ignore"):
         if name == "throughput":
             return -tps
         if name == "cost":
             return cost_per_hour / 3600.0 / tps * 1e6  # $ per million tokens
         assert train_tokens is not None
-        seconds = train_tokens / tps
+        seconds = time_to_train_s(train_tokens, tps, share)
         if name == "time_to_train":
-            return seconds
-        return seconds / 3600.0 * cost_per_hour  # cost_to_train in $
+            return np.asarray(seconds)
+        return np.asarray(seconds / 3600.0 * cost_per_hour)  # cost_to_train in $
+
+
+def _goodput_share(req: SearchRequest, pool: GPUPool, num_gpus: np.ndarray, pp: np.ndarray,
+                   step_time_s: np.ndarray) -> np.ndarray | float:
+    """Goodput of single-pool plans (arrays of GPUs, pp and step time) for the to-train
+    objectives with ``training.reliability``; 1 otherwise. The estimate's own model
+    (:func:`costmodel.goodput.goodput_fraction`, with the nodes, NICs and preemptions of the
+    pool exactly as :func:`costmodel.estimate.evaluate` passes them), so a simulated plan's
+    value here equals its estimate's ``goodput.time_to_train_s`` / ``cost_to_train``.
+
+    The share is non-increasing in the step time, so at a lower bound on the step it is an
+    upper bound on the plan's goodput, and an optimistic value computed with both (the
+    throughput's upper bound, goodput's upper bound ≤ 1) stays a valid bound: goodput only
+    ever makes time and cost to train larger."""
+    rel = req.training.reliability
+    if rel is None or req.objective not in ("time_to_train", "cost_to_train"):
+        return 1.0
+    used = [(pool, num_gpus)]
+    return goodput_fraction(
+        req.model, req.training, rel, num_gpus=num_gpus, nodes=plan_nodes(used), pp=pp,
+        nic_GBps_per_node=pool.nic_GBps * pool.gpus_per_node, step_time_s=step_time_s,
+        preemptions_per_hour=preemptions_per_hour(used))
 
 
 def _public_value(name: str, v: float) -> float:
@@ -131,7 +157,7 @@ def search(request: SearchRequest | dict[str, Any], *,
     ``memory_cap_bytes`` caps the candidate arrays the search keeps (:mod:`solver.budget`;
     None = no cap).
     """
-    with checking(launchable):
+    with checking(launchable), measuring():
         return _search(parse(SearchRequest, request), progress, should_stop, memory_cap_bytes)
 
 
@@ -195,6 +221,10 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     objective = req.objective
 
     def value_of(est: Estimate) -> float:
+        g = est.goodput if objective in ("time_to_train", "cost_to_train") else None
+        if g is not None:  # the estimate's own figure, failures and checkpoints included
+            v = g.time_to_train_s if objective == "time_to_train" else g.cost_to_train
+            return math.inf if v is None else v
         return float(_objective(objective, np.asarray(est.tokens_per_s),
                                 np.asarray(est.cost_per_hour), req.training.train_tokens))
 
@@ -218,9 +248,14 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     opt_vals, sp_idx, c_idx = [], [], []
     for k, sp in enumerate(spaces):
         b = sp.bulk
-        tps_ub = req.training.tokens_per_step / (b.lower_bound_even_s[sp.ok] * BOUND_SAFETY)
+        step_lb = b.lower_bound_even_s[sp.ok] * BOUND_SAFETY
+        tps_ub = req.training.tokens_per_step / step_lb
+        c = sp.cands
+        # goodput at the step's lower bound is an upper bound on the plan's (_goodput_share)
+        share_ub = _goodput_share(req, sp.pool, (c.tp * c.pp * c.dp * c.cp)[sp.ok],
+                                  c.pp[sp.ok], step_lb)
         opt_vals.append(_objective(objective, tps_ub, b.cost_per_hour[sp.ok],
-                                   req.training.train_tokens))
+                                   req.training.train_tokens, share_ub))
         sp_idx.append(np.full(len(sp.ok), k))
         c_idx.append(sp.ok)
     optimistic = np.concatenate(opt_vals)
@@ -300,7 +335,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
     per_pool = _best_per_pool(req, spaces, bb, order, refined, deadline) if len(spaces) > 1 \
         else []
-    infeasible = None if plans else infeasibility(req, spaces_summary(spaces, req), empty)
+    infeasible = None if plans else _no_plan_reason(req, spaces, empty, timed_out)
     return SearchResult(
         plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
         best_per_pool=per_pool,
@@ -310,6 +345,16 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
                           schedules_synthesized=synthesized,
                           elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
 
+
+
+def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
+                    empty: list[tuple[GPUPool, str]], timed_out: bool) -> str:
+    """Why a search that had fitting plans returns none: the straggler-sensitivity
+    constraint when it excluded plans, else the memory / rules explanation."""
+    t = tally()
+    if t is not None and t.excluded:
+        return infeasible_reason(req, t, timed_out)
+    return infeasibility(req, spaces_summary(spaces, req), empty)
 
 
 def layout_key(plan: ParallelPlan) -> tuple[object, ...]:
@@ -345,9 +390,12 @@ class _BranchAndBound:
         sp = self.spaces[int(self.which[pos])]
         i = int(self.cand[pos])
         req = self.req
+        c = sp.cands
+        share = _goodput_share(req, sp.pool, np.asarray(c.tp[i] * c.pp[i] * c.dp[i] * c.cp[i]),
+                               np.asarray(c.pp[i]), np.asarray(step))
         return float(_objective(req.objective, np.asarray(req.training.tokens_per_step / step),
                                 np.asarray(sp.bulk.cost_per_hour[i]),
-                                req.training.train_tokens))
+                                req.training.train_tokens, share))
 
     def _variant(self, key: tuple[object, ...], val: float, plan: ParallelPlan,
                  step: float) -> None:
@@ -371,7 +419,10 @@ class _BranchAndBound:
             if len(top) >= k and bound >= top[k - 1][0]:
                 self.stop_bound = bound if report is not None else self.stop_bound
                 break
-            if time.perf_counter() > self.deadline and top:
+            # past the deadline with nothing yet: stop too when the (costly) sensitivity
+            # constraint is what has excluded the plans so far
+            t = tally()
+            if time.perf_counter() > self.deadline and (top or (t is not None and t.excluded)):
                 if report is not None:
                     self.timed_out = True
                     self.stop_bound = bound
@@ -547,7 +598,7 @@ def _meets_all(est: Estimate, req: SearchRequest) -> bool:
         if sm.total_gib > sm.capacity_gib * cons.max_memory_fraction:
             return False
     return ((cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour)
-            and launchable(req, est.plan))
+            and launchable(req, est.plan) and meets_sensitivity(req, est.plan))
 
 
 def _variant(req: SearchRequest, plan: ParallelPlan, **update: Any
@@ -582,7 +633,7 @@ def _meets(est: Estimate, pool: GPUPool, req: SearchRequest) -> bool:
     if not est.fits or est.memory.peak_gib > cap:
         return False
     return ((cons.max_cost_per_hour is None or est.cost_per_hour <= cons.max_cost_per_hour)
-            and launchable(req, est.plan))
+            and launchable(req, est.plan) and meets_sensitivity(req, est.plan))
 
 
 def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline: float,

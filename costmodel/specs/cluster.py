@@ -31,6 +31,12 @@ class GPUPool(BaseModel):
     gpus_per_node: PositiveInt = 8
     nodes: PositiveInt = 1
     price_per_gpu_hour: NonNegativeFloat = Field(0.0, le=1e6)
+    preemption_per_hour: NonNegativeFloat = Field(
+        0.0, le=1e3, description="Spot / preemptible capacity: expected preemptions per node "
+        "per hour (per node-hour; e.g. 0.01 = one node in a hundred reclaimed each hour). "
+        "With training.reliability, a plan's nodes of this pool add their preemptions to its "
+        "interruption rate, each costing a restart and the lost work as a failure does "
+        "(costmodel.goodput); without it, unused. 0 = on-demand capacity.", examples=[0.01])
     intra_node_GBps: float | None = Field(
         None, ge=0.01, le=1e6, description="One-direction per-GPU link rate inside a node; "
         "null = catalog."

@@ -93,12 +93,37 @@ LLAMA3_70B_SEARCH_EXAMPLE: dict[str, Any] = {
 """Llama-3-70B, 1024 × 8192-token sequences, 15T tokens to train, on an inventory of 256 H100
 and 512 A100: the cheapest plans per token under $1000/hour, within 10 s. The tests run it."""
 
+SPOT_GOODPUT_SEARCH_EXAMPLE: dict[str, Any] = {
+    "model": {"preset": "llama3-8b"},
+    "training": {"global_batch_size": 256, "seq_len": 4096,
+                 "train_tokens": 1_000_000_000_000,
+                 "reliability": {"restart_s": 600, "checkpoint_GBps_per_node": 5}},
+    "cluster": {
+        "pools": [
+            {"name": "h100-spot", "gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": 8,
+             "price_per_gpu_hour": 1.2, "preemption_per_hour": 0.05},
+        ],
+    },
+    "objective": "time_to_train",
+    "constraints": {"max_straggler_sensitivity": 0.097},
+    "top_k": 3,
+    "time_limit_s": 10,
+}
+"""Llama-3-8B, 1T tokens on 64 spot H100 (each node preempted once in 20 hours), GPU failures
+at Llama 3's rate: the shortest time to train counting checkpoints, restarts and lost work
+(goodput), among plans that lose at most 9.7 % of their step to one GPU 10 % slower."""
+
 SearchBodyDep = Annotated[
     SearchBody,
     Body(openapi_examples={
         "llama3-70b-mixed": {
             "summary": "Llama-3-70B on a mixed H100/A100 inventory, cheapest per token",
             "value": LLAMA3_70B_SEARCH_EXAMPLE,
+        },
+        "spot-goodput": {
+            "summary": "Llama-3-8B on spot H100s: time to train with failures, preemptions "
+                       "and a straggler-robustness limit",
+            "value": SPOT_GOODPUT_SEARCH_EXAMPLE,
         },
     }),
 ]

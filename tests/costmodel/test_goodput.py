@@ -98,3 +98,87 @@ def test_bad_reliability_is_a_spec_error_naming_the_field() -> None:
     with pytest.raises(costmodel.SpecError) as err:
         costmodel.estimate(body)
     assert any("training.reliability.restart_s" in p.field for p in err.value.problems)
+
+
+def _spot_estimate(preemption_per_hour: float, **reliability: Any) -> costmodel.Estimate:
+    body = copy.deepcopy(LLAMA3_70B_EXAMPLE)
+    body["cluster"]["pools"][0]["preemption_per_hour"] = preemption_per_hour
+    if reliability is not None:
+        body["training"]["reliability"] = {**RELIABILITY, **reliability}
+    body["training"]["train_tokens"] = 15_000_000_000_000
+    return costmodel.estimate(body)
+
+
+@pytest.mark.parametrize("scheme", ["checkpoint", "in_memory", "checkfree"])
+def test_preemptions_add_to_the_interruptions_and_lower_goodput(scheme: str) -> None:
+    """Spot pools: each node of the plan is preempted preemption_per_hour times an hour;
+    more preemption, strictly lower goodput and a longer time to train, every scheme."""
+    series = [_spot_estimate(p, scheme=scheme) for p in (0.0, 0.001, 0.01, 0.05)]
+    goods = [e.goodput for e in series]
+    assert all(g is not None for g in goods)
+    shares = [g.goodput for g in goods if g is not None]
+    assert shares == sorted(shares, reverse=True) and len(set(shares)) == 4
+    days = [g.time_to_train_days for g in goods if g is not None]
+    assert all(d is not None for d in days) and days == sorted(d or 0.0 for d in days)
+    est, g = series[2], goods[2]
+    assert g is not None
+    nodes = est.num_gpus // 8  # the example's pool has 8 GPUs per node
+    assert g.preemptions_per_day == pytest.approx(nodes * 0.01 * 24)
+    assert g.failures_per_day == pytest.approx(goods[0].failures_per_day)  # type: ignore[union-attr]
+    assert g.job_mtbf_hours == pytest.approx(24 / (g.failures_per_day + g.preemptions_per_day))
+    assert any("preemption" in n for n in g.notes)
+
+
+def test_a_preemption_costs_what_a_failure_costs() -> None:
+    """A preemption rate equal to the GPU failure rate gives the goodput of twice the failure
+    rate (half the MTBF): the two enter the model the same way."""
+    base = _spot_estimate(0.0)
+    assert base.goodput is not None
+    per_node_hour = 8 / LLAMA3_GPU_MTBF_HOURS  # one node's 8 GPUs' failures per hour
+    spot = _spot_estimate(per_node_hour).goodput
+    doubled = _spot_estimate(0.0, gpu_mtbf_hours=LLAMA3_GPU_MTBF_HOURS / 2).goodput
+    assert spot is not None and doubled is not None
+    assert spot.goodput == pytest.approx(doubled.goodput, rel=1e-12)
+    assert spot.checkpoint_interval_s == pytest.approx(doubled.checkpoint_interval_s)
+
+
+def test_preemption_without_reliability_is_a_warning() -> None:
+    body = copy.deepcopy(LLAMA3_70B_EXAMPLE)
+    body["cluster"]["pools"][0]["preemption_per_hour"] = 0.01
+    est = costmodel.estimate(body)
+    assert est.goodput is None
+    assert any("preemption_per_hour" in w and "training.reliability" in w
+               for w in est.warnings)
+
+
+@pytest.mark.parametrize("value", [-0.01, "x"])
+def test_bad_preemption_is_a_spec_error_naming_the_field(value: Any) -> None:
+    body = copy.deepcopy(LLAMA3_70B_EXAMPLE)
+    body["cluster"]["pools"][0]["preemption_per_hour"] = value
+    with pytest.raises(costmodel.SpecError) as err:
+        costmodel.estimate(body)
+    assert any(p.field == "cluster.pools.0.preemption_per_hour" for p in err.value.problems)
+
+
+def test_goodput_fraction_on_arrays_is_the_estimates_goodput() -> None:
+    """The vectorized model (what the search's bounds use) gives the estimate's figure, and
+    falls with more GPUs and more preemption."""
+    from costmodel.goodput import goodput_fraction
+    from costmodel.specs.reliability import ReliabilitySpec
+
+    est = _spot_estimate(0.01)
+    g = est.goodput
+    assert g is not None
+    req = costmodel.EstimateRequest.model_validate(copy.deepcopy(LLAMA3_70B_EXAMPLE))
+    rel = ReliabilitySpec(**RELIABILITY)
+    nodes = est.num_gpus // 8
+    nic = req.cluster.pools[0].nic_GBps * 8
+    shares = goodput_fraction(req.model, req.training, rel, num_gpus=[est.num_gpus] * 3,
+                              nodes=[nodes] * 3, pp=[est.plan.pp] * 3, nic_GBps_per_node=nic,
+                              step_time_s=est.step_time_s,
+                              preemptions_per_hour=[0.0, nodes * 0.01, nodes * 0.1])
+    assert float(shares[1]) == pytest.approx(g.goodput, rel=1e-12)
+    assert shares[0] > shares[1] > shares[2]
+    more = goodput_fraction(req.model, req.training, rel, num_gpus=[64, 128, 256],
+                            nodes=[8, 16, 32], pp=4, nic_GBps_per_node=nic, step_time_s=5.0)
+    assert more[0] > more[1] > more[2]

@@ -104,6 +104,8 @@ def test_missing_nested_field(api: Api, example: dict[str, Any]) -> None:
     (("training", "global_batch_size"), [1024], "training.global_batch_size"),
     (("cluster", "pools"), [], "cluster.pools"),
     (("cluster", "pools", 0, "price_per_gpu_hour"), -1, "cluster.pools.0.price_per_gpu_hour"),
+    (("cluster", "pools", 0, "preemption_per_hour"), -0.5,
+     "cluster.pools.0.preemption_per_hour"),
     (("cluster", "pools", 0, "gpu"), "X100-SXM-1GB", "cluster.pools.0.gpu"),
     (("plan", "tensor_parallel"), 8, "plan.tensor_parallel"),
 ])

@@ -28,7 +28,7 @@ def test_every_request_body_has_a_working_example(api: Api, sqlite_db: Database,
     assert posts == {("POST", "/v1/estimates"), ("POST", "/v1/searches"),
                      ("POST", "/v1/calibrations"), ("POST", "/v1/plans/{plan_id}/runs"),
                      ("POST", "/v1/plans/{plan_id}/what-if")}
-    by_path = {p: v for (_, p, _), v in found.items()}
+    by_path = {p: v for (_, p, name), v in found.items() if name != "spot-goodput"}
     assert by_path["/v1/estimates"]["model"] == {"preset": "llama3-70b"}
     gpus = {pool["gpu"] for pool in by_path["/v1/searches"]["cluster"]["pools"]}
     assert gpus == {"H100-SXM-80GB", "A100-SXM-80GB"}  # a mixed inventory
@@ -49,3 +49,15 @@ def test_every_request_body_has_a_working_example(api: Api, sqlite_db: Database,
         if path == "/v1/plans/{plan_id}/what-if":
             what_if = api.post(f"/v1/plans/{plan_id}/what-if", json=value)
             assert what_if.status_code == 200, what_if.text
+    # the second search example: goodput-aware time to train on spot nodes, robust plans
+    spot = api.post("/v1/searches", json=found[("POST", "/v1/searches", "spot-goodput")])
+    assert spot.status_code == 202, spot.text
+    assert Worker(sqlite_db, settings).run_until_idle() == ["succeeded"]
+    result = api.get(f"/v1/searches/{spot.json()['id']}").json()["result"]
+    assert result["plans"] and result["optimality"]["objective"] == "time_to_train"
+    for rp in result["plans"]:
+        goodput = rp["estimate"]["goodput"]
+        assert goodput["preemptions_per_day"] > 0 and 0 < goodput["goodput"] < 1
+        assert abs(rp["objective_value"] - goodput["time_to_train_s"]) <= 1e-9 * abs(
+            goodput["time_to_train_s"])
+        assert rp["explanation"]["straggler_sensitivity"]["increase_fraction"] <= 0.097
