@@ -93,7 +93,15 @@ class SearchRequest(ModelField):
 
     training: TrainingSpec
     cluster: Cluster
-    objective: Objective = "throughput"
+    objective: Objective = Field(
+        "throughput", description="throughput: tokens/s, steady state; cost: $ per million "
+        "tokens, steady state; time_to_train: seconds for training.train_tokens; "
+        "cost_to_train: $ for them (that time × the plan's $/hour). The to-train objectives "
+        "count steady-state steps and, with training.reliability, the goodput model's "
+        "checkpoint writes, restarts and lost work after failures and spot preemptions "
+        "(time = train_tokens / (tokens/s × goodput), the estimate's "
+        "goodput.time_to_train_s); never start-up or evaluation.",
+        examples=["time_to_train"])
     constraints: Constraints = Field(default_factory=Constraints)
     top_k: PositiveInt = Field(5, le=50)
     time_limit_s: float = Field(10.0, gt=0, le=600)
