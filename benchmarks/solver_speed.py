@@ -1,60 +1,136 @@
-"""Search time of the solver on the issue's two reference problems (median of repeated runs).
+"""Search time of the solver on issue 12's reference problems, side by side with a previous
+revision in the same run (this machine is shared and noisy: only ratios taken together mean
+something).
 
-(a) llama3-70b, global batch 1024 × 8192 tokens, one pool of 512 nodes × 8 H100-SXM-80GB,
-    objective throughput, full space — target ≤ 1 s;
-(b) the same model on three pools (32 × 8 H100, 64 × 8 A100-SXM-80GB, 32 × 8 L40S, different
-    prices), objective cost — target ≤ 10 s.
-Prints the median time, the optimality status, the bound and the gap; asserts nothing.
+(a) llama3-70b, 1,024 × 8,192 tokens, 512 × 8 H100, throughput        — target ≤ 1.0 s
+(b) the same on 2,048 × 8 H100 (16,384 GPUs)                           — target ≤ 3 s
+(c) the same on three pools (H100, A100, L40S, their prices), cost     — target ≤ 3 s
+(d) GPT-2-medium (24 layers, hidden 1,024), 32 × 1,024 tokens, 3 nodes × 4 V100 + 1 node ×
+    4 L4 at 10 Gb/s, throughput                                         — target ≤ 2 s
 
-    python benchmarks/solver_speed.py
+Each case runs in a fresh interpreter, three calls in a row, and the median of the three is
+printed with the first (cold) call included, as the issue asks; with ``--against REV`` the
+same cases run on REV (a git worktree made for it in a temporary folder), alternating with
+the current code case by case. Prints figures and the machine's load; asserts nothing.
+
+    python benchmarks/solver_speed.py                  # this tree
+    python benchmarks/solver_speed.py --against HEAD~3 # and a previous revision beside it
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import solver
-from solver.explain import describe
-
+ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"global_batch_size": 1024, "seq_len": 8192, "precision": "bf16"}
-CASES: dict[str, dict[str, Any]] = {
-    "(a) 512 x 8 H100, throughput": {
+
+
+def h100(nodes: int) -> dict[str, Any]:
+    return {"name": "h100", "gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": nodes,
+            "price_per_gpu_hour": 2.49}
+
+
+CASES: dict[str, tuple[float, dict[str, Any]]] = {
+    "(a) 4,096 H100, throughput": (1.0, {
         "model": {"preset": "llama3-70b"}, "training": TRAINING, "objective": "throughput",
-        "cluster": {"pools": [{"name": "h100", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
-                               "nodes": 512, "price_per_gpu_hour": 2.49}]},
-        "top_k": 3, "time_limit_s": 60},
-    "(b) H100 + A100 + L40S, cost": {
+        "cluster": {"pools": [h100(512)]}, "top_k": 3, "time_limit_s": 60}),
+    "(b) 16,384 H100, throughput": (3.0, {
+        "model": {"preset": "llama3-70b"}, "training": TRAINING, "objective": "throughput",
+        "cluster": {"pools": [h100(2048)]}, "top_k": 3, "time_limit_s": 60}),
+    "(c) H100 + A100 + L40S, cost": (3.0, {
         "model": {"preset": "llama3-70b"}, "training": TRAINING, "objective": "cost",
         "cluster": {"pools": [
-            {"name": "h100", "gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": 32,
-             "price_per_gpu_hour": 2.49},
+            h100(32),
             {"name": "a100", "gpu": "A100-SXM-80GB", "gpus_per_node": 8, "nodes": 64,
              "price_per_gpu_hour": 1.29},
             {"name": "l40s", "gpu": "L40S-48GB", "gpus_per_node": 8, "nodes": 32,
              "price_per_gpu_hour": 0.89}]},
-        "top_k": 3, "time_limit_s": 60},
+        "top_k": 3, "time_limit_s": 60}),
+    "(d) GPT-2-medium, 12 V100 + 4 L4": (2.0, {
+        "model": {"name": "gpt2-medium", "num_hidden_layers": 24, "hidden_size": 1024,
+                  "num_attention_heads": 16, "intermediate_size": 4096, "vocab_size": 50257,
+                  "hidden_act": "gelu", "norm": "layernorm", "position_embedding": "learned",
+                  "max_position_embeddings": 1024, "tie_word_embeddings": True},
+        "training": {"global_batch_size": 32, "seq_len": 1024, "precision": "fp16"},
+        "objective": "throughput",
+        "cluster": {"pools": [
+            {"name": "v100", "gpu": "V100", "gpus_per_node": 4, "nodes": 3,
+             "inter_node_Gbps": 10},
+            {"name": "l4", "gpu": "L4", "gpus_per_node": 4, "nodes": 1, "inter_node_Gbps": 10}]},
+        "top_k": 3, "time_limit_s": 60}),
 }
 
+RUNNER = """
+import json, sys, time
+t0 = time.perf_counter()
+import solver
+req = json.loads(sys.argv[1])
+times = []
+for _ in range(3):
+    t = time.perf_counter()
+    r = solver.search(req)
+    times.append(time.perf_counter() - t)
+o = r.optimality
+print(json.dumps({"times": times, "status": o.status, "gap": o.gap,
+                  "candidates": r.stats.candidates, "simulated": r.stats.simulated,
+                  "best": r.plans[0].plan.model_dump(mode="json") if r.plans else None}))
+"""
 
-def main(repeat: int = 5) -> None:
-    for name, req in CASES.items():
-        solver.search(req)  # warm imports and caches
-        times, result = [], None
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            result = solver.search(req)
-            times.append(time.perf_counter() - t0)
-        assert result is not None
-        o, s = result.optimality, result.stats
-        best = result.plans[0]
-        print(f"{name}: median {statistics.median(times):.3f} s over {repeat} runs; "
-              f"status {o.status}, {o.objective} = {o.value:.6g}, bound {o.bound:.6g}, "
-              f"gap {o.gap:.2%}; {s.candidates:,} candidates, {s.fitting:,} fit, "
-              f"{s.simulated} simulated, {s.partitions_solved} CP-SAT partitions")
-        print(f"    best: {describe(best.plan)}; {best.estimate.tokens_per_s:,.0f} tokens/s, "
-              f"MFU {best.estimate.mfu:.1%}, ${best.estimate.cost_per_million_tokens:.3f}/M tokens")
+
+def run(tree: Path, req: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(req)], cwd=tree, env=env,
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def line(label: str, r: dict[str, Any]) -> tuple[str, float | None]:
+    if "error" in r:
+        return f"{label}: {r['error']}", None
+    t = sorted(r["times"])
+    med = t[1]
+    gap = "" if r["gap"] in (None, 0.0) else f", gap {r['gap']:.2%}"
+    return (f"{label}: median {med:.3f} s (calls {', '.join(f'{x:.3f}' for x in r['times'])}); "
+            f"{r['status']}{gap}; {r['candidates']:,} candidates, {r['simulated']} simulated",
+            med)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--against", help="a git revision to run beside this tree")
+    args = ap.parse_args()
+    old_tree: Path | None = None
+    tmp = tempfile.TemporaryDirectory(prefix="meshplan-bench-")
+    if args.against:
+        old_tree = Path(tmp.name) / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_tree), args.against],
+                       cwd=ROOT, check=True)
+    try:
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+              f"{os.cpu_count()} CPUs")
+        for name, (target, req) in CASES.items():
+            print(f"{name} (target ≤ {target:g} s)")
+            now_text, now = line("  this tree", run(ROOT, req))
+            print(now_text, flush=True)
+            if old_tree is not None:
+                old_text, old = line(f"  {args.against}", run(old_tree, req))
+                ratio = f" — ratio {now / old:.2f}" if now and old else ""
+                print(old_text + ratio, flush=True)
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        if old_tree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT)
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -492,9 +492,13 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
         rel = ""
         if winner is not None:
             w = winner[3]
-            rel = (f"{est.tokens_per_s / w.tokens_per_s:.0%} of the winner's tokens/s at "
-                   f"{est.cost_per_million_tokens / w.cost_per_million_tokens:.0%} of its "
-                   "$ per M tokens")
+            rel = f"{est.tokens_per_s / w.tokens_per_s:.0%} of the winner's tokens/s"
+            if w.cost_per_million_tokens > 0:
+                rel += (f" at {est.cost_per_million_tokens / w.cost_per_million_tokens:.0%} of "
+                        "its $ per M tokens")
+            elif est.cost_per_million_tokens > 0:
+                rel += (f" at ${est.cost_per_million_tokens:.3g} per M tokens (the winner's "
+                        "pool has no price)")
         out.append(PoolBest(pool=sp.pool.name, gpu=sp.pool.gpu, plan=plan,
                             objective_value=_public_value(req.objective, val),
                             objective_unit=OBJECTIVE_UNITS[req.objective],

@@ -666,3 +666,19 @@ def test_best_per_pool_with_several_pools() -> None:
         assert "of the winner's tokens/s" in pb.vs_winner
     single = search(body(top_k=1))
     assert single.best_per_pool == []
+
+
+def test_best_per_pool_without_prices() -> None:
+    """Pools without prices (the default 0 $/GPU-hour) compare on throughput alone; a priced
+    pool beside an unpriced winner states its own $ per M tokens (no division by zero)."""
+    free = [pool("h100", "H100-SXM-80GB", nodes=2, price=0),
+            pool("a100", "A100-SXM-80GB", nodes=2, price=0)]
+    res = search(body(pools=free, top_k=1))
+    assert {pb.pool for pb in res.best_per_pool} == {"h100", "a100"}
+    for pb in res.best_per_pool:
+        assert pb.vs_winner.endswith("of the winner's tokens/s")
+    mixed = [pool("h100", "H100-SXM-80GB", nodes=2, price=0), pool("a100", "A100-SXM-80GB", nodes=1,
+                                                           price=1.29)]
+    res = search(body(pools=mixed, top_k=1))
+    a100 = next(pb for pb in res.best_per_pool if pb.pool == "a100")
+    assert res.plans[0].plan.pool == "h100" and "the winner's pool has no price" in a100.vs_winner
