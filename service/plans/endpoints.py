@@ -26,6 +26,21 @@ from service.runs.schemas import RunBodyDep, RunOut
 
 router = APIRouter(prefix="/plans", tags=["plans"])
 
+SELF_CONTAINED_PAGE = ("default-src 'none'; script-src 'unsafe-inline'; "
+                       "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+                       "form-action 'none'; frame-ancestors 'self'")
+"""Content-Security-Policy of the generated pages: their inline script and styles only; the
+browser fetches nothing."""
+TIMELINE_SVG_EXAMPLE = ('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns='
+                        '"http://www.w3.org/2000/svg" width="1200" height="180" ...>'
+                        '<rect class="op F" data-rank="0" data-stage="0" data-mb="0" ...>'
+                        '<title>forward · stage 0 · micro-batch 0 · 0.000–21.596 ms</title>'
+                        '</rect>...</svg>')
+TIMELINE_HTML_EXAMPLE = ('<!DOCTYPE html>\n<html lang="en">...<canvas id="canvas"></canvas>'
+                         '<script type="application/json" id="timeline-data">{"title":'
+                         '"llama3-8b · 1F1B · pp=16 · 256 micro-batches · tp=1 dp=1",...}'
+                         '</script>...</html>')
+
 
 @router.get("/{plan_id}", summary="A stored plan with its estimate, explanation and runs",
             response_model=PlanOut, responses=NOT_FOUND)
@@ -72,15 +87,39 @@ def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
 
 @router.get("/{plan_id}/timeline.svg", summary="The simulated pipeline timeline of a plan",
             response_class=Response,
-            responses={**NOT_FOUND, **STALE_PLAN, 200: {"content": {"image/svg+xml": {}}}})
+            responses={**NOT_FOUND, **STALE_PLAN, 200: {
+                "content": {"image/svg+xml": {"example": TIMELINE_SVG_EXAMPLE}}}})
 async def get_timeline(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
     """One row per pipeline rank, each forward / backward / input-gradient / weight-gradient
     action of every micro-batch where the cost model's simulation of the plan's schedule puts
-    it; idle time (the pipeline bubble) is left empty."""
+    it; idle time (the pipeline bubble) is left empty. Above 1,200 actions only the warm-up,
+    a slice of the steady state and the cool-down are drawn, the gaps between them marked
+    (`timeline.html` shows everything)."""
     req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
     await run_in_threadpool(session.commit)  # hold no transaction while simulating
     svg = await run_in_threadpool(costmodel.timeline_svg, req)
     return Response(svg, media_type="image/svg+xml")
+
+
+@router.get("/{plan_id}/timeline.html",
+            summary="The simulated pipeline timeline of a plan, interactive",
+            response_class=Response,
+            responses={**NOT_FOUND, **STALE_PLAN, 200: {
+                "description": "A self-contained HTML page (inline script and styles, no "
+                "external resources).",
+                "content": {"text/html": {"example": TIMELINE_HTML_EXAMPLE}}}})
+async def get_timeline_html(plan_id: str, session: ReadSessionDep, principal: PrincipalDep
+                            ) -> Response:
+    """Every action and send/recv of the plan's simulated schedule on a canvas: zoom with
+    the wheel or the buttons, pan by dragging, hover for the action's kind, rank, stage,
+    micro-batch and start/end in ms. Colours tell the kinds apart (and, in four shades, the
+    micro-batches); the step and the pipeline bubble head the page. Meant for schedules
+    too large for `timeline.svg`, which shows only windows of them."""
+    req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
+    await run_in_threadpool(session.commit)  # hold no transaction while simulating
+    page = await run_in_threadpool(costmodel.timeline_html, req)
+    return Response(page, media_type="text/html; charset=utf-8",
+                    headers={"Content-Security-Policy": SELF_CONTAINED_PAGE})
 
 
 @router.post("/{plan_id}/what-if", summary="A stored plan under stragglers, slow links or jitter",
