@@ -26,6 +26,7 @@ DCP): the write takes the larger of total/aggregate and per-node-share/node band
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -33,7 +34,8 @@ from costmodel.specs.model import ModelSpec
 from costmodel.specs.reliability import ReliabilitySpec
 from costmodel.specs.training import TrainingSpec
 
-__all__ = ["Goodput", "checkpoint_bytes", "goodput", "optimal_interval", "wall_per_useful"]
+__all__ = ["Goodput", "GoodputModel", "checkpoint_bytes", "goodput", "goodput_model",
+           "optimal_interval", "wall_per_useful"]
 
 
 class Goodput(BaseModel):
@@ -86,10 +88,40 @@ def optimal_interval(delta: float, restart: float, rate_ckpt: float, rate_other:
     return -delta + math.sqrt(delta * delta + 2 * delta * a)
 
 
-def goodput(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, num_gpus: int,
-            nodes: int, pp: int, nic_GBps_per_node: float, step_time_s: float,
-            tokens_per_s: float, cost_per_hour: float) -> Goodput:
-    """Goodput of a plan with ``num_gpus`` GPUs on ``nodes`` nodes and ``pp`` stages."""
+@dataclass(frozen=True)
+class GoodputModel:
+    """The inputs of :func:`wall_per_useful` for one plan: checkpoint write ``δ`` (s), restart
+    ``R`` (s), the rates of failures recovered from a checkpoint and otherwise (per wall
+    second) and the cost of the latter (s). ``notes``: what the model leaves out."""
+
+    write_s: float
+    restart_s: float
+    rate_ckpt: float
+    rate_other: float
+    cost_other: float
+    checkpoint_bytes: float
+    rate: float
+    notes: tuple[str, ...] = ()
+
+    def wall_per_useful(self, tau: float) -> float:
+        return wall_per_useful(tau, self.write_s, self.restart_s, self.rate_ckpt,
+                               self.rate_other, self.cost_other)
+
+    def goodput(self, tau: float) -> float:
+        """Share of wall time that advances training with a checkpoint every ``tau`` s."""
+        w = self.wall_per_useful(tau)
+        return 0.0 if not math.isfinite(w) else 1.0 / w
+
+    def optimal_interval(self) -> float:
+        return optimal_interval(self.write_s, self.restart_s, self.rate_ckpt, self.rate_other,
+                                self.cost_other)
+
+
+def goodput_model(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *,
+                  num_gpus: int, nodes: int, pp: int, nic_GBps_per_node: float,
+                  step_time_s: float) -> GoodputModel:
+    """The failure and recovery figures of a plan with ``num_gpus`` GPUs on ``nodes`` nodes
+    and ``pp`` stages (module docstring): what :func:`goodput` evaluates at the interval."""
     notes: list[str] = []
     size = checkpoint_bytes(model, training)
     per_node = size / max(nodes, 1)
@@ -115,6 +147,20 @@ def goodput(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, n
     rate_ckpt, rate_other = rate * (1 - neighbour_share), rate * neighbour_share
     stage_bytes = size / max(pp, 1)
     cost_other = rel.restart_s + stage_bytes / (nic_GBps_per_node * gb) + step_time_s / 2
+    return GoodputModel(write_s=write, restart_s=rel.restart_s, rate_ckpt=rate_ckpt,
+                        rate_other=rate_other, cost_other=cost_other, checkpoint_bytes=size,
+                        rate=rate, notes=tuple(notes))
+
+
+def goodput(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, num_gpus: int,
+            nodes: int, pp: int, nic_GBps_per_node: float, step_time_s: float,
+            tokens_per_s: float, cost_per_hour: float) -> Goodput:
+    """Goodput of a plan with ``num_gpus`` GPUs on ``nodes`` nodes and ``pp`` stages."""
+    gm = goodput_model(model, training, rel, num_gpus=num_gpus, nodes=nodes, pp=pp,
+                       nic_GBps_per_node=nic_GBps_per_node, step_time_s=step_time_s)
+    notes = list(gm.notes)
+    size, write, rate = gm.checkpoint_bytes, gm.write_s, gm.rate
+    rate_ckpt, rate_other, cost_other = gm.rate_ckpt, gm.rate_other, gm.cost_other
     if rate_ckpt > 0:
         if rel.checkpoint_interval_s is not None:
             tau, rule = rel.checkpoint_interval_s, "given (training.reliability)"
