@@ -10,6 +10,7 @@ through its points from cheapest to fastest. Deterministic, all text XML-escaped
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
@@ -53,9 +54,17 @@ def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "throughput agains
     left, right, top, bottom = 96.0, width - 24.0, 62.0, height - 96.0
     x = Scale.fit([p.cost_per_million_tokens for p in pts], left, right)
     y = Scale.fit([p.tokens_per_s for p in pts], bottom, top)
+    ticks = x.ticks()
+    step = (ticks[1] - ticks[0]) if len(ticks) > 1 and not x.log else 0.0
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+
+    def dollars(v: float) -> str:
+        if x.log or step <= 0:
+            return f"${v:.3g}" if v < 1000 else f"${v:,.0f}"
+        return f"${v:,.{decimals}f}"
+
     body = axes(x, y, "cost ($ per million tokens, lower is better)",
-                "throughput (tokens/s, higher is better)",
-                x_fmt=lambda v: f"${v:.3g}" if v < 1000 else f"${v:,.0f}")
+                "throughput (tokens/s, higher is better)", x_fmt=dollars)
     front = pareto_front(pts)
     on_front = set(front)
     if len(front) > 1:
@@ -85,12 +94,14 @@ def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "throughput agains
                + ("\non the Pareto front" if i in on_front else "")
                + (f"\n{p.href}" if p.href else ""))
         rank_attr = f' data-rank="{p.rank}"' if p.rank is not None else ""
+        chosen = p.rank is not None
+        stroke = ("#f28e2b" if i in on_front else "#222222") if chosen else "#ffffff"
+        width_ = (3 if i in on_front else 1.5) if chosen else 1
         circle = (f'<circle class="{" ".join(classes)}"{rank_attr} '
                   f'data-tokens-per-s="{p.tokens_per_s:.6g}" '
                   f'data-cost="{p.cost_per_million_tokens:.6g}" cx="{num(cx)}" cy="{num(cy)}" '
                   f'r="{7 if p.rank is not None else 5}" fill="{fill}" '
-                  f'stroke="{"#222222" if p.rank is not None else "#ffffff"}" '
-                  f'stroke-width="{1.5 if p.rank is not None else 1}">'
+                  f'stroke="{stroke}" stroke-width="{width_}">'
                   f"<title>{escape(tip)}</title></circle>")
         label = ""
         if p.rank is not None:
@@ -104,7 +115,7 @@ def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "throughput agains
             body.append(circle + label)
     # legend, two lines
     ly = height - 44.0
-    entries = [("#4e79a7", "#222222", 7, "returned plan (#rank; click: the stored plan)"),
+    entries = [("#4e79a7", "#222222", 7, "returned plan (#rank, a link; orange ring: front)"),
                ("#f28e2b", "#ffffff", 5, "on the Pareto front"),
                ("#bab0ac", "#ffffff", 5, "other evaluated plan")]
     lx = left
