@@ -4,7 +4,7 @@ memory models and the pipeline-schedule simulator. numpy + pydantic only.
 ``estimate(request)`` takes the body of ``POST /v1/estimates`` (dict or
 :class:`~costmodel.specs.request.EstimateRequest`) and returns an
 :class:`~costmodel.results.Estimate`; ``timeline_svg(request)`` draws the same request's
-simulated pipeline schedule as SVG.
+simulated pipeline schedule as SVG, ``timeline_html(request)`` as an interactive page.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import EstimateRequest
 from costmodel.specs.scenario import Scenario
 from costmodel.specs.training import TrainingSpec
-from costmodel.timeline import timeline_svg
+from costmodel.timeline import timeline_html, timeline_svg
 from costmodel.what_if import WhatIfResult, straggler_sensitivity, what_if
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "estimate",
     "evaluate",
     "straggler_sensitivity",
+    "timeline_html",
     "timeline_svg",
     "what_if",
 ]

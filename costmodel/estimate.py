@@ -53,7 +53,13 @@ from costmodel import __version__
 from costmodel.data_parallel import dp_comm, grad_comm_bytes, optimizer_time, zero3_per_microbatch
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.flops import model_flops_per_token
-from costmodel.goodput import goodput, plan_nodes, preemptions_per_hour
+from costmodel.goodput import (
+    GoodputModel,
+    goodput,
+    goodput_model,
+    plan_nodes,
+    preemptions_per_hour,
+)
 from costmodel.kernels import attention_rates, best_published_mfu
 from costmodel.layer_cost import (
     ELEM,
@@ -185,12 +191,30 @@ def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
             "training.reliability is not given: preemptions are not counted (give it for "
             "goodput and the time to train with failures and preemptions)")]})
     return est.model_copy(update={"goodput": goodput(
-        model, training, training.reliability, num_gpus=est.num_gpus,
-        nodes=int(plan_nodes(used)), pp=plan.pp,
-        nic_GBps_per_node=min(p.nic_GBps * p.gpus_per_node for p, _ in used),
-        step_time_s=est.step_time_s, tokens_per_s=est.tokens_per_s,
-        cost_per_hour=est.cost_per_hour,
-        preemptions_per_hour=float(preemptions_per_hour(used)))})
+        model, training, training.reliability, **_goodput_plan(est, plan, used),
+        tokens_per_s=est.tokens_per_s, cost_per_hour=est.cost_per_hour)})
+
+
+def _goodput_plan(est: Estimate, plan: ParallelPlan, used: list[tuple[GPUPool, int]]
+                  ) -> dict[str, Any]:
+    """What the goodput model takes of a plan: its GPUs, whole nodes, stages, the slowest
+    node's NIC rate, step time and its pools' preemptions."""
+    return {"num_gpus": est.num_gpus, "nodes": int(plan_nodes(used)), "pp": plan.pp,
+            "nic_GBps_per_node": min(p.nic_GBps * p.gpus_per_node for p, _ in used),
+            "step_time_s": est.step_time_s,
+            "preemptions_per_hour": float(preemptions_per_hour(used))}
+
+
+def plan_goodput_model(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
+                       plan: ParallelPlan, profile: CalibrationProfile | None = None
+                       ) -> GoodputModel:
+    """The failure model :func:`evaluate` applies to ``plan`` (``training.reliability``
+    required), for drawing goodput against the checkpoint interval."""
+    assert training.reliability is not None
+    ev = _Evaluation(_context(model, training, cluster, plan, profile))
+    est = ev.run()
+    return goodput_model(model, training, training.reliability,
+                         **_goodput_plan(est, plan, ev.gpus_by_pool()))
 
 
 def pipeline_simulation(req: EstimateRequest) -> SimResult:

@@ -50,8 +50,9 @@ from costmodel.specs.model import ModelSpec
 from costmodel.specs.reliability import ReliabilitySpec
 from costmodel.specs.training import TrainingSpec
 
-__all__ = ["Goodput", "checkpoint_bytes", "goodput", "goodput_fraction", "optimal_interval",
-           "plan_nodes", "preemptions_per_hour", "time_to_train_s", "wall_per_useful"]
+__all__ = ["Goodput", "GoodputModel", "checkpoint_bytes", "goodput", "goodput_fraction",
+           "goodput_model", "optimal_interval", "plan_nodes", "preemptions_per_hour",
+           "time_to_train_s", "wall_per_useful"]
 
 GB = 1e9
 DAY = 86400.0
@@ -165,6 +166,9 @@ class _Terms:
     tau: np.ndarray
     share: np.ndarray
     given_interval: bool
+    rate_ckpt: np.ndarray
+    rate_other: np.ndarray
+    cost_other: np.ndarray
 
 
 def _terms(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, num_gpus: Any,
@@ -209,7 +213,8 @@ def _terms(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, nu
     return _Terms(size=size, write=write, rate_failures=np.broadcast_to(rate_f, share.shape),
                   rate_preemptions=np.broadcast_to(rate_p, share.shape),
                   neighbour_share=np.broadcast_to(neighbour, share.shape), tau=tau,
-                  share=share, given_interval=rel.checkpoint_interval_s is not None)
+                  share=share, given_interval=rel.checkpoint_interval_s is not None,
+                  rate_ckpt=rate_ckpt, rate_other=rate_other, cost_other=cost_other)
 
 
 def goodput_fraction(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *,
@@ -224,6 +229,48 @@ def goodput_fraction(model: ModelSpec, training: TrainingSpec, rel: ReliabilityS
     return _terms(model, training, rel, num_gpus=num_gpus, nodes=nodes, pp=pp,
                   nic_GBps_per_node=nic_GBps_per_node, step_time_s=step_time_s,
                   preemptions_per_hour=preemptions_per_hour).share
+
+
+@dataclass(frozen=True)
+class GoodputModel:
+    """The inputs of :func:`wall_per_useful` for one plan: checkpoint write ``δ`` (s), restart
+    ``R`` (s), the rates of interruptions recovered from a checkpoint and otherwise (per wall
+    second) and the cost of the latter (s) — what :func:`goodput` evaluates at its interval,
+    for drawing goodput against the interval."""
+
+    write_s: float
+    restart_s: float
+    rate_ckpt: float
+    rate_other: float
+    cost_other: float
+    checkpoint_bytes: float
+    rate: float
+
+    def wall_per_useful(self, tau: float) -> float:
+        return wall_per_useful(tau, self.write_s, self.restart_s, self.rate_ckpt,
+                               self.rate_other, self.cost_other)
+
+    def goodput(self, tau: float) -> float:
+        """Share of wall time that advances training with a checkpoint every ``tau`` s."""
+        w = self.wall_per_useful(tau)
+        return 0.0 if not math.isfinite(w) else 1.0 / w
+
+    def optimal_interval(self) -> float:
+        return optimal_interval(self.write_s, self.restart_s, self.rate_ckpt, self.rate_other,
+                                self.cost_other)
+
+
+def goodput_model(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *,
+                  num_gpus: int, nodes: int, pp: int, nic_GBps_per_node: float,
+                  step_time_s: float, preemptions_per_hour: float = 0.0) -> GoodputModel:
+    """The failure and recovery figures of one plan (the arguments of :func:`goodput`)."""
+    t = _terms(model, training, rel, num_gpus=num_gpus, nodes=nodes, pp=pp,
+               nic_GBps_per_node=nic_GBps_per_node, step_time_s=step_time_s,
+               preemptions_per_hour=preemptions_per_hour)
+    return GoodputModel(write_s=float(t.write), restart_s=rel.restart_s,
+                        rate_ckpt=float(t.rate_ckpt), rate_other=float(t.rate_other),
+                        cost_other=float(t.cost_other), checkpoint_bytes=t.size,
+                        rate=float(t.rate_failures + t.rate_preemptions))
 
 
 def goodput(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, num_gpus: int,

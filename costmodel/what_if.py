@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from pydantic import BaseModel, Field
 from costmodel.errors import ProblemCollector
 from costmodel.estimate import StepScale, _Evaluation, _Step, evaluate, scaled_evaluation
 from costmodel.pipeline.schedules import KINDS
+from costmodel.pipeline.simulator import SimResult
 from costmodel.specs.request import EstimateRequest, parse
 from costmodel.specs.scenario import Scenario
 
@@ -347,6 +349,50 @@ def straggler_sensitivity(request: EstimateRequest | dict[str, Any]) -> Straggle
     return _sensitivity(ev, _Placement(ev), _run(ev, None).step)
 
 
+def _scales(sc: Scenario, pl: _Placement, ev: _Evaluation) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(per GPU, per stage, per pipeline rank compute factors, per boundary p2p, per rank DP
+    link factors) of the scenario, without jitter."""
+    stage = np.ones(pl.pp)
+    for k, v in sc.stages.items():
+        stage[k] *= v
+    gpu = _gpu_factors(sc, pl)
+    p2p, dp = _link_scales(sc, pl, ev)
+    return gpu, stage, pl.stage_factors(gpu, stage), p2p, dp
+
+
+@dataclass(frozen=True)
+class ScenarioSimulation:
+    """The scenario's simulated pipeline schedule (without jitter) and what it changed:
+    ``factors`` per pipeline rank (compute), ``p2p`` per stage boundary (None: links as
+    estimated), the baseline's and the scenario's step times (s)."""
+
+    sim: SimResult
+    factors: list[float]
+    p2p: list[float] | None
+    baseline_step_s: float
+    step_s: float
+
+
+def scenario_simulation(request: EstimateRequest | dict[str, Any],
+                        scenario: Scenario | dict[str, Any] | None = None
+                        ) -> ScenarioSimulation:
+    """The pipeline schedule of ``request``'s plan simulated under ``scenario`` exactly as
+    :func:`what_if` does (its jitter aside: one deterministic step), for the what-if
+    timeline. Raises :class:`~costmodel.errors.SpecError` as :func:`what_if` does."""
+    req: EstimateRequest = parse(EstimateRequest, request)
+    sc: Scenario = parse(Scenario, scenario if scenario is not None else {})
+    ev = scaled_evaluation(req)
+    pl = _Placement(ev)
+    _check(sc, pl)
+    base = _run(ev, None)
+    _, _, factors, p2p, dp = _scales(sc, pl, ev)
+    st = _run(ev, StepScale(compute=factors, p2p=p2p, dp=dp))
+    return ScenarioSimulation(sim=st.sim, factors=factors.tolist(),
+                              p2p=p2p.tolist() if p2p is not None else None,
+                              baseline_step_s=base.step, step_s=st.step)
+
+
 def what_if(request: EstimateRequest | dict[str, Any],
             scenario: Scenario | dict[str, Any] | None = None, *,
             sensitivity: bool = True) -> WhatIfResult:
@@ -362,12 +408,7 @@ def what_if(request: EstimateRequest | dict[str, Any],
     _check(sc, pl)
     tokens = float(req.training.tokens_per_step)
     base_step = _run(ev, None)
-    stage = np.ones(pl.pp)
-    for k, v in sc.stages.items():
-        stage[k] *= v
-    gpu = _gpu_factors(sc, pl)
-    factors = pl.stage_factors(gpu, stage)
-    p2p, dp = _link_scales(sc, pl, ev)
+    gpu, stage, factors, p2p, dp = _scales(sc, pl, ev)
     st = _run(ev, StepScale(compute=factors, p2p=p2p, dp=dp))
     step = st.step
     jitter = None

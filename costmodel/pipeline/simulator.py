@@ -134,6 +134,9 @@ class SimResult:
     * ``stage_ranks``: the rank of every global stage; ``replicas``: the model replicas the
       stages form (1, or 2 for Chimera and BitPipe: global stage ``g`` is stage ``g % S`` of
       replica ``g // S``).
+    * ``p2p``: the send/recv latency simulated on each stage boundary (``p2p[s]`` between
+      stages ``s`` and ``s+1``; charged only where they sit on different ranks), for drawing
+      the transfers (:func:`costmodel.pipeline.transfers.transfers`).
     """
 
     step_time: float
@@ -144,6 +147,7 @@ class SimResult:
     timeline: Timeline
     stage_ranks: tuple[int, ...] = ()
     replicas: int = 1
+    p2p: FloatArray | None = None
 
     @property
     def n_ranks(self) -> int:
@@ -420,6 +424,7 @@ def simulate(
         ),
         stage_ranks=enc.stage_ranks,
         replicas=n_rep,
+        p2p=lat_table[:-1],
     )
 
 

@@ -11,20 +11,47 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 import costmodel
 from costmodel.errors import FieldProblem, SpecError
+from costmodel.specs.scenario import Scenario
 from runtime import launch
 from runtime.launch.base import media_type_of
 from service.auth.dependencies import PrincipalDep
+from service.auth.service import Principal
 from service.deps import ReadSessionDep, SessionDep, SettingsDep
-from service.errors import NOT_FOUND, PROBLEM_RESPONSES, STALE_PLAN
+from service.errors import NOT_FOUND, PROBLEM_RESPONSES, STALE_PLAN, Problem
 from service.plans import service
 from service.plans.schemas import LaunchOut, PlanOut, WhatIfBodyDep, WhatIfOut
 from service.runs import service as runs
 from service.runs.schemas import RunBodyDep, RunOut
 
 router = APIRouter(prefix="/plans", tags=["plans"])
+
+SELF_CONTAINED_PAGE = ("default-src 'none'; script-src 'unsafe-inline'; "
+                       "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+                       "form-action 'none'; frame-ancestors 'self'")
+"""Content-Security-Policy of the generated pages: their inline script and styles only; the
+browser fetches nothing."""
+TIMELINE_SVG_EXAMPLE = ('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns='
+                        '"http://www.w3.org/2000/svg" width="1200" height="180" ...>'
+                        '<rect class="op F" data-rank="0" data-stage="0" data-mb="0" ...>'
+                        '<title>forward · stage 0 · micro-batch 0 · 0.000–21.596 ms</title>'
+                        '</rect>...</svg>')
+WHAT_IF_SVG_EXAMPLE = ('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns='
+                       '"http://www.w3.org/2000/svg" ...><text class="note" ...>what-if: step '
+                       '1204.113 ms → 1311.870 ms (+8.9%) · slowed: rank 0 ×1.10</text>...'
+                       '<rect class="row" data-rank="0" data-mark="1" .../>...</svg>')
+GOODPUT_SVG_EXAMPLE = ('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns='
+                       '"http://www.w3.org/2000/svg" ...><path class="curve" d="M96,402L..."/>'
+                       '<circle class="optimum" data-interval-s="16000.2" data-goodput='
+                       '"0.998544" ...><title>optimum: every 4.44 h → 99.854%</title></circle>'
+                       '...</svg>')
+TIMELINE_HTML_EXAMPLE = ('<!DOCTYPE html>\n<html lang="en">...<canvas id="canvas"></canvas>'
+                         '<script type="application/json" id="timeline-data">{"title":'
+                         '"llama3-8b · 1F1B · pp=16 · 256 micro-batches · tp=1 dp=1",...}'
+                         '</script>...</html>')
 
 
 @router.get("/{plan_id}", summary="A stored plan with its estimate, explanation and runs",
@@ -72,15 +99,39 @@ def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
 
 @router.get("/{plan_id}/timeline.svg", summary="The simulated pipeline timeline of a plan",
             response_class=Response,
-            responses={**NOT_FOUND, **STALE_PLAN, 200: {"content": {"image/svg+xml": {}}}})
+            responses={**NOT_FOUND, **STALE_PLAN, 200: {
+                "content": {"image/svg+xml": {"example": TIMELINE_SVG_EXAMPLE}}}})
 async def get_timeline(plan_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
     """One row per pipeline rank, each forward / backward / input-gradient / weight-gradient
     action of every micro-batch where the cost model's simulation of the plan's schedule puts
-    it; idle time (the pipeline bubble) is left empty."""
+    it; idle time (the pipeline bubble) is left empty. Above 1,200 actions only the warm-up,
+    a slice of the steady state and the cool-down are drawn, the gaps between them marked
+    (`timeline.html` shows everything)."""
     req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
     await run_in_threadpool(session.commit)  # hold no transaction while simulating
     svg = await run_in_threadpool(costmodel.timeline_svg, req)
     return Response(svg, media_type="image/svg+xml")
+
+
+@router.get("/{plan_id}/timeline.html",
+            summary="The simulated pipeline timeline of a plan, interactive",
+            response_class=Response,
+            responses={**NOT_FOUND, **STALE_PLAN, 200: {
+                "description": "A self-contained HTML page (inline script and styles, no "
+                "external resources).",
+                "content": {"text/html": {"example": TIMELINE_HTML_EXAMPLE}}}})
+async def get_timeline_html(plan_id: str, session: ReadSessionDep, principal: PrincipalDep
+                            ) -> Response:
+    """Every action and send/recv of the plan's simulated schedule on a canvas: zoom with
+    the wheel or the buttons, pan by dragging, hover for the action's kind, rank, stage,
+    micro-batch and start/end in ms. Colours tell the kinds apart (and, in four shades, the
+    micro-batches); the step and the pipeline bubble head the page. Meant for schedules
+    too large for `timeline.svg`, which shows only windows of them."""
+    req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
+    await run_in_threadpool(session.commit)  # hold no transaction while simulating
+    page = await run_in_threadpool(costmodel.timeline_html, req)
+    return Response(page, media_type="text/html; charset=utf-8",
+                    headers={"Content-Security-Policy": SELF_CONTAINED_PAGE})
 
 
 @router.post("/{plan_id}/what-if", summary="A stored plan under stragglers, slow links or jitter",
@@ -99,6 +150,64 @@ async def what_if(plan_id: str, body: WhatIfBodyDep, session: ReadSessionDep,
     await run_in_threadpool(session.commit)  # hold no transaction while simulating
     result = await run_in_threadpool(service.what_if, req, body, settings)
     return WhatIfOut(plan_id=plan_id, **result.model_dump())
+
+
+@router.post("/{plan_id}/what-if/timeline.svg",
+             summary="The pipeline timeline of a stored plan under a what-if scenario",
+             response_class=Response,
+             responses={**NOT_FOUND, **PROBLEM_RESPONSES, **STALE_PLAN, 200: {
+                 "content": {"image/svg+xml": {"example": WHAT_IF_SVG_EXAMPLE}}}})
+async def what_if_timeline_svg(plan_id: str, body: WhatIfBodyDep, session: ReadSessionDep,
+                               principal: PrincipalDep) -> Response:
+    """`timeline.svg` of the plan simulated under the scenario that `POST .../what-if` takes
+    (slowed ranks, stages, nodes, pools or links): each pipeline rank the scenario slows is
+    tinted and labelled with its factor, and the step before and after heads the drawing.
+    Jitter is not drawn (the timeline is one step as scheduled). Invalid scenarios are 422 as
+    for `what-if`."""
+    return await _what_if_timeline(plan_id, body, session, principal, "svg")
+
+
+@router.post("/{plan_id}/what-if/timeline.html",
+             summary="The interactive timeline of a stored plan under a what-if scenario",
+             response_class=Response,
+             responses={**NOT_FOUND, **PROBLEM_RESPONSES, **STALE_PLAN, 200: {
+                 "content": {"text/html": {"example": TIMELINE_HTML_EXAMPLE}}}})
+async def what_if_timeline_html(plan_id: str, body: WhatIfBodyDep, session: ReadSessionDep,
+                                principal: PrincipalDep) -> Response:
+    """`timeline.html` (zoom, pan, hover; every action and transfer) of the plan simulated
+    under the scenario, the slowed ranks marked, as `what-if/timeline.svg`."""
+    return await _what_if_timeline(plan_id, body, session, principal, "html")
+
+
+async def _what_if_timeline(plan_id: str, body: Scenario, session: Session,
+                            principal: Principal, fmt: Literal["svg", "html"]) -> Response:
+    req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
+    await run_in_threadpool(session.commit)  # hold no transaction while simulating
+    doc = await run_in_threadpool(service.what_if_timeline, req, body, fmt)
+    if fmt == "html":
+        return Response(doc, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": SELF_CONTAINED_PAGE})
+    return Response(doc, media_type="image/svg+xml")
+
+
+@router.get("/{plan_id}/goodput.svg",
+            summary="Goodput of a stored plan against its checkpoint interval",
+            response_class=Response,
+            responses={**NOT_FOUND, 409: {
+                "model": Problem, "description": "The plan has no failure model (searched "
+                "without training.reliability), or was stored by an older cost model."},
+                200: {"content": {"image/svg+xml": {"example": GOODPUT_SVG_EXAMPLE}}}})
+async def get_goodput_svg(plan_id: str, session: ReadSessionDep, principal: PrincipalDep
+                          ) -> Response:
+    """The failure model of the plan's estimate (`estimate.goodput`: Young 1974 / Daly 2006,
+    first order) as a curve: the share of wall time that trains against the interval between
+    checkpoints, on a log scale, the optimum marked (and the job's own interval, when
+    `training.reliability.checkpoint_interval_s` sets one). 409 when the plan was searched
+    without `training.reliability`."""
+    req = await run_in_threadpool(service.estimate_request, session, plan_id, principal)
+    await run_in_threadpool(session.commit)
+    svg = await run_in_threadpool(service.goodput_svg, req, plan_id)
+    return Response(svg, media_type="image/svg+xml")
 
 
 @router.post("/{plan_id}/runs", status_code=201, summary="Report a measured run of a plan",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 import pydantic_core
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 import costmodel
+from costmodel import pictures
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.specs.request import EstimateRequest, num_microbatches
 from costmodel.specs.scenario import Scenario
@@ -71,6 +73,25 @@ def what_if(req: EstimateRequest, scenario: Scenario, settings: Settings) -> Wha
                 "steps"))
     with COMPUTE_GATE:  # one CPU-bound evaluation at a time per process, in arrival order
         return costmodel.what_if(req, scenario)
+
+
+def what_if_timeline(req: EstimateRequest, scenario: Scenario, fmt: Literal["svg", "html"]
+                     ) -> str:
+    """:func:`costmodel.pictures.what_if_timeline` under the compute gate of what-ifs (the
+    scenario's jitter is not simulated: the timeline is one step as scheduled)."""
+    from service.estimates.service import COMPUTE_GATE
+
+    with COMPUTE_GATE:
+        return pictures.what_if_timeline(req, scenario, fmt)
+
+
+def goodput_svg(req: EstimateRequest, plan_id: str) -> str:
+    """Goodput against the checkpoint interval of a stored plan; a plan searched without
+    ``training.reliability`` has no failure model to draw (:class:`Conflict`)."""
+    if req.training.reliability is None:
+        raise Conflict(f"plan {plan_id} was searched without training.reliability, so it has "
+                       "no failure model to draw; search again with training.reliability")
+    return pictures.goodput_svg(req)
 
 
 def _summary(plan: Plan) -> RunsSummary:

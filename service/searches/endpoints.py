@@ -88,6 +88,32 @@ async def get_search(search_id: str, response: Response, session: ReadSessionDep
     return _answer(response, service.to_out(job))
 
 
+PARETO_SVG_EXAMPLE = ('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/'
+                      'svg" ...><a class="plan-link" href="/v1/plans/3f2c…"><circle class='
+                      '"point front chosen" data-rank="1" data-tokens-per-s="1.2e+06" '
+                      'data-cost="0.61" ...><title>#1 · h100 · tp8 pp4 dp8 …</title></circle>'
+                      '</a>...</svg>')
+
+
+@router.get("/{search_id}/pareto.svg", summary="Throughput against cost of a search's plans",
+            response_class=Response,
+            responses={**NOT_FOUND,
+                       409: {"model": Problem, "description": "The search has not succeeded "
+                             "(queued, running, failed or cancelled): no plans to draw."},
+                       200: {"content": {"image/svg+xml": {"example": PARETO_SVG_EXAMPLE}}}})
+async def get_pareto_svg(search_id: str, session: ReadSessionDep,
+                         principal: PrincipalDep) -> Response:
+    """The search's plans as tokens/s against $ per million tokens: the plans it returned
+    (marked with their rank, each a link to `/v1/plans/{id}`), its Pareto front (drawn as a
+    staircase: no plan is both faster and cheaper than a point on it) and the best plan of
+    each pool. 409 while the search is queued or running, or when it failed or was
+    cancelled."""
+    job = await run_in_threadpool(service.get, session, search_id, principal)
+    await run_in_threadpool(session.commit)
+    svg = await run_in_threadpool(service.pareto_chart, job)
+    return Response(svg, media_type="image/svg+xml")
+
+
 @router.delete("/{search_id}", summary="Cancel a search",
                responses={202: {"model": SearchOut, "description": "Running: its worker was "
                                 "asked to stop (within a heartbeat)."},

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from costmodel.charts import ParetoPoint, pareto_svg
 from costmodel.errors import FieldProblem, SpecError
 from service.auth.service import Principal
 from service.calibrations import service as calibrations
@@ -200,3 +201,61 @@ def to_out(job: SearchJob) -> SearchOut:
         request_hash=job.request_hash, cost_model_version=job.cost_model_version,
         calibration_id=str(job.calibration_id) if job.calibration_id else None,
         created=job.created_at, started=job.started_at, finished=job.finished_at)
+
+
+def _layout(plan: dict[str, Any]) -> str:
+    """``h100 · tp8 pp4 dp2 · mbs 1 · Interleaved1F1B v2 · selective``: a plan in a line."""
+    degrees = " ".join(f"{k}{plan[k]}" for k in ("tp", "pp", "dp", "cp", "ep")
+                       if k in ("tp", "pp", "dp") or plan.get(k, 1) != 1)
+    parts = [str(plan.get("pool") or "?"), degrees, f"mbs {plan.get('micro_batch_size', 1)}"]
+    if plan.get("pp", 1) > 1:
+        v = plan.get("virtual_stages", 1)
+        parts.append(str(plan.get("schedule")) + (f" v{v}" if v and v > 1 else ""))
+    parts.append(f"recompute {plan.get('recompute', 'none')}")
+    if plan.get("zero_stage"):
+        parts.append(f"ZeRO-{plan['zero_stage']}")
+    return " · ".join(parts)
+
+
+def pareto_points(result: dict[str, Any]) -> list[ParetoPoint]:
+    """The plans of a search result with a throughput and a cost: the returned plans (each a
+    link to its stored plan, with its rank), the Pareto front's and the best of each pool,
+    one point per distinct plan (a front plan that was returned links to it too)."""
+    stored: dict[str, tuple[str, int]] = {}
+    points: dict[str, ParetoPoint] = {}
+    for p in result.get("plans") or []:
+        key = canonical_json(p["plan"])
+        stored[key] = (str(p["id"]), int(p["rank"]))
+        est = p.get("estimate") or {}
+        points[key] = ParetoPoint(
+            tokens_per_s=float(est.get("tokens_per_s") or 0.0),
+            cost_per_million_tokens=float(est.get("cost_per_million_tokens") or 0.0),
+            label=f"#{p['rank']} · {_layout(p['plan'])}", href=f"/v1/plans/{p['id']}",
+            rank=int(p["rank"]))
+    others = [*(result.get("pareto") or []), *(result.get("best_per_pool") or [])]
+    for q in others:
+        key = canonical_json(q["plan"])
+        if key in points:
+            continue
+        gpus = f" · {q['gpus']} GPUs" if "gpus" in q else ""
+        points[key] = ParetoPoint(
+            tokens_per_s=float(q.get("tokens_per_s") or 0.0),
+            cost_per_million_tokens=float(q.get("cost_per_million_tokens") or 0.0),
+            label=_layout(q["plan"]) + gpus)
+    return list(points.values())
+
+
+def pareto_chart(job: SearchJob) -> str:
+    """``GET /v1/searches/{id}/pareto.svg`` of a finished search; a search that has not
+    succeeded has no result to draw (:class:`Conflict`)."""
+    if job.status != "succeeded" or not job.result:
+        state = "has not finished" if not finished(job) else f"has {job.status}"
+        raise Conflict(f"search {job.id} {state}; its Pareto plot exists once it has "
+                       "succeeded (GET /v1/searches/{id} says where it is)")
+    req = job.request
+    model = req.get("model") or {}
+    name = model.get("preset") or model.get("name") or "model"
+    objective = str(req.get("objective", "throughput"))
+    return pareto_svg(pareto_points(job.result),
+                      title=f"search {job.id}: throughput against cost",
+                      subtitle=f"{name} · objective {objective}")

@@ -170,3 +170,107 @@ def test_request_timeline_rejects_bad_input_like_the_estimate() -> None:
     with pytest.raises(SpecError) as info:
         costmodel.timeline_svg(req)
     assert any(p.field == "plan.pp" for p in info.value.problems)
+
+
+# ---------------------------------------------------------------------------- windowed
+BIG = {
+    "model": {"preset": "llama3-8b"},
+    "training": {"global_batch_size": 256, "seq_len": 2048},
+    "cluster": {"pools": [{"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 2}]},
+    "plan": {"tp": 1, "pp": 16, "dp": 1, "schedule": "1F1B"},
+}
+"""256 micro-batches on 16 pipeline stages: 8,192 actions (2 MB drawn whole)."""
+
+
+def _windows(root: ET.Element) -> list[tuple[float, float]]:
+    return [(float(e.get("data-start-ms", 0)), float(e.get("data-end-ms", 0)))
+            for e in root.iter(f"{{{NS['s']}}}rect") if e.get("class") == "window"]
+
+
+@pytest.mark.parametrize(("schedule", "v"), [("1F1B", 1), ("Interleaved1F1B", 2),
+                                              ("GPipe", 1), ("ZBVZeroBubble", 2)])
+def test_a_large_schedule_is_windowed_and_bounded(schedule: str, v: int) -> None:
+    """Checks: 256 micro-batches × pp 16 draw three windows (warm-up from 0, a steady slice,
+    the cool-down to the step's end) with marked gaps, at most MAX_ACTIONS-ish boxes and
+    under 400 kB; every drawn box lies in its window and matches a simulated action."""
+    from costmodel.pipeline.svg import MAX_ACTIONS
+
+    req = {**BIG, "plan": {**BIG["plan"], "schedule": schedule, "virtual_stages": v}}
+    sim = pipeline_simulation(EstimateRequest.model_validate(req))
+    svg = costmodel.timeline_svg(req)
+    assert len(svg) < 400_000
+    root = ET.fromstring(svg.encode())
+    wins = _windows(root)
+    assert len(wins) == 3
+    step_ms = sim.step_time * 1e3
+    assert wins[0][0] == 0.0 and wins[-1][1] == pytest.approx(step_ms, abs=1e-3)
+    assert all(a < b for a, b in wins) and wins[0][1] < wins[1][0] < wins[1][1] < wins[2][0]
+    gaps = [g for g in root.iter(f"{{{NS['s']}}}g") if g.get("class") == "gap"]
+    assert len(gaps) == 2 and all(int(g.get("data-hidden", 0)) > 0 for g in gaps)
+    rects = ops(root)
+    assert 0.5 * MAX_ACTIONS <= len(rects) <= 1.2 * MAX_ACTIONS
+    assert len(rects) < len(sim.timeline.start)
+    tl = sim.timeline
+    key = {(int(tl.rank[i]), int(tl.stage[i]), int(tl.mb[i]), int(tl.kind[i])): i
+           for i in range(len(tl.start))}
+    for rect in rects:
+        i = key[(int(rect.get("data-rank", -1)), int(rect.get("data-stage", -1)),
+                 int(rect.get("data-mb", -1)), KINDS.index(rect.get("data-kind", "")))]
+        t0, t1 = tl.start[i] * 1e3, tl.end[i] * 1e3
+        assert any(t1 > a - 1e-6 and t0 < b + 1e-6 for a, b in wins)
+    summary = texts(root, "summary")[0]
+    assert f"bubble {sim.bubble_fraction * 100:.1f}%" in summary
+    assert "of all ranks' time idle" in summary
+    assert "actions drawn" in texts(root, "windowed")[0]
+
+
+def test_small_schedules_render_whole_and_the_limit_is_an_argument() -> None:
+    sim = simulate_named("1F1B", 4, 8, 1, 1e-3, 2e-3, 0.0)
+    root = render(sim)
+    assert _windows(root) == [] and len(ops(root)) == len(sim.timeline.start)
+    windowed = render(sim, max_actions=12)
+    assert len(_windows(windowed)) >= 2
+    assert len(ops(render(simulate_named("1F1B", 8, 256, 1, 1.0, 2.0, 0.0),
+                          max_actions=None))) == 8 * 256 * 2
+
+
+def test_marked_ranks_are_tinted_and_labelled() -> None:
+    sim = simulate_named("1F1B", 4, 8, 1, 1e-3, 2e-3, 0.0)
+    root = render(sim, marks={2: "×1.50"}, note="what-if: rank 2 slower")
+    marked = [e for e in root.iter(f"{{{NS['s']}}}rect")
+              if e.get("class") == "row" and e.get("data-mark") == "1"]
+    assert [int(e.get("data-rank", -1)) for e in marked] == [2]
+    assert texts(root, "rank-label")[2] == "rank 2 (stages 2) ×1.50"
+    assert texts(root, "note") == ["what-if: rank 2 slower"]
+
+
+# ---------------------------------------------------------------------------- transfers
+@pytest.mark.parametrize(("name", "pp", "m", "v"), CASES)
+def test_transfers_are_the_simulated_cross_rank_edges(name: str, pp: int, m: int,
+                                                       v: int) -> None:
+    """Checks: every transfer starts when its producer ends, lasts its boundary's latency,
+    goes between two different ranks, and its consumer starts no earlier than it ends."""
+    from costmodel.pipeline.transfers import ACTIVATION, transfers
+
+    sim = simulate_named(name, pp, m, v, 1e-3, 2e-3, 5e-4, 1e-4)
+    tr = transfers(sim)
+    assert len(tr) > 0
+    tl = sim.timeline
+    at = {(int(tl.stage[i]), int(tl.mb[i]), "F" if tl.kind[i] == 0 else "BI"): i
+          for i in range(len(tl.start)) if tl.kind[i] != 3}
+    assert np.all(np.diff(tr.start) >= 0)
+    for j in range(len(tr)):
+        s, mb = int(tr.stage[j]), int(tr.mb[j])
+        fwd = tr.what[j] == ACTIVATION
+        prod = at[(s, mb, "F" if fwd else "BI")]
+        cons = at[(s + 1 if fwd else s - 1, mb, "F" if fwd else "BI")]
+        assert tr.src[j] == tl.rank[prod] != tr.dst[j] == tl.rank[cons]
+        assert tr.start[j] == tl.end[prod]
+        assert tr.end[j] - tr.start[j] == pytest.approx(1e-4)
+        assert tl.start[cons] >= tr.end[j] - 1e-12
+
+
+def test_no_latency_no_transfers() -> None:
+    from costmodel.pipeline.transfers import transfers
+
+    assert len(transfers(simulate_named("1F1B", 4, 8, 1, 1.0, 1.0, 0.0, 0.0))) == 0

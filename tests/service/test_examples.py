@@ -27,7 +27,9 @@ def test_every_request_body_has_a_working_example(api: Api, sqlite_db: Database,
     posts = {(m, p) for m, p, _ in found}
     assert posts == {("POST", "/v1/estimates"), ("POST", "/v1/searches"),
                      ("POST", "/v1/calibrations"), ("POST", "/v1/plans/{plan_id}/runs"),
-                     ("POST", "/v1/plans/{plan_id}/what-if")}
+                     ("POST", "/v1/plans/{plan_id}/what-if"),
+                     ("POST", "/v1/plans/{plan_id}/what-if/timeline.svg"),
+                     ("POST", "/v1/plans/{plan_id}/what-if/timeline.html")}
     by_path = {p: v for (_, p, name), v in found.items() if name != "spot-goodput"}
     assert by_path["/v1/estimates"]["model"] == {"preset": "llama3-70b"}
     gpus = {pool["gpu"] for pool in by_path["/v1/searches"]["cluster"]["pools"]}
@@ -46,8 +48,8 @@ def test_every_request_body_has_a_working_example(api: Api, sqlite_db: Database,
     run = api.post(f"/v1/plans/{plan_id}/runs", json=by_path["/v1/plans/{plan_id}/runs"])
     assert run.status_code == 201, run.text
     for (_, path, _name), value in found.items():
-        if path == "/v1/plans/{plan_id}/what-if":
-            what_if = api.post(f"/v1/plans/{plan_id}/what-if", json=value)
+        if path.startswith("/v1/plans/{plan_id}/what-if"):
+            what_if = api.post(path.replace("{plan_id}", plan_id), json=value)
             assert what_if.status_code == 200, what_if.text
     # the second search example: goodput-aware time to train on spot nodes, robust plans
     spot = api.post("/v1/searches", json=found[("POST", "/v1/searches", "spot-goodput")])

@@ -4,12 +4,15 @@ from the stored request of a plan (both databases)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
 
 import costmodel
+from costmodel.estimate import pipeline_simulation
+from costmodel.specs.request import EstimateRequest
 from runtime import launch
 from tests.service.support import Api, assert_problem, fields
 
@@ -66,3 +69,22 @@ def test_timeline_svg_draws_the_plans_simulation(client: Api, plan_id: str) -> N
     assert resp.text == costmodel.timeline_svg(request)
     root = ET.fromstring(resp.text)
     assert root.tag.endswith("svg")
+
+
+def test_timeline_html_is_the_plans_simulation_and_self_contained(client: Api,
+                                                                  plan_id: str) -> None:
+    """Checks: the page is what costmodel.timeline_html renders for the stored request, with
+    every simulated action in its data, no external reference, and a policy that lets the
+    browser fetch nothing; an unknown plan is a 404 problem."""
+    resp = client.get(f"/v1/plans/{plan_id}/timeline.html")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/html")
+    csp = resp.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src" not in csp
+    request = client.get(f"/v1/plans/{plan_id}").json()["request"]
+    assert resp.text == costmodel.timeline_html(request)
+    assert not re.search(r"(src|href)\s*=|https?://|@import|url\(", resp.text)
+    data = json.loads(re.search(r'id="timeline-data">(.*?)</script>', resp.text, re.S)[1])
+    sim = pipeline_simulation(EstimateRequest.model_validate(request))
+    assert data["n_actions"] == len(sim.timeline.start) == sum(len(r["d"]) for r in data["ranks"])
+    assert_problem(client.get(f"/v1/plans/{uuid.uuid4()}/timeline.html"), 404)
