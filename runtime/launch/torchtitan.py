@@ -309,7 +309,9 @@ def render_torchtitan(job: Job) -> LaunchConfig:
         sections.append(("compile", compile_sec))
     if rel.python_configs:
         words = ["-m torchtitan.train", f"--module {module}", f"--config {config}"]
-        for section, items in (*sections, ("parallelism", toml_only)):
+        # a list-of-lists option first: tyro reads words up to the next option into it, so
+        # last it would swallow the activation_checkpoint subcommand
+        for section, items in (("parallelism", toml_only), *sections):
             words += [_override(section, key, value) for key, value in items]
         # the subcommand goes last: tyro gives every option after it to the subcommand
         target = [*words, '"$@"', f"activation_checkpoint:{plan.recompute}"]
