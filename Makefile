@@ -14,9 +14,15 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[service]'
 
+# torchtitan 0.2.2 (the TOML era) for the launch tests, beside 0.3.0: its config parser only
+# needs tyro (from 0.3.0's dependencies); the tests put this folder first on sys.path.
+TORCHTITAN_02 := $(VENV)/frameworks/torchtitan-0.2
+
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q '$(TORCH_CPU)'
-	$(BIN)/pip install -q -e '.[dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[dev,frameworks]'
+	test -d $(TORCHTITAN_02)/torchtitan || \
+	  $(BIN)/pip install -q --no-deps --target $(TORCHTITAN_02) torchtitan==0.2.2
 
 # Headless Chromium for the page tests (Debian's package; Playwright drives it, it downloads
 # no browser of its own).

@@ -78,9 +78,12 @@ class Client:
     def estimate(self, data: Any) -> dict[str, Any]:
         return self._body(self._request("POST", "/v1/estimates", json=data), (200,))
 
-    def launch(self, plan_id: str, fmt: str) -> dict[str, Any]:
-        """``GET /v1/plans/{id}/launch/{format}``: the stored plan's launch config."""
-        return self._body(self._request("GET", f"/v1/plans/{plan_id}/launch/{fmt}"), (200,))
+    def launch(self, plan_id: str, fmt: str, version: str | None = None) -> dict[str, Any]:
+        """``GET /v1/plans/{id}/launch/{format}``: the stored plan's launch config (for the
+        framework release ``version``, ``?version=``)."""
+        params = {"version": version} if version is not None else None
+        return self._body(self._request("GET", f"/v1/plans/{plan_id}/launch/{fmt}",
+                                        params=params), (200,))
 
     def what_if(self, plan_id: str, scenario: Any) -> dict[str, Any]:
         """``POST /v1/plans/{id}/what-if``: the stored plan under ``scenario``."""

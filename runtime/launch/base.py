@@ -99,6 +99,10 @@ class Job:
     """Transformer layers of each global pipeline stage in model order (``stage_layers``)."""
     n_microbatches: int
     """Micro-batches per optimizer step and pipeline: global batch / (dp · micro-batch)."""
+    version: str | None = None
+    """The release of the format's framework to write for (None = its current release):
+    ``render``'s ``version``, else ``training.framework_version`` when ``training.framework``
+    is that format's framework."""
 
     @property
     def model(self) -> ModelSpec:

@@ -12,6 +12,18 @@ Keys and rules are DeepSpeed's as written in its sources (microsoft/DeepSpeed):
   (``deepspeed/runtime/pipe/schedule.py``), 1F1B-like, one stage per rank, with
   gradient_accumulation_steps micro-batches per step.
 
+* ``deepspeed/runtime/engine.py``: native MoE (``deepspeed.moe.layer.MoE``, how a ds_config
+  plan runs ep > 1) is refused with ZeRO-3 — ``assert not self.has_moe_layers, "MoE not
+  supported with Stage 3"`` (line 1793 at tag v0.17.6, line 1545 at v0.14.0), and at commit
+  edaa7221267243c7be7fb49c5d5f5c4fb97b4641 (line 1890, ``_validate_zero3_moe_compatibility``;
+  line 2215 in the 0.19.8 wheel) "Native DeepSpeed MoE is not supported with ZeRO Stage 3. Use
+  AutoEP or choose ZeRO stage 1/2."
+
+No version selection: the ds_config keys written here (``train_batch_size``,
+``train_micro_batch_size_per_gpu``, ``gradient_accumulation_steps``, ``bf16`` / ``fp16``,
+``zero_optimization``, ``activation_checkpointing``) and the rules above are the same in every
+release from v0.14 to 0.19.8, so ``training.framework_version`` does not change the output.
+
 Tensor parallelism is not in a plain ds_config: DeepSpeed takes it from a model-parallel unit
 (mpu) such as Megatron-DeepSpeed's, so a tp > 1 plan is refused here (use the megatron format).
 Context parallelism (ring attention over the sequence) is not a DeepSpeed feature either.
@@ -44,6 +56,12 @@ def render_deepspeed(job: Job) -> LaunchConfig:
     r.check(training.precision != "fp8", "training.precision",
             "a ds_config trains in bf16 or fp16 (deepspeed/runtime/config.py: bf16 / fp16 "
             "sections); fp8 needs Transformer Engine in the model")
+    r.check(plan.ep == 1 or plan.zero_stage < 3, "plan.zero_stage",
+            "DeepSpeed's native MoE (deepspeed.moe.layer.MoE, expert parallelism) is not "
+            "supported with ZeRO Stage 3 (deepspeed/runtime/engine.py: 'MoE not supported with "
+            "Stage 3', v0.17.6 line 1793; 'Native DeepSpeed MoE is not supported with ZeRO "
+            "Stage 3', _validate_zero3_moe_compatibility); this plan has ep="
+            f"{plan.ep} with zero_stage=3: use zero_stage 1 or 2")
     if plan.pp > 1:
         r.check(plan.virtual_stages == 1, "plan.virtual_stages",
                 "DeepSpeed's PipelineModule runs one stage per rank "

@@ -32,6 +32,14 @@ Megatron-LM has two pipeline schedules, 1F1B and interleaved 1F1B. A GPipe plan 
 it too (Megatron reduce-scatters the gradients but keeps a full gradient buffer, so gradient
 memory is not sharded); ZeRO-3 is refused (Megatron-FSDP has its own checkpoint format and
 rules, not emitted here).
+
+No version selection: the flags are those of Megatron-Core core_r0.14 (the current release of
+``costmodel/data/stacks/megatron.json``). The 2021 release named some differently
+(``--checkpoint-activations`` for ``--recompute-granularity``; no ``--context-parallel-size``,
+``--decoder-first-pipeline-num-layers`` or ``--num-virtual-stages-per-pipeline-rank``), so a
+plan for ``training.framework_version`` 2021 is written with the current flags and a note
+saying so — the cost model's 2021 profile is for reproducing published runs, not for launching
+on a 2021 checkout.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from runtime.launch.base import MEDIA_SHELL, Job, LaunchConfig, Refusals
 from runtime.launch.common import refuse_common
 from runtime.launch.launcher import launcher_notes, torchrun_script
 
+CURRENT_RELEASE = "core_r0.14"
+"""The Megatron-Core release whose flags are written (module docstring)."""
 GATED = ("silu", "swiglu", "swish")
 """Gated activations Megatron runs with ``--swiglu``."""
 PLAIN_GELU = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -303,5 +313,9 @@ def render_megatron(job: Job) -> LaunchConfig:
         "Megatron pads the vocabulary to a multiple of 128·tp (--make-vocab-size-divisible-by).",
         *notes,
     ]
+    if job.version is not None and job.version != CURRENT_RELEASE:
+        notes.append(f"The flags are Megatron-Core {CURRENT_RELEASE}'s; Megatron-LM "
+                     f"{job.version} named some differently (e.g. --checkpoint-activations for "
+                     "--recompute-granularity) and may lack others (--context-parallel-size).")
     return LaunchConfig(format="megatron", filename="megatron_launch.sh", media_type=MEDIA_SHELL,
                         content=content, notes=notes)

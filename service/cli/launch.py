@@ -27,6 +27,10 @@ def register(sub: Any) -> None:
     launch.add_argument("plan", metavar="PLAN", help="plan id (with --server), or a JSON file "
                         "(- for stdin)")
     launch.add_argument("--format", "-f", required=True, choices=FORMATS, dest="fmt")
+    launch.add_argument("--framework-version", metavar="V", dest="framework_version",
+                        help="framework release to write for (torchtitan: 0.3, the current "
+                        "release, or 0.2, the TOML era); default the plan's "
+                        "training.framework_version when training.framework is the format's")
     launch.add_argument("--out", metavar="DIR", help="write the config's files into DIR")
     launch.add_argument("--json", action="store_true", help="print the config as JSON")
     launch.add_argument("--server", metavar="URL", help="read the stored plan from a server")
@@ -41,7 +45,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from runtime.launch import LaunchConfig, render
 
     if args.server:
-        body = client_call(args, lambda c: c.launch(args.plan, args.fmt))
+        body = client_call(args, lambda c: c.launch(args.plan, args.fmt, args.framework_version))
         body.pop("plan_id", None)
         try:
             cfg = LaunchConfig.model_validate(body)
@@ -53,7 +57,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         if isinstance(data, dict) and isinstance(data.get("request"), dict):
             data = data["request"]  # a stored plan as GET /v1/plans/{id} answers it
         try:
-            cfg = render(args.fmt, data)
+            cfg = render(args.fmt, data, version=args.framework_version)
         except SpecError as exc:  # LaunchError included
             raise invalid([(p.field, p.rule) for p in exc.problems]) from None
     if args.json:

@@ -77,6 +77,13 @@ def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
                file: Annotated[str | None, Query(
                    description="Answer with this one file as is (its name from `filename` or "
                    "`files` of the JSON answer) instead of the JSON.")] = None,
+               version: Annotated[str | None, Query(
+                   min_length=1, max_length=32, pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$",
+                   description="The framework release to write for (torchtitan: 0.3, the "
+                   "current release, or 0.2, the TOML era); default the plan's "
+                   "`training.framework_version` when `training.framework` is the format's "
+                   "framework, else the current release. An unknown release is a 422 naming "
+                   "`training.framework_version`.", examples=["0.2"])] = None,
                ) -> LaunchOut | Response:
     """What starts the plan: `torchrun` (the meshplan runtime worker on the plan's nodes),
     `torchtitan` (launch script and job TOML), `megatron` (`pretrain_gpt.py` arguments),
@@ -85,7 +92,8 @@ def get_launch(plan_id: str, format: LaunchFormat, session: ReadSessionDep,
     files and notes on what to supply (data paths, rendezvous host). A plan the framework cannot
     run (a schedule it lacks, an uneven split it cannot express, ...) is a 422 naming the plan
     field and the framework's rule."""
-    cfg = launch.render(format, service.estimate_request(session, plan_id, principal))
+    cfg = launch.render(format, service.estimate_request(session, plan_id, principal),
+                        version=version)
     if file is None:
         return LaunchOut(plan_id=plan_id, **cfg.model_dump())
     files = {cfg.filename: cfg.content, **cfg.files}

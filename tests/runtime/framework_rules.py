@@ -121,14 +121,15 @@ def torch_schedule_problems(name: str, pp: int, n_local: int, n_mb: int) -> list
 
 
 def titan_fqn_split(num_stages: int, num_layers: int, input_weight: int,
-                    output_weight: int) -> list[list[str]]:
+                    output_weight: int, head: str = "output") -> list[list[str]]:
     """torchtitan/distributed/pipeline_parallel.py generate_llm_fqn_per_model_part, as
-    written there (module names per stage); raises ValueError where it does."""
+    written there (module names per stage; the LM head is ``output`` in 0.2.2, ``lm_head`` in
+    0.3.0); raises ValueError where it does."""
     if num_stages < 1:
         raise ValueError("Number of stages must be at least 1")
     if num_stages == 1:
         return [["tok_embeddings"] + [f"layers.{i}" for i in range(num_layers)]
-                + ["norm", "output"]]
+                + ["norm", head]]
     eff = num_layers + input_weight + output_weight
     if num_stages > eff:
         raise ValueError("Number of stages cannot be greater than effective layers")
@@ -155,7 +156,7 @@ def titan_fqn_split(num_stages: int, num_layers: int, input_weight: int,
                 if cur < num_layers:
                     mods.append(f"layers.{cur}")
                     cur += 1
-            mods += ["norm", "output"]
+            mods += ["norm", head]
         else:
             for _ in range(n):
                 if cur < num_layers:
@@ -166,38 +167,61 @@ def titan_fqn_split(num_stages: int, num_layers: int, input_weight: int,
 
 
 def titan_overrides(program: list[str]) -> dict[str, Any]:
-    """``--section.key value`` overrides after ``-m torchtitan.train`` (TOML-typed values)."""
+    """``--section.key value`` overrides after ``-m torchtitan.train`` (TOML-typed values;
+    several words after a key = ``list[list[str]]``, each word comma-separated as torchtitan's
+    tyro rule for ``list[str]`` reads it, config/manager.py ``register_tyro_rules``); a
+    trailing ``activation_checkpoint:<mode>`` subcommand (0.3) as ``activation_checkpoint``."""
     assert program[:2] == ["-m", "torchtitan.train"], program[:2]
     program = [w for w in program if w != "$@"]
     out: dict[str, Any] = {}
     i = 2
     while i < len(program):
         word = program[i]
+        if word.startswith("activation_checkpoint:"):
+            assert i == len(program) - 1, "tyro: options after a subcommand belong to it"
+            out["activation_checkpoint"] = word.split(":", 1)[1]
+            i += 1
+            continue
         assert word.startswith("--"), word
-        nxt = program[i + 1] if i + 1 < len(program) else None
-        if nxt is None or nxt.startswith("--"):
+        j = i + 1
+        while j < len(program) and not program[j].startswith(("--", "activation_checkpoint:")):
+            j += 1
+        values = program[i + 1:j]
+        if not values:
             key = word[2:]
             section, _, name = key.partition(".")
             if name.startswith("no_"):
                 out[f"{section}.{name[3:]}"] = False
             else:
                 out[key] = True
-            i += 1
-            continue
-        value: Any = nxt
-        if nxt.lstrip("-").isdigit():
-            value = int(nxt)
-        out[word[2:]] = value
-        i += 2
+        elif len(values) > 1 or word == "--parallelism.module_fqns_per_model_part":
+            out[word[2:]] = [v.split(",") for v in values]
+        else:
+            value: Any = values[0]
+            if value.lstrip("-").isdigit():
+                value = int(value)
+            out[word[2:]] = value
+        i = j
     return out
 
 
-def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any]) -> list[str]:
-    """torchtitan's rules on the emitted script + TOML, and agreement with the plan."""
-    req = _request(request)
-    plan, model, training = req.plan, req.model, req.training
-    launch = parse_script(cfg.content)
-    over = titan_overrides(launch.program)
+def titan_settings(cfg: LaunchConfig) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The release a torchtitan launch script is for ('0.3': ``--module/--config``, '0.2':
+    ``--job.config_file``) and its settings by section (0.3: from the command line; 0.2: the
+    TOML, which the overrides must restate). 0.3's activation checkpointing subcommand is
+    ``activation_checkpoint.mode``."""
+    over = titan_overrides(parse_script(cfg.content).program)
+    if "module" in over:
+        settings: dict[str, dict[str, Any]] = {}
+        for key, value in over.items():
+            if key in ("module", "config"):
+                settings.setdefault("", {})[key] = value
+            elif key == "activation_checkpoint":
+                settings["activation_checkpoint"] = {"mode": value}
+            else:
+                section, name = key.split(".", 1)
+                settings.setdefault(section, {})[name] = value
+        return "0.3", settings
     toml_name = over.pop("job.config_file")
     assert toml_name in cfg.files, f"{toml_name} missing from files"
     toml = tomllib.loads(cfg.files[toml_name])
@@ -206,6 +230,22 @@ def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any
         if section == "model" and name == "converters":
             value = [value]
         assert toml[section][name] == value, (key, toml[section][name], value)
+    return "0.2", toml
+
+
+def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any]) -> list[str]:
+    """torchtitan's rules on the emitted script (+ TOML for 0.2), and agreement with the plan.
+
+    0.3.0 (Python configs): ``trainer.py`` ``Trainer.Config._validate_cuda_graphs`` and
+    ``Trainer.__init__`` (sequence-length divisor), ``parallel_dims.py`` ``build_mesh``
+    (efsdp = dp_shard·cp·tp / ep); 0.2.2 (TOML): ``parallel_dims.py`` ``_validate`` /
+    ``_validate_meshes`` (etp = tp or 1; efsdp = dp_shard·cp·tp / (etp·ep)),
+    ``seq_len_divisor`` tp·2·cp, ``parallelize_llama`` (DDP only alone)."""
+    req = _request(request)
+    plan, model, training = req.plan, req.model, req.training
+    launch = parse_script(cfg.content)
+    era, toml = titan_settings(cfg)
+    new = era == "0.3"
     par, tr = toml["parallelism"], toml["training"]
     ac = toml.get("activation_checkpoint", {})
     p: list[str] = []
@@ -219,6 +259,8 @@ def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any
     etp = par.get("expert_tensor_parallel_degree", 1)
     world = launch.world
     # torchtitan/distributed/parallel_dims.py ParallelDims._validate
+    if new and "expert_tensor_parallel_degree" in par:
+        p.append("configs.py ParallelismConfig: no expert_tensor_parallel_degree in 0.3")
     if any(d < 1 for d in (rep, cp, tp, pp, ep, etp)):
         p.append("parallel_dims.py _validate: degrees >= 1")
     if not (shard == -1 or shard >= 1):
@@ -230,23 +272,34 @@ def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any
     if ep > 1:
         if etp not in (tp, 1):
             p.append("parallel_dims.py _validate: ETP must be TP or 1")
-        elif etp == tp and not (ep % cp == 0 and (shard * cp) % ep == 0):
-            p.append("parallel_dims.py _validate: ep % cp == 0 and (dp_shard*cp) % ep == 0")
-        elif etp == 1 and not (ep % (cp * tp) == 0 and (shard * cp * tp) % ep == 0):
-            p.append("parallel_dims.py _validate: ep % (cp*tp) == 0 and ... (etp == 1)")
-    # models/llama3/infra/parallelize.py parallelize_llama (ParallelDims.seq_len_divisor)
-    if tr["seq_len"] % (tp * cp * 2):
-        p.append("parallelize.py parallelize_llama: seq_len % (tp * 2 * cp) != 0")
-    fsdp = shard > 1 or cp > 1
-    if not fsdp and rep > 1 and world != rep:
-        p.append("parallelize.py: DDP has not supported > 1D parallelism")
+        elif (shard * cp * tp) % (etp * ep):
+            p.append("parallel_dims.py build_mesh: efsdp = dp_shard*cp*tp / (etp*ep) "
+                     "not whole")
+    sp = par.get("enable_sequence_parallel", True)
+    if new:  # trainer.py Trainer.__init__
+        div = (tp if sp else 1) * (2 * cp if cp > 1 else 1)
+        if tr["seq_len"] % div:
+            p.append(f"trainer.py Trainer.__init__: seq_len % {div} != 0")
+        if (pp > 1 or ep > 1) and not tr.get("disable_cuda_graphs", False):
+            p.append("trainer.py _validate_cuda_graphs: pp / ep need disable_cuda_graphs")
+        if toml.get("compile", {}).get("enable_async_tensor_parallel") and not toml.get(
+                "compile", {}).get("enable"):
+            p.append("configs.py CompileConfig: async TP requires compile.enable")
+    else:  # models/llama3/infra/parallelize.py parallelize_llama (seq_len_divisor)
+        if tr["seq_len"] % (tp * cp * 2):
+            p.append("parallelize.py parallelize_llama: seq_len % (tp * 2 * cp) != 0")
+        fsdp = shard > 1 or cp > 1
+        if not fsdp and rep > 1 and world != rep:
+            p.append("parallelize.py: DDP has not supported > 1D parallelism")
     # config literals (config/job_config.py)
     if tr.get("mixed_precision_param", "bfloat16") not in ("bfloat16", "float32"):
         p.append("job_config.py Training.mixed_precision_param literal")
     if par.get("fsdp_reshard_after_forward", "default") not in ("default", "always", "never"):
         p.append("job_config.py Parallelism.fsdp_reshard_after_forward literal")
-    if ac.get("mode", "selective") not in ("selective", "full", "memory_budget", "none"):
-        p.append("configs.py ActivationCheckpointConfig.mode literal")
+    modes = ("selective", "full", "memory-budget", "none") if new else (
+        "selective", "full", "memory_budget", "none")
+    if ac.get("mode", "selective") not in modes:
+        p.append("activation checkpointing mode / subcommand unknown")
     # train.py: global batch a multiple of local batch * dp degree
     local = tr["local_batch_size"]
     glob = tr.get("global_batch_size", -1)
@@ -284,9 +337,10 @@ def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any
         else:
             stages = pp * (1 if single else 2)
         fqns = par.get("module_fqns_per_model_part")
+        head = "lm_head" if new else "output"
         if fqns is None:
             try:
-                fqns = titan_fqn_split(stages, layers, iw, ow)
+                fqns = titan_fqn_split(stages, layers, iw, ow, head)
             except ValueError as exc:
                 return [*p, f"pipeline_parallel.py generate_llm_fqn_per_model_part: {exc}"]
         stages = len(fqns)
@@ -295,7 +349,12 @@ def check_torchtitan(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any
         n_local = stages // pp
         if canonical in ("ZBVZeroBubble", "DualPipeV") and n_local != 2:
             p.append("pipeline_parallel.py pipeline_module_split: v schedules assume 2 per rank")
+        if fqns[-1][-2:] != ["norm", head]:
+            p.append(f"module_fqns: the last stage must end with norm, {head}")
         csv = par.get("pipeline_parallel_schedule_csv")
+        if new and not csv and canonical == "PipelineScheduleSingle":
+            p.append("pipeline_parallel.py _build_pipeline_schedule: PipelineScheduleSingle is "
+                     "abstract")
         if csv:
             if csv not in cfg.files:
                 p.append(f"pipeline_parallel.py build_pipeline_schedule: {csv} does not exist")

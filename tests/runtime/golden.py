@@ -21,8 +21,8 @@ def dump_error(exc: SpecError) -> str:
     return "== refused\n" + "".join(f"- {p.field}: {p.rule}\n" for p in exc.problems)
 
 
-def rendered(fmt: str, request: dict[str, Any]) -> str:
+def rendered(fmt: str, request: dict[str, Any], version: str | None = None) -> str:
     try:
-        return dump(render(fmt, request))
+        return dump(render(fmt, request, version=version))
     except SpecError as exc:
         return dump_error(exc)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtime.launch import LaunchError, render
+from runtime.launch import LaunchError, refusals, render
 from tests.runtime.framework_rules import check_deepspeed
 from tests.runtime.plans import PLANS
 
@@ -69,3 +69,13 @@ def test_the_rule_checker_catches_a_broken_config() -> None:
     broken = cfg.model_copy(update={"content": cfg.content.replace(
         '"gradient_accumulation_steps": 16', '"gradient_accumulation_steps": 8')})
     assert any("_batch_assertion" in p for p in check_deepspeed(broken, r))
+
+
+def test_refuses_native_moe_with_zero3() -> None:
+    # deepspeed/runtime/engine.py: "MoE not supported with Stage 3" (v0.17.6, line 1793)
+    moe = {"model": {"preset": "mixtral-8x7b"},
+           "training": {"global_batch_size": 64, "seq_len": 4096},
+           "cluster": {"pools": [H100]}, "plan": {"dp": 8, "ep": 8, "zero_stage": 3}}
+    assert "ZeRO Stage 3" in refused(moe)["plan.zero_stage"]
+    assert refusals("deepspeed", moe) and refusals("deepspeed", {
+        **moe, "plan": {"dp": 8, "ep": 8, "zero_stage": 2}}) == []

@@ -116,8 +116,11 @@ CUSTOM = [["0F0", "0F1", "0B0", "0B1"], ["1F0", "1B0", "1F1", "1B1"]]
 def test_custom_schedule_goes_to_torchtitan_as_a_csv() -> None:
     r = req(pp=2, dp=4, gbs=8, schedule="custom", custom_schedule=CUSTOM)
     cfg = render("torchtitan", r)
-    assert cfg.files["meshplan_schedule.csv"] == action_csv.to_csv(CUSTOM)
-    toml = cfg.files["meshplan_torchtitan.toml"]
+    assert cfg.files == {"meshplan_schedule.csv": action_csv.to_csv(CUSTOM)}
+    assert "--parallelism.pipeline_parallel_schedule_csv meshplan_schedule.csv" in cfg.content
+    assert "--parallelism.pipeline_parallel_schedule PipelineScheduleSingle" in cfg.content
+    old = render("torchtitan", r, version="0.2")  # the TOML era
+    toml = old.files["meshplan_torchtitan.toml"]
     assert 'pipeline_parallel_schedule_csv = "meshplan_schedule.csv"' in toml
     assert 'pipeline_parallel_schedule = "PipelineScheduleSingle"' in toml
     assert render("schedule-csv", r).content == action_csv.to_csv(CUSTOM)

@@ -5,6 +5,9 @@ change to an emitter shows up as a diff here. The files were reviewed by hand ag
 frameworks' sources; the rule checks themselves live in test_launch_torchtitan /
 test_launch_megatron / test_launch_deepspeed. After an intended change, rewrite them with
 ``python -m tests.runtime.test_launch_golden`` and review the diff.
+
+A format written per framework release has a file per release other than the current one:
+``<plan>.<format>@<version>.txt`` (e.g. ``mixtral_ep.torchtitan@0.2.txt``, the TOML era).
 """
 
 from __future__ import annotations
@@ -41,12 +44,22 @@ CASES = [
     ("llama3_8b_pp2_uneven", "torchtitan"),
     ("llama3_8b_pp2_uneven", "megatron"),
 ]
+VERSIONED = {"torchtitan": ("0.2",)}
+"""Older releases pinned too, per format (the current one is the plain file)."""
+CASES_AT: list[tuple[str, str, str | None]] = [
+    (plan, fmt, version) for plan, fmt in CASES
+    for version in (None, *VERSIONED.get(fmt, ()))]
 
 
-@pytest.mark.parametrize(("plan", "fmt"), CASES, ids=[f"{p}-{f}" for p, f in CASES])
-def test_pinned_output(plan: str, fmt: str) -> None:
-    want = (GOLDEN / f"{plan}.{fmt}.txt").read_text()
-    got = rendered(fmt, PLANS[plan])
+def golden_name(plan: str, fmt: str, version: str | None) -> str:
+    return f"{plan}.{fmt}" + (f"@{version}" if version else "") + ".txt"
+
+
+@pytest.mark.parametrize(("plan", "fmt", "version"), CASES_AT,
+                         ids=[golden_name(*c)[:-4] for c in CASES_AT])
+def test_pinned_output(plan: str, fmt: str, version: str | None) -> None:
+    want = (GOLDEN / golden_name(plan, fmt, version)).read_text()
+    got = rendered(fmt, PLANS[plan], version)
     if got != want:
         diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True),
                                             "pinned", "rendered"))
@@ -55,6 +68,7 @@ def test_pinned_output(plan: str, fmt: str) -> None:
 
 if __name__ == "__main__":  # rewrite the pinned files after an intended change
     GOLDEN.mkdir(exist_ok=True)
-    for plan, fmt in CASES:
-        (GOLDEN / f"{plan}.{fmt}.txt").write_text(rendered(fmt, PLANS[plan]))
-        print(f"wrote {plan}.{fmt}.txt")
+    for plan, fmt, version in CASES_AT:
+        name = golden_name(plan, fmt, version)
+        (GOLDEN / name).write_text(rendered(fmt, PLANS[plan], version))
+        print(f"wrote {name}")

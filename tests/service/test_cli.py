@@ -205,6 +205,25 @@ def test_launch_refusal_is_exit_2_with_the_rule(capsys: pytest.CaptureFixture[st
     assert "plan.zero_stage:" in capsys.readouterr().err
 
 
+def test_launch_framework_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checks: --framework-version picks the torchtitan release (0.2 writes the TOML); an
+    unknown one exits 2 naming training.framework_version and the supported releases."""
+    from runtime.launch import render
+
+    body = json.loads(EXAMPLE.read_text())
+    out = tmp_path / "cfg"
+    assert main(["launch", str(EXAMPLE), "-f", "torchtitan", "--framework-version", "0.2",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [(cfg := render("torchtitan", body, version="0.2")).filename, *cfg.files])
+    assert "meshplan_torchtitan.toml" in cfg.files
+    assert main(["launch", str(EXAMPLE), "-f", "torchtitan", "--framework-version",
+                 "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "training.framework_version" in err and "0.3" in err and "0.2" in err
+
+
 def test_no_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exc:
         main([])

@@ -51,6 +51,29 @@ def test_launch_file_download(client: Api, plan_id: str) -> None:
                                             params={"file": "nope.txt"}), 422)) == {"file"}
 
 
+def test_launch_version_query_picks_the_framework_release(client: Api, plan_id: str) -> None:
+    """Checks: ?version= renders for that torchtitan release (the emitter's output with
+    version=); an unknown release is a 422 on training.framework_version listing the
+    supported ones; meshplan's own formats take no version."""
+    request = client.get(f"/v1/plans/{plan_id}").json()["request"]
+    for version in launch.SUPPORTED_VERSIONS["torchtitan"]:
+        resp = client.get(f"/v1/plans/{plan_id}/launch/torchtitan", params={"version": version})
+        try:
+            expected = launch.render("torchtitan", request, version=version)
+        except launch.LaunchError as exc:
+            assert set(fields(assert_problem(resp, 422))) == {p.field for p in exc.problems}
+            continue
+        assert resp.status_code == 200, resp.text
+        assert {k: resp.json()[k] for k in expected.model_dump()} == expected.model_dump()
+    body = assert_problem(client.get(f"/v1/plans/{plan_id}/launch/torchtitan",
+                                     params={"version": "0.1"}), 422)
+    assert fields(body) == {"training.framework_version"}
+    assert "0.3" in json.dumps(body) and "0.2" in json.dumps(body)
+    assert fields(assert_problem(client.get(f"/v1/plans/{plan_id}/launch/runtime",
+                                            params={"version": "0.3"}), 422)) == {
+        "training.framework_version"}
+
+
 def test_unknown_format_and_plan(client: Api, plan_id: str) -> None:
     body = assert_problem(client.get(f"/v1/plans/{plan_id}/launch/slurm"), 422)
     assert any(f.endswith("format") for f in fields(body))
