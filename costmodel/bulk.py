@@ -39,6 +39,7 @@ from costmodel.data_parallel import (
     optimizer_time,
     zero3_exposure_floor,
     zero3_per_microbatch,
+    zero3_traffic_floor,
 )
 from costmodel.flops import model_flops_per_token
 from costmodel.layer_cost import ELEM, BlockCost, EdgeCost, Shard, block_cost, edge_cost
@@ -172,7 +173,9 @@ class BulkResult:
     """A tighter bound for this plan with the default (even) layer split, for any schedule
     order: the last rank cannot start before micro-batch 0 has crossed every earlier stage
     (the pipeline fill), and then does all its own work; the busiest rank's work; the same
-    serial part as :attr:`lower_bound_s`."""
+    serial part as :attr:`lower_bound_s`; and, whichever is larger, the critical chain of one
+    micro-batch (its forward through all blocks, then its input gradient back) or, with
+    ZeRO-3, the rank's gather and reduce-scatter traffic."""
     usable_bytes: float
 
     @property
@@ -409,6 +412,18 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     z3_floor = np.where(is_z3, m * v * zero3_exposure_floor(
         per_layer_params, dp * cp, tp, training.precision, dev), 0.0)
     lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
+    # the critical chain of one micro-batch (any schedule: data dependencies): its forward
+    # crosses all L blocks, then its input gradient crosses them back, one after the other;
+    # the last micro-batch starts it after the first chunk's other m − 1 forwards. With few
+    # micro-batches on a deep pipeline this, not any rank's work, bounds the step.
+    chain = L * (lf + li) + (m - 1) * chunk_layers * lf
+    lower_even = np.maximum(lower_even, np.where(single, 0.0, chain) + serial_lb)
+    # ZeRO-3's traffic: the rank with rank_layers blocks moves each block's parameters twice
+    # and its gradients once per micro-batch, and its forward and backward last at least that
+    if np.any(is_z3):
+        traffic = m * rank_layers * zero3_traffic_floor(per_layer_params, dp * cp, tp,
+                                                        training.precision, dev)
+        lower_even = np.maximum(lower_even, np.where(is_z3, traffic, 0.0) + serial_lb)
 
     # memory: the first rank (most in-flight micro-batches) and the last (logits)
     act_layer = np.asarray(sum(w * block_activation_bytes(model, ush, moe)

@@ -115,13 +115,12 @@ def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarr
             np.where(on, ag + rs, z))
 
 
-def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
-                         precision: str, dev: Device) -> np.ndarray:
-    """A floor under :func:`zero3_per_microbatch`'s exposure of one stage and micro-batch: the
-    first block's gather and the last block's reduce-scatter are never hidden, and each takes
-    at least the bandwidth time of one block's parameters. Collective time is affine in the
-    message size, so that marginal time is ``t(2p) − t(p)`` (no latency term); a stage's
-    ``t(P)/n`` with P ≥ n·p is at least that. For lower bounds in the search."""
+def _zero3_marginals(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
+                     precision: str, dev: Device) -> tuple[np.ndarray, np.ndarray]:
+    """Bandwidth time of one block's parameter gather and gradient reduce-scatter: collective
+    time is affine in the message size (:func:`costmodel.ops.collective_time`), so that
+    marginal time is ``t(2p) − t(p)`` (no latency term), and n messages carrying P ≥ n·p
+    bytes in all take at least P/p of it."""
     k = members_per_node(tp, group, dev.gpus_per_node)
     p = layer_params
     E = dev.elem_bytes
@@ -130,7 +129,31 @@ def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.nda
     gb = grad_comm_bytes(precision)
     rs = (collective_time("reduce_scatter", group, 2 * p * gb, k, dev)
           - collective_time("reduce_scatter", group, p * gb, k, dev))
-    return np.where(group > 1, np.maximum(ag, 0.0) + np.maximum(rs, 0.0), 0.0)
+    on = group > 1
+    return np.where(on, np.maximum(ag, 0.0), 0.0), np.where(on, np.maximum(rs, 0.0), 0.0)
+
+
+def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
+                         precision: str, dev: Device) -> np.ndarray:
+    """A floor under :func:`zero3_per_microbatch`'s exposure of one stage and micro-batch: the
+    first block's gather and the last block's reduce-scatter are never hidden, and each takes
+    at least the bandwidth time of one block's parameters (:func:`_zero3_marginals`). For
+    lower bounds in the search."""
+    ag, rs = _zero3_marginals(layer_params, group, tp, precision, dev)
+    return ag + rs
+
+
+def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
+                        precision: str, dev: Device) -> np.ndarray:
+    """A floor under one block's share of a stage's time per micro-batch under ZeRO-3, from
+    its traffic alone: :func:`zero3_per_microbatch` makes the forward last at least its
+    gathers and the backward at least its gathers and reduce-scatters (compute plus the
+    exposed part ≥ the collectives), all on one link; per block that is two gathers and one
+    reduce-scatter of its parameters (:func:`_zero3_marginals`). With ZeRO-3 at a large
+    sharding group and little compute per micro-batch this, not compute, bounds the step.
+    For lower bounds in the search."""
+    ag, rs = _zero3_marginals(layer_params, group, tp, precision, dev)
+    return 2 * ag + rs
 
 
 def optimizer_bytes(optimizer: str, precision: str) -> float:
