@@ -57,6 +57,7 @@ from costmodel.goodput import (
     GoodputModel,
     goodput,
     goodput_model,
+    gpu_failures_per_hour,
     plan_nodes,
     preemptions_per_hour,
 )
@@ -98,6 +99,7 @@ from costmodel.results import (
 from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
+from costmodel.specs.reliability import ReliabilitySpec
 from costmodel.specs.request import (
     EstimateRequest,
     check_plan,
@@ -191,18 +193,20 @@ def evaluate(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
             "training.reliability is not given: preemptions are not counted (give it for "
             "goodput and the time to train with failures and preemptions)")]})
     return est.model_copy(update={"goodput": goodput(
-        model, training, training.reliability, **_goodput_plan(est, plan, used),
+        model, training, training.reliability,
+        **_goodput_plan(training.reliability, est, plan, used),
         tokens_per_s=est.tokens_per_s, cost_per_hour=est.cost_per_hour)})
 
 
-def _goodput_plan(est: Estimate, plan: ParallelPlan, used: list[tuple[GPUPool, int]]
-                  ) -> dict[str, Any]:
+def _goodput_plan(rel: ReliabilitySpec, est: Estimate, plan: ParallelPlan,
+                  used: list[tuple[GPUPool, int]]) -> dict[str, Any]:
     """What the goodput model takes of a plan: its GPUs, whole nodes, stages, the slowest
-    node's NIC rate, step time and its pools' preemptions."""
+    node's NIC rate, step time, and its pools' GPU failures and node preemptions."""
     return {"num_gpus": est.num_gpus, "nodes": int(plan_nodes(used)), "pp": plan.pp,
             "nic_GBps_per_node": min(p.nic_GBps * p.gpus_per_node for p, _ in used),
             "step_time_s": est.step_time_s,
-            "preemptions_per_hour": float(preemptions_per_hour(used))}
+            "preemptions_per_hour": float(preemptions_per_hour(used)),
+            "failures_per_hour": float(gpu_failures_per_hour(rel, used))}
 
 
 def plan_goodput_model(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
@@ -214,7 +218,8 @@ def plan_goodput_model(model: ModelSpec, training: TrainingSpec, cluster: Cluste
     ev = _Evaluation(_context(model, training, cluster, plan, profile))
     est = ev.run()
     return goodput_model(model, training, training.reliability,
-                         **_goodput_plan(est, plan, ev.gpus_by_pool()))
+                         **_goodput_plan(training.reliability, est, plan,
+                                         ev.gpus_by_pool()))
 
 
 def pipeline_simulation(req: EstimateRequest) -> SimResult:

@@ -51,8 +51,8 @@ from costmodel.specs.reliability import ReliabilitySpec
 from costmodel.specs.training import TrainingSpec
 
 __all__ = ["Goodput", "GoodputModel", "checkpoint_bytes", "goodput", "goodput_fraction",
-           "goodput_model", "optimal_interval", "plan_nodes", "preemptions_per_hour",
-           "time_to_train_s", "wall_per_useful"]
+           "goodput_model", "gpu_failures_per_hour", "optimal_interval", "plan_nodes",
+           "preemptions_per_hour", "time_to_train_s", "wall_per_useful"]
 
 GB = 1e9
 DAY = 86400.0
@@ -147,6 +147,14 @@ def plan_nodes(gpus_by_pool: Iterable[tuple[GPUPool, Any]]) -> Any:
                np.asarray(0))
 
 
+def gpu_failures_per_hour(rel: ReliabilitySpec, gpus_by_pool: Iterable[tuple[GPUPool, Any]]
+                          ) -> Any:
+    """Expected GPU interruptions of the plan per hour: each pool's GPUs over that pool's
+    GPU-hours per interruption (``pool_gpu_mtbf_hours``, else ``gpu_mtbf_hours``)."""
+    return sum((np.asarray(n, dtype=float) / rel.mtbf_hours(pool.name)
+                for pool, n in gpus_by_pool), np.asarray(0.0))
+
+
 def preemptions_per_hour(gpus_by_pool: Iterable[tuple[GPUPool, Any]]) -> Any:
     """Expected preemptions of the plan's nodes per hour: each pool's
     ``preemption_per_hour`` (per node) × the nodes of it the plan uses."""
@@ -173,7 +181,7 @@ class _Terms:
 
 def _terms(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, num_gpus: Any,
            nodes: Any, pp: Any, nic_GBps_per_node: Any, step_time_s: Any,
-           preemptions_per_hour: Any = 0.0) -> _Terms:
+           preemptions_per_hour: Any = 0.0, failures_per_hour: Any = None) -> _Terms:
     size = checkpoint_bytes(model, training)
     nodes_a = np.maximum(np.asarray(nodes, dtype=float), 1.0)
     pp_a = np.asarray(pp, dtype=float)
@@ -187,7 +195,8 @@ def _terms(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, nu
                      or rel.checkpoint_GBps_per_node * nodes_a) * GB
         write = np.maximum(size / aggregate, per_node / (rel.checkpoint_GBps_per_node * GB))
     # job interruptions per wall second: any GPU failing, any of its nodes preempted
-    rate_f = np.asarray(num_gpus, dtype=float) / (rel.gpu_mtbf_hours * 3600.0)
+    rate_f = (np.asarray(num_gpus, dtype=float) / (rel.gpu_mtbf_hours * 3600.0)
+              if failures_per_hour is None else np.asarray(failures_per_hour) / 3600.0)
     rate_p = np.asarray(preemptions_per_hour, dtype=float) / 3600.0
     rate = rate_f + rate_p
     neighbour = np.zeros_like(pp_a)
@@ -219,7 +228,8 @@ def _terms(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, nu
 
 def goodput_fraction(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *,
                      num_gpus: Any, nodes: Any, pp: Any, nic_GBps_per_node: Any,
-                     step_time_s: Any, preemptions_per_hour: Any = 0.0) -> np.ndarray:
+                     step_time_s: Any, preemptions_per_hour: Any = 0.0,
+                     failures_per_hour: Any = None) -> np.ndarray:
     """The goodput share (0–1) of plans given as arrays (or scalars) of GPUs, nodes, pp,
     per-node NIC GB/s, step time and preemptions per hour; :func:`goodput`'s ``goodput``.
 
@@ -228,7 +238,8 @@ def goodput_fraction(model: ModelSpec, training: TrainingSpec, rel: ReliabilityS
     time is an upper bound on the plan's share."""
     return _terms(model, training, rel, num_gpus=num_gpus, nodes=nodes, pp=pp,
                   nic_GBps_per_node=nic_GBps_per_node, step_time_s=step_time_s,
-                  preemptions_per_hour=preemptions_per_hour).share
+                  preemptions_per_hour=preemptions_per_hour,
+                  failures_per_hour=failures_per_hour).share
 
 
 @dataclass(frozen=True)
@@ -262,11 +273,12 @@ class GoodputModel:
 
 def goodput_model(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *,
                   num_gpus: int, nodes: int, pp: int, nic_GBps_per_node: float,
-                  step_time_s: float, preemptions_per_hour: float = 0.0) -> GoodputModel:
+                  step_time_s: float, preemptions_per_hour: float = 0.0,
+                  failures_per_hour: float | None = None) -> GoodputModel:
     """The failure and recovery figures of one plan (the arguments of :func:`goodput`)."""
     t = _terms(model, training, rel, num_gpus=num_gpus, nodes=nodes, pp=pp,
                nic_GBps_per_node=nic_GBps_per_node, step_time_s=step_time_s,
-               preemptions_per_hour=preemptions_per_hour)
+               preemptions_per_hour=preemptions_per_hour, failures_per_hour=failures_per_hour)
     return GoodputModel(write_s=float(t.write), restart_s=rel.restart_s,
                         rate_ckpt=float(t.rate_ckpt), rate_other=float(t.rate_other),
                         cost_other=float(t.cost_other), checkpoint_bytes=t.size,
@@ -276,12 +288,13 @@ def goodput_model(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec
 def goodput(model: ModelSpec, training: TrainingSpec, rel: ReliabilitySpec, *, num_gpus: int,
             nodes: int, pp: int, nic_GBps_per_node: float, step_time_s: float,
             tokens_per_s: float, cost_per_hour: float,
-            preemptions_per_hour: float = 0.0) -> Goodput:
+            preemptions_per_hour: float = 0.0, failures_per_hour: float | None = None
+            ) -> Goodput:
     """Goodput of a plan with ``num_gpus`` GPUs on ``nodes`` nodes and ``pp`` stages, whose
     nodes are preempted ``preemptions_per_hour`` times an hour in all."""
     t = _terms(model, training, rel, num_gpus=num_gpus, nodes=nodes, pp=pp,
                nic_GBps_per_node=nic_GBps_per_node, step_time_s=step_time_s,
-               preemptions_per_hour=preemptions_per_hour)
+               preemptions_per_hour=preemptions_per_hour, failures_per_hour=failures_per_hour)
     notes: list[str] = []
     if rel.scheme == "in_memory":
         notes.append("in_memory: a failure that takes a node and the peer holding its copy "

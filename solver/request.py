@@ -13,6 +13,7 @@ from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import Cluster
 from costmodel.specs.framework import Framework
 from costmodel.specs.plan import Recompute, ScheduleName
+from costmodel.specs.reliability import check_reliability_pools
 from costmodel.specs.request import ModelField, attach_measured_device
 from costmodel.specs.training import TrainingSpec
 
@@ -125,6 +126,7 @@ class SearchRequest(ModelField):
             unknown = [p for p in self.constraints.pools if p not in names]
             c.check(not unknown, "constraints.pools",
                     f"unknown pools {unknown}; pools: {', '.join(sorted(names))}")
+        check_reliability_pools(self.training, self.cluster, c)
         c.raise_if_any()
         return self
 

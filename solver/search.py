@@ -33,7 +33,13 @@ import numpy as np
 from costmodel.bulk import BulkResult, Candidates
 from costmodel.errors import SpecError
 from costmodel.estimate import evaluate, step_time
-from costmodel.goodput import goodput_fraction, plan_nodes, preemptions_per_hour, time_to_train_s
+from costmodel.goodput import (
+    goodput_fraction,
+    gpu_failures_per_hour,
+    plan_nodes,
+    preemptions_per_hour,
+    time_to_train_s,
+)
 from costmodel.results import Estimate
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan
@@ -134,7 +140,8 @@ def _goodput_share(req: SearchRequest, pool: GPUPool, num_gpus: np.ndarray, pp: 
     return goodput_fraction(
         req.model, req.training, rel, num_gpus=num_gpus, nodes=plan_nodes(used), pp=pp,
         nic_GBps_per_node=pool.nic_GBps * pool.gpus_per_node, step_time_s=step_time_s,
-        preemptions_per_hour=preemptions_per_hour(used))
+        preemptions_per_hour=preemptions_per_hour(used),
+        failures_per_hour=gpu_failures_per_hour(rel, used))
 
 
 def _public_value(name: str, v: float) -> float:

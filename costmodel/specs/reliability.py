@@ -8,9 +8,15 @@ on the site and have no default: they are inputs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from costmodel.errors import ProblemCollector
+
+if TYPE_CHECKING:  # the specs that hold this one
+    from costmodel.specs.cluster import Cluster
+    from costmodel.specs.training import TrainingSpec
 
 LLAMA3_GPU_MTBF_HOURS = 54 * 24 * 16_384 / 419
 """GPU-hours per unexpected interruption in Llama 3 405B pre-training (Dubey et al. 2024,
@@ -27,6 +33,10 @@ class ReliabilitySpec(BaseModel):
         description="Mean GPU-hours between unexpected interruptions, per GPU (the job fails "
         "when any of its GPUs does). Default: Llama 3 405B's 419 interruptions in 54 days on "
         "16,384 H100 (Dubey et al. 2024, §3.3.4) ≈ 50,680 h.")
+    pool_gpu_mtbf_hours: dict[str, float] = Field(
+        default_factory=dict, description="gpu_mtbf_hours of named pools (cluster.pools[].name "
+        "-> GPU-hours per interruption), for inventories whose GPU types or sites fail at "
+        "different rates; pools not named take gpu_mtbf_hours.", examples=[{"a100": 30000}])
     restart_s: float = Field(
         gt=0, le=1e6, description="Seconds from a failure to training again (detection, "
         "rescheduling, process start, loading), excluding the lost work.", examples=[600])
@@ -48,3 +58,27 @@ class ReliabilitySpec(BaseModel):
     checkpoint_interval_s: float | None = Field(
         None, gt=0, le=1e8, description="Seconds of training between checkpoints; null = the "
         "interval that maximises goodput under this model.")
+
+    @field_validator("pool_gpu_mtbf_hours")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, h in v.items() if not (0 < h <= 1e9)]
+        if bad:
+            raise ValueError(f"GPU-hours per interruption must be in (0, 1e9]; not for {bad}")
+        return v
+
+    def mtbf_hours(self, pool: str) -> float:
+        """GPU-hours per interruption of one GPU of pool ``pool``."""
+        return self.pool_gpu_mtbf_hours.get(pool, self.gpu_mtbf_hours)
+
+
+def check_reliability_pools(training: TrainingSpec, cluster: Cluster,
+                            c: ProblemCollector) -> None:
+    """``training.reliability.pool_gpu_mtbf_hours`` names only pools of the cluster."""
+    rel = training.reliability
+    if rel is None or not rel.pool_gpu_mtbf_hours:
+        return
+    names = {p.name for p in cluster.pools}
+    unknown = sorted(set(rel.pool_gpu_mtbf_hours) - names)
+    c.check(not unknown, "training.reliability.pool_gpu_mtbf_hours",
+            f"unknown pools {unknown}; pools: {', '.join(sorted(names))}")

@@ -26,6 +26,7 @@ from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.presets import get_preset
+from costmodel.specs.reliability import check_reliability_pools
 from costmodel.specs.training import TrainingSpec
 
 MAX_PIPELINE_ACTIONS = 3_000_000
@@ -158,6 +159,7 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     (``plan.stages.N.tp``) like ``plan.tp``: see :func:`_check_stages`.
     """
     c = ProblemCollector()
+    check_reliability_pools(training, cluster, c)
     if plan.stages is not None:
         pool = _check_stages(c, model, training, cluster, plan)
     else:

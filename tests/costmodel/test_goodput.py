@@ -182,3 +182,61 @@ def test_goodput_fraction_on_arrays_is_the_estimates_goodput() -> None:
     more = goodput_fraction(req.model, req.training, rel, num_gpus=[64, 128, 256],
                             nodes=[8, 16, 32], pp=4, nic_GBps_per_node=nic, step_time_s=5.0)
     assert more[0] > more[1] > more[2]
+
+
+def test_a_pools_own_mtbf_sets_its_failure_rate() -> None:
+    """pool_gpu_mtbf_hours: the plan's pool fails at its own rate (GPUs / its GPU-hours per
+    interruption), other pools' entries change nothing, and the default is gpu_mtbf_hours."""
+    base = _estimate().goodput
+    same = _estimate(pool_gpu_mtbf_hours={"h100": LLAMA3_GPU_MTBF_HOURS}).goodput
+    other = _estimate(pool_gpu_mtbf_hours={"a100": 1_000.0}).goodput
+    flaky = _estimate(pool_gpu_mtbf_hours={"h100": LLAMA3_GPU_MTBF_HOURS / 4}).goodput
+    assert base is not None and same is not None and other is not None and flaky is not None
+    assert same.goodput == pytest.approx(base.goodput) == pytest.approx(other.goodput)
+    assert flaky.failures_per_day == pytest.approx(4 * base.failures_per_day)
+    assert flaky.goodput < base.goodput
+
+
+def test_an_unknown_pool_in_pool_mtbf_names_the_field() -> None:
+    import solver
+
+    with pytest.raises(costmodel.SpecError) as err:
+        _estimate(pool_gpu_mtbf_hours={"b200": 1_000.0})
+    assert err.value.problems[0].field == "training.reliability.pool_gpu_mtbf_hours"
+    assert "unknown pools ['b200']" in err.value.problems[0].rule
+    body = copy.deepcopy(LLAMA3_70B_EXAMPLE)
+    del body["plan"]
+    body["training"]["reliability"] = {**RELIABILITY, "pool_gpu_mtbf_hours": {"h200": 5.0}}
+    with pytest.raises(costmodel.SpecError) as err:
+        solver.search(body)
+    assert err.value.problems[0].field == "training.reliability.pool_gpu_mtbf_hours"
+    with pytest.raises(costmodel.SpecError) as err:
+        _estimate(pool_gpu_mtbf_hours={"h100": 0.0})
+    assert "pool_gpu_mtbf_hours" in err.value.problems[0].field
+
+
+def test_time_to_train_avoids_the_pool_that_fails_more() -> None:
+    """Two pools of the same hardware and price, one of GPUs that fail 2,000x as often (an
+    interruption every ~25 GPU-hours): with the goodput-aware time_to_train objective the
+    search trains on the reliable pool alone, and its objective is the estimate's own time to
+    train. (At 50x the best plan is a pipeline over both pools: twice the GPUs outweigh a
+    goodput of 0.98.)"""
+    import solver
+
+    pools = [{"name": name, "gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": 8,
+              "price_per_gpu_hour": 2.0} for name in ("flaky", "steady")]
+    res = solver.search({
+        "model": {"preset": "llama3-8b"},
+        "training": {"global_batch_size": 256, "seq_len": 4096,
+                     "train_tokens": 1_000_000_000_000,
+                     "reliability": {**RELIABILITY,
+                                     "pool_gpu_mtbf_hours": {"flaky": LLAMA3_GPU_MTBF_HOURS
+                                                             / 2000}}},
+        "cluster": {"pools": pools}, "objective": "time_to_train", "top_k": 1,
+        "time_limit_s": 30})
+    best = res.plans[0]
+    assert best.plan.pool == "steady" and best.plan.stages is None
+    assert best.estimate.goodput is not None
+    assert best.objective_value == pytest.approx(best.estimate.goodput.time_to_train_s)
+    flaky = next(b for b in res.best_per_pool if b.pool == "flaky")
+    assert flaky.objective_value > best.objective_value
