@@ -6,7 +6,10 @@ Every rank builds its part of the (optionally scaled-down) model as the plan lay
 gradient-norm clipping at 1.0 as Megatron and torchtitan do), and times each step: a barrier,
 the step, a device synchronisation, then the slowest rank's wall time (a synchronous job waits
 for it). Warm-up steps are dropped; the median of the measured steps is the figure. Peak
-allocated memory per rank is read on CUDA (``torch.cuda.max_memory_allocated``).
+allocated memory per rank is read on CUDA (``torch.cuda.max_memory_allocated``). On the CPU
+each rank's process CPU time per step is its compute with its waits left out (gloo waits
+without the cores): the report's ``measured.rank_compute_s``, which a run posted to the
+service turns into straggler attribution.
 
 The prediction is :func:`costmodel.estimate` of the same scaled model, batch, sequence length
 and layout on one pool of the device the calibration profile measured (``gpu`` = the profile's
@@ -118,6 +121,8 @@ class _Measured:
     peak_gib: list[float]
     peak_rss_gib: list[float]
     micro_batches: int
+    rank_compute_s: list[float] | None = None
+    """Per global rank: the median over measured steps of its process CPU time (CPU only)."""
 
 
 def _run_one(env: wdist.Env, p: PreparedPlan, opts: RunOptions) -> _Measured:
@@ -146,28 +151,37 @@ def _run_one(env: wdist.Env, p: PreparedPlan, opts: RunOptions) -> _Measured:
 
     times: list[float] = []
     losses: list[float] = []
+    busy: list[float] = []
     for step in range(opts.warmup + opts.steps):
         if step == opts.warmup and env.is_cuda:
             torch.cuda.reset_peak_memory_stats(env.device)
         dist.barrier()
         wdist.sync(env)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = _step(layout, opt, tokens, targets, m, mb, n_stages)
         wdist.sync(env)
+        c1 = time.process_time()
         dt = wdist.slowest(env, time.perf_counter() - t0)
         if step >= opts.warmup:
             times.append(dt)
             losses.append(loss)
+            busy.append(c1 - c0)
     peak = torch.cuda.max_memory_allocated(env.device) / GIB if env.is_cuda else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
+    # per-rank compute: on the CPU a rank computes with its own cores and waits in gloo
+    # without them, so its process CPU time in a step is its compute with the waits left out;
+    # a CUDA rank's CPU time says nothing of its kernels, so none is reported there
+    compute = None if env.is_cuda else statistics.median(busy)
     gathered: list[Any] = [None] * env.world_size
-    dist.all_gather_object(gathered, (peak, rss, losses))
+    dist.all_gather_object(gathered, (peak, rss, losses, compute))
     last_losses = next((g[2] for g in gathered if any(x == x for x in g[2])), losses)
     del layout, opt
     gc.collect()
+    ranks = [g[3] for g in gathered]
     return _Measured(times, [float(x) for x in last_losses],
                      [g[0] for g in gathered if g[0] is not None],
-                     [g[1] for g in gathered], m)
+                     [g[1] for g in gathered], m,
+                     None if any(c is None or c <= 0 for c in ranks) else ranks)
 
 
 def _step(layout: Layout, opt: torch.optim.Optimizer, tokens: torch.Tensor,
@@ -236,7 +250,8 @@ def _report(env: wdist.Env, p: PreparedPlan, r: _Measured, opts: RunOptions) -> 
     tokens = p.req.training.tokens_per_step
     measured = MeasuredRun(step_time_s=step, step_times_s=r.step_times,
                            tokens_per_s=tokens / step, peak_memory_gib=r.peak_gib,
-                           losses=r.losses, peak_rss_gib=r.peak_rss_gib)
+                           losses=r.losses, peak_rss_gib=r.peak_rss_gib,
+                           rank_compute_s=r.rank_compute_s)
     predicted, notes = None, []
     if opts.calibration is not None:
         predicted, note = predict(p, opts.calibration, env.world_size, nodes(env),

@@ -201,7 +201,7 @@ def test_prediction_within_25_percent_of_measured_median(worker: dict[str, Any],
 
 def test_reports_carry_the_run(worker: dict[str, Any]) -> None:
     """Checks: every report names the gloo backend, 2 ranks, the steps and warm-up, the
-    predicted breakdown, and the measured steps' median."""
+    predicted breakdown, the measured steps' median, and each rank's compute time."""
     for r in worker["reports"].values():
         assert r.environment.backend == "gloo" and r.environment.world_size == 2
         assert r.environment.device == "cpu" and r.steps in (6, 10) and r.warmup_steps == 2
@@ -209,6 +209,11 @@ def test_reports_carry_the_run(worker: dict[str, Any]) -> None:
             statistics.median(r.measured.step_times_s))
         assert r.predicted is not None
         assert (r.predicted.model_extra or {}).get("breakdown")
+        # per-rank compute (process CPU time): one per rank, within the step's wall time
+        busy = r.measured.rank_compute_s
+        assert busy is not None and len(busy) == 2
+        threads = (r.environment.model_extra or {}).get("threads_per_rank") or 1
+        assert all(0 < b <= max(r.measured.step_times_s) * threads + 0.05 for b in busy)
 
 
 def test_run_with_a_schedule_csv(worker: dict[str, Any], tmp_path: Path) -> None:
