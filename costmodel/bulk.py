@@ -414,10 +414,22 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
     # the critical chain of one micro-batch (any schedule: data dependencies): its forward
     # crosses all L blocks, then its input gradient crosses them back, one after the other;
-    # the last micro-batch starts it after the first chunk's other m − 1 forwards. With few
+    # the last micro-batch starts it after the first chunk's other m − 1 forwards, and it
+    # crosses at least pp − 1 rank boundaries each way (send/recv on each). With few
     # micro-batches on a deep pipeline this, not any rank's work, bounds the step.
-    chain = L * (lf + li) + (m - 1) * chunk_layers * lf
+    chain = L * (lf + li) + (m - 1) * chunk_layers * lf + 2 * p1 * p2p
     lower_even = np.maximum(lower_even, np.where(single, 0.0, chain) + serial_lb)
+    # ZeRO 0-2's traffic: every rank r ends the step with its gradient reduction (and, ZeRO
+    # 1-2, the parameter gather), of which at most its last micro-batch's compute c_r hides
+    # (dp_comm: exposed ≥ total − windows); the makespan is at least m·c_r, so step ≥
+    # (m − 1)·c_r + total_r; over the ranks, c_r averages at least the blocks' share
+    # L·per_layer_t/pp and every rank holds at least `fewest` blocks (collective time grows
+    # with the message). Over slow networks this, not compute, bounds the step.
+    fewest = np.where(single, L, np.minimum(first_layers, last_layers))
+    dp_total_min, _ = dp_comm(fewest * per_layer_dense, fewest * per_layer_expert, zero, dp,
+                              cp, ep, tp, inf, inf, np.asarray(True), np.asarray(True),
+                              training.precision, dev)
+    lower_even = np.maximum(lower_even, (m - 1) * L * per_layer_t / pp + dp_total_min)
     # ZeRO-3's traffic: the rank with rank_layers blocks moves each block's parameters twice
     # and its gradients once per micro-batch, and its forward and backward last at least that
     if np.any(is_z3):
