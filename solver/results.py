@@ -73,6 +73,8 @@ class PoolBest(BaseModel):
     pool: str
     gpu: str
     plan: ParallelPlan
+    global_batch_size: int | None = Field(
+        None, description="As RankedPlan.global_batch_size.")
     objective_value: float
     objective_unit: str
     tokens_per_s: float
@@ -84,6 +86,9 @@ class PoolBest(BaseModel):
 class RankedPlan(BaseModel):
     rank: int
     plan: ParallelPlan
+    global_batch_size: int | None = Field(
+        None, description="The global batch size (sequences) this plan is for, where the "
+        "search chose it among training.global_batch_sizes; null = training.global_batch_size.")
     objective_value: float
     objective_unit: str = Field("", description="Unit of objective_value: tokens/s, $/M "
                                 "tokens, s (time_to_train) or $ (cost_to_train).")
@@ -98,6 +103,8 @@ class RankedPlan(BaseModel):
 
 class ParetoPoint(BaseModel):
     plan: ParallelPlan
+    global_batch_size: int | None = Field(
+        None, description="As RankedPlan.global_batch_size.")
     gpus: int
     tokens_per_s: float
     cost_per_million_tokens: float

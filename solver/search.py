@@ -164,8 +164,14 @@ def search(request: SearchRequest | dict[str, Any], *,
     ``memory_cap_bytes`` caps the candidate arrays the search keeps (:mod:`solver.budget`;
     None = no cap).
     """
+    req = parse(SearchRequest, request)
     with checking(launchable), measuring():
-        return _search(parse(SearchRequest, request), progress, should_stop, memory_cap_bytes)
+        if req.training.global_batch_sizes:
+            from solver.batch_sizes import search_sizes
+
+            return search_sizes(req, lambda sub: _search(sub, progress, should_stop,
+                                                         memory_cap_bytes))
+        return _search(req, progress, should_stop, memory_cap_bytes)
 
 
 def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | None,

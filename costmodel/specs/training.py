@@ -17,6 +17,11 @@ class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     global_batch_size: PositiveInt = Field(description="Sequences per optimizer step.")
+    global_batch_sizes: list[PositiveInt] | None = Field(
+        None, min_length=1, max_length=16, description="For a search: further acceptable "
+        "global batch sizes (sequences per step); the search also chooses the batch size "
+        "among these and global_batch_size (each plan says its own). Ignored by an estimate, "
+        "which runs global_batch_size.", examples=[[512, 1024, 2048]])
     seq_len: PositiveInt = Field(description="Tokens per sequence.")
     precision: Precision = Field(
         "bf16", description="Compute precision of the matmuls; fp8 keeps bf16 master weights "
@@ -47,6 +52,12 @@ class TrainingSpec(BaseModel):
         None, description="Failure rate, restart time, checkpoint bandwidth and recovery "
         "scheme; given, the estimate reports goodput (failures, checkpoint interval, lost "
         "work) and the time and cost to train including them.")
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The global batch sizes a search may choose: global_batch_size and
+        global_batch_sizes, ascending, each once."""
+        return sorted({self.global_batch_size, *(self.global_batch_sizes or [])})
 
     @model_validator(mode="after")
     def _recipe_needs_fp8(self) -> TrainingSpec:

@@ -130,8 +130,9 @@ def print_search(result: Any, out: TextIO, *, search_id: str | None = None,
     for i, rp in enumerate(result.plans):
         e = rp.estimate
         ident = plan_ids[i] if i < len(plan_ids) and plan_ids[i] else None
-        print(f"#{rp.rank}  {describe(rp.plan)}" + (f"  [plan {ident}]" if ident else ""),
-              file=out)
+        gbs = getattr(rp, "global_batch_size", None)
+        print(f"#{rp.rank}  {describe(rp.plan)}" + (f", global batch {gbs}" if gbs else "")
+              + (f"  [plan {ident}]" if ident else ""), file=out)
         print(f"    {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, "
               f"step {e.step_time_s:.3f} s,"
               f" peak {e.memory.peak_gib:.1f} GiB, ${e.cost_per_hour:,.2f}/hour, "
@@ -142,6 +143,8 @@ def print_search(result: Any, out: TextIO, *, search_id: str | None = None,
     s = result.stats
     print(f"searched {s.candidates:,} plans ({s.fitting:,} fit), simulated {s.simulated}, "
           f"{s.elapsed_s:.2f} s", file=out)
+    for k in getattr(s, "skipped_pools", None) or []:
+        print(f"    pool {k.pool} not searched: {k.reason}", file=out)
 
 
 def _estimate_local(data: Any) -> Estimate:

@@ -57,13 +57,16 @@ def check_admission(req: SearchRequest, settings: Settings) -> None:
         problems.append(FieldProblem(
             "cluster.pools", f"the pools hold {gpus} GPUs, over this server's limit of "
             f"{settings.max_search_gpus} for a search (MESHPLAN_MAX_SEARCH_GPUS)"))
-    gbs = req.training.global_batch_size
-    if gbs > settings.max_search_global_batch:
-        problems.append(FieldProblem(
-            "training.global_batch_size", f"global_batch_size={gbs} exceeds this server's "
-            f"limit of {settings.max_search_global_batch} sequences for a search "
-            "(MESHPLAN_MAX_SEARCH_GLOBAL_BATCH): the micro-batch counts the search simulates "
-            "grow with it"))
+    sizes = [("training.global_batch_size", req.training.global_batch_size)] + [
+        (f"training.global_batch_sizes.{i}", g)
+        for i, g in enumerate(req.training.global_batch_sizes or [])]
+    for field, gbs in sizes:
+        if gbs > settings.max_search_global_batch:
+            problems.append(FieldProblem(
+                field, f"global batch size {gbs} exceeds this server's limit of "
+                f"{settings.max_search_global_batch} sequences for a search "
+                "(MESHPLAN_MAX_SEARCH_GLOBAL_BATCH): the micro-batch counts the search "
+                "simulates grow with it"))
     layers = req.model.num_hidden_layers
     if layers > settings.max_layers:
         problems.append(FieldProblem(

@@ -217,6 +217,28 @@ def test_effort_limits_name_the_field_and_the_limit(client: Api) -> None:
     assert client.get("/v1/searches").json() == []  # nothing stored
 
 
+def test_a_search_over_batch_sizes_stores_each_plan_at_its_own(client: Api, worker: Worker
+                                                                ) -> None:
+    """training.global_batch_sizes: each stored plan's estimate request runs the batch size
+    the search chose for it, and reproduces its estimate; a size over the server's limit is a
+    422 naming that entry."""
+    body = small()
+    body["training"] = {**body["training"], "global_batch_sizes": [16, 128]}
+    search_id = client.post("/v1/searches", json=body).json()["id"]
+    assert worker.run_until_idle() == ["succeeded"]
+    result = client.get(f"/v1/searches/{search_id}").json()["result"]
+    assert {p["global_batch_size"] for p in result["plans"]} <= {16, 64, 128}
+    for ranked in result["plans"]:
+        stored = client.get(f"/v1/plans/{ranked['id']}").json()
+        assert stored["request"]["training"]["global_batch_size"] == ranked["global_batch_size"]
+        again = client.post("/v1/estimates", json=stored["request"]).json()
+        assert again["tokens_per_s"] == pytest.approx(ranked["estimate"]["tokens_per_s"])
+    body["training"]["global_batch_sizes"] = [16, 10**9]
+    problem = assert_problem(client.post("/v1/searches", json=body), 422)
+    rules = {e["field"]: e["rule"] for e in problem["errors"]}
+    assert "MESHPLAN_MAX_SEARCH_GLOBAL_BATCH" in rules["training.global_batch_sizes.1"]
+
+
 def test_a_huge_global_batch_is_refused_before_it_is_queued(client: Api) -> None:
     """global_batch_size 1e15 with a 2 s limit once held a worker for minutes enumerating
     divisors: it is now a 422 naming the field and the limit, answered at once."""
