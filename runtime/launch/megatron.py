@@ -44,6 +44,7 @@ on a 2021 checkout.
 
 from __future__ import annotations
 
+from costmodel.specs.model import ModelSpec
 from runtime.launch.base import MEDIA_SHELL, Job, LaunchConfig, Refusals
 from runtime.launch.common import refuse_common
 from runtime.launch.launcher import launcher_notes, torchrun_script
@@ -155,6 +156,7 @@ def model_args(job: Job, r: Refusals, notes: list[str]) -> list[Arg]:
     elif model.gated_mlp or act not in PLAIN_GELU:
         r.add("model.hidden_act", f"Megatron-LM's GPT model has SwiGLU (--swiglu) and GELU MLPs; "
               f"hidden_act={model.hidden_act!r} is neither")
+    _architecture(model, training.seq_len, r, args)
     args.append(("--normalization", "RMSNorm" if model.norm == "rmsnorm" else "LayerNorm"))
     if not model.tie_word_embeddings:
         args.append(("--untie-embeddings-and-output-weights", None))
@@ -183,13 +185,47 @@ def model_args(job: Job, r: Refusals, notes: list[str]) -> list[Arg]:
                          str(model.shared_expert_intermediate_size)))
             notes.append("Qwen2-MoE's sigmoid gate on the shared expert is not set by these "
                          "flags.")
-        if model.first_k_dense_replace or model.moe_layer_freq > 1:
+        if model.first_k_dense_replace or model.moe_layer_freq > 1 or model.moe_layers:
             args.append(("--moe-layer-freq", _moe_layer_freq(model.moe_layer_mask)))
         if model.router_bias:
             args.append(("--moe-router-enable-expert-bias", None))
         if job.plan.ep > 1:
             args.append(("--moe-token-dispatcher-type", "alltoall"))
     return args
+
+
+def _architecture(model: ModelSpec, seq_len: int, r: Refusals,
+                  args: list[Arg]) -> None:
+    """Block features of Hugging Face imports (costmodel/specs/hf.py) that this emitter does
+    not render as Megatron-LM flags: refused, naming the field, rather than launching a model
+    that differs from the one estimated. ``qk_norm: head`` is Megatron-Core's
+    ``--qk-layernorm`` (``q_layernorm``/``k_layernorm`` over the head dimension,
+    ``core/transformer/attention.py``); a window at least as long as the sequence masks
+    nothing (transformers' ``sliding_window_causal_mask_function``), so it is full attention
+    there."""
+    if model.qk_norm == "head":
+        args.append(("--qk-layernorm", None))
+    r.check(model.qk_norm != "width", "model.qk_norm",
+            "Megatron-LM normalises queries and keys per head (--qk-layernorm); a norm over the "
+            "whole projection width (OLMo-2) is not in it")
+    r.check(model.norms_per_layer == 2, "model.norms_per_layer",
+            f"Megatron-LM's GPT block has two norms (before attention and MLP); this model has "
+            f"{model.norms_per_layer} (Gemma-2/3's post-attention and post-feedforward norms)")
+    r.check(not model.attention_sinks, "model.attention_sinks",
+            "meshplan renders no attention-sink option for Megatron-LM (gpt-oss's learned sink "
+            "logits)")
+    local = sorted({model.layer_type(i) for i in range(model.num_hidden_layers)} -
+                   {"full_attention"})
+    masked = [k for k in local
+              if (k == "sliding_attention" and (model.sliding_window or 0) < seq_len)
+              or (k == "chunked_attention" and (model.attention_chunk_size or 0) < seq_len)]
+    field = "model.layer_types" if model.layer_types is not None else (
+        "model.sliding_window" if model.sliding_window is not None
+        else "model.attention_chunk_size")
+    r.check(not masked, field,
+            f"meshplan renders no sliding-window or chunked attention for Megatron-LM, and at "
+            f"seq_len {seq_len} this model's {', '.join(masked)} layers mask keys: Megatron "
+            "would train full attention instead")
 
 
 def render_megatron(job: Job) -> LaunchConfig:

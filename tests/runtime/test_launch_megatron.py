@@ -176,3 +176,31 @@ def test_refuses_sequence_parallel_over_a_sequence_tp_does_not_divide() -> None:
     # seq 4100 / cp 2 = 2050 tokens per rank, not divisible by tp 4
     rule = refused(req(tp=4, cp=2, dp=1, seq=4100, sequence_parallel=True))["training.seq_len"]
     assert "_split_along_first_dim" in rule
+
+
+def _hf(name: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "costmodel" / "hf_configs" / f"{name}.json"
+    return {"hf_config": json.loads(path.read_text())}
+
+
+def test_block_features_megatron_does_not_render_are_refused_by_name() -> None:
+    """A Hugging Face import's block features that the emitter has no flag for are refused
+    with the field, not launched as a different model: Gemma-2's four norms and its
+    sliding-window layers at a sequence longer than the window, OLMo-2's full-width q/k
+    norm, gpt-oss's attention sinks."""
+    gemma = refused(req(_hf("gemma-2-9b"), seq=8192, tp=8, dp=8))
+    assert "two norms" in gemma["model.norms_per_layer"]
+    assert "sliding_attention" in gemma["model.layer_types"]
+    assert "whole projection width" in refused(req(_hf("olmo-2-7b"), tp=8, dp=8))["model.qk_norm"]
+    assert "model.attention_sinks" in refused(req(_hf("gpt-oss-20b"), tp=8, dp=8))
+
+
+def test_a_window_no_shorter_than_the_sequence_is_full_attention() -> None:
+    """Phi-3-mini's 2,047-key window masks nothing at 1,024 tokens (it renders) but does at
+    4,096 (refused on model.sliding_window); Qwen3's per-head q/k norm is --qk-layernorm."""
+    assert "--num-layers" in args_of(req(_hf("phi-3-mini-4k"), seq=1024, dp=64))
+    assert "model.sliding_window" in refused(req(_hf("phi-3-mini-4k"), seq=4096, dp=64))
+    assert "--qk-layernorm" in args_of(req(_hf("qwen3-8b"), tp=8, dp=8))
