@@ -437,7 +437,8 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                                                         training.precision, dev)
         lower_even = np.maximum(lower_even, np.where(is_z3, traffic, 0.0) + serial_lb)
 
-    # memory: the first rank (most in-flight micro-batches) and the last (logits)
+    # memory: the first rank (most in-flight micro-batches), the second (the most blocks with
+    # nearly as many in flight) and the last (logits)
     act_layer = np.asarray(sum(w * block_activation_bytes(model, ush, moe)
                                for w, _, moe in blocks))[inv]
     working = np.max(np.stack([np.broadcast_to(block_working_bytes(model, ush, moe), ushape)
@@ -457,6 +458,14 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         [gpipe, sched == SCHEDULE_CODES["1F1B"], sched == SCHEDULE_CODES["Interleaved1F1B"]],
         [m, np.ones_like(m), np.minimum(m * v, (v - 1) * pp + 1) / v],
         default=infl_first)
+    # the second rank: one warm-up micro-batch fewer than the first, but no vocabulary
+    # layers, so with an embedding-aware split (fewer blocks on the end stages) it can hold
+    # more (Llama-3-405B on pp 64: 2 blocks × 63 in flight against 1 × 64)
+    infl_second = np.select(
+        [gpipe, sched == SCHEDULE_CODES["1F1B"], inter_sched],
+        [m, np.minimum(pp - 1, m),
+         np.minimum(m * v, (v - 1) * pp + warm * (p1 - 1) + 1) / v],
+        default=infl_first)
     infl_first = np.where(single, 1.0, infl_first)
     emb_act = np.broadcast_to(embedding_activation_bytes(model, ush), ushape)[inv]
     logit_b = np.broadcast_to(logits_bytes(model, ush), ushape)[inv]
@@ -464,9 +473,11 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         vshape | single, logit_b, 0.0)
     act_first = np.where(single, L * act_layer + emb_act + working + logit_b, act_first)
     act_last = last_layers * act_layer * infl_last + working + logit_b
+    act_second = mid_layers * act_layer * infl_second + working
     # the activation formulas count bf16 elements; fp32 keeps twice the bytes
     act_first = act_first * (dev.elem_bytes / ELEM)
     act_last = act_last * (dev.elem_bytes / ELEM)
+    act_second = act_second * (dev.elem_bytes / ELEM)
     n_groups = (1.0 + (tp > 1) + (pp > 1) + (dp > 1) + (cp > 1) + (ep > 1))
     over = overhead_bytes(prof, n_groups)
     gathered = np.where(zero >= 3, zero3_gathered_params(model, "block", tp), 0.0)
@@ -483,7 +494,9 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     peak_first = states(np.where(single, rank_params, first_params),
                         np.where(single, L, first_layers)) + act_first
     peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
-    peak = np.maximum(peak_first, peak_last) + over
+    peak_second = np.where(single | vshape | (pp < 3), 0.0,
+                           states(mid_layers * per_layer_params, mid_layers) + act_second)
+    peak = np.maximum(np.maximum(peak_first, peak_last), peak_second) + over
     usable = usable_bytes(dev.memory_bytes, prof, ex.stack)
     fits = fit_codes(peak, usable) < 2  # fits or tight: memory_verdict's rule
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from costmodel.errors import SpecError
 from costmodel.results import Estimate
 from costmodel.specs.plan import ParallelPlan
 from solver.results import Explanation
@@ -130,8 +132,11 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
 
 
 def explain_plans(req: SearchRequest, ranked: list[tuple[float, ParallelPlan, Estimate]],
-                  caps: dict[str, float]) -> list[Explanation]:
-    from solver.robustness import describe_sensitivity, sensitivity
+                  caps: dict[str, float], deadline: float | None = None) -> list[Explanation]:
+    """Each plan's binding constraint, comparison with the next, and straggler sensitivity;
+    a sensitivity whose re-simulations (pp + 1 of them, priced by one timed simulation) would
+    end past ``deadline`` (``time.perf_counter()``) is left out with a note."""
+    from solver.robustness import describe_sensitivity, is_measured, sensitivity
 
     out = []
     for i, (v, plan, est) in enumerate(ranked):
@@ -139,12 +144,32 @@ def explain_plans(req: SearchRequest, ranked: list[tuple[float, ParallelPlan, Es
         nxt = runner_up(req, (v, plan, est), ranked[i + 1]) if i + 1 < len(ranked) else None
         # re-simulates the plan pp + 1 times: done for the returned plans only (cached when
         # constraints.max_straggler_sensitivity already measured it)
-        sens = sensitivity(req, plan)
+        sens = None
+        if deadline is None or is_measured(plan) or _sensitivity_fits(req, plan, deadline):
+            sens = sensitivity(req, plan)
+        else:
+            notes.append("straggler sensitivity not computed: its re-simulations would end "
+                         "past time_limit_s")
         if sens is not None:
             notes.append(describe_sensitivity(sens))
         out.append(Explanation(binding_constraint=head, vs_runner_up=nxt, notes=notes,
                                straggler_sensitivity=sens))
     return out
+
+
+def _sensitivity_fits(req: SearchRequest, plan: ParallelPlan, deadline: float) -> bool:
+    """Whether pp + 1 simulations of ``plan`` (one timed here) end before ``deadline``."""
+    from costmodel.estimate import step_time
+
+    start = time.perf_counter()
+    if start >= deadline:
+        return False
+    try:
+        step_time(req.model, req.training, req.cluster, plan, req.calibration)
+    except SpecError:
+        return True  # the what-if will say it cannot simulate it, at no cost
+    one = time.perf_counter() - start
+    return time.perf_counter() + one * (plan.pp + 1) <= deadline
 
 
 def infeasibility(req: SearchRequest, summary: list[dict[str, Any]],

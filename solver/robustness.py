@@ -81,6 +81,12 @@ def sensitivity(req: SearchRequest, plan: ParallelPlan) -> StragglerSensitivity 
     return got
 
 
+def is_measured(plan: ParallelPlan) -> bool:
+    """Whether the running search has ``plan``'s sensitivity already (no cost to report)."""
+    t = _TALLY.get()
+    return t is not None and plan.model_dump_json() in t.cache
+
+
 def meets_sensitivity(req: SearchRequest, plan: ParallelPlan) -> bool:
     """Whether ``plan`` meets ``constraints.max_straggler_sensitivity`` (always without one;
     a plan the what-if cannot simulate does not)."""

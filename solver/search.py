@@ -335,7 +335,8 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
         bound=_public_value(objective, bound) if refined and not skipped else None,
         gap=None if skipped else (gap if status != "optimal" else 0.0))
 
-    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in refined], spaces_caps(spaces, req))
+    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in refined], spaces_caps(spaces, req),
+                           t0 + req.time_limit_s)
     for (_, pos, _, _), x in zip(refined, ranked, strict=True):
         x.notes.extend(notes.get(pos, []))
     plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
@@ -493,6 +494,8 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
         if mine:
             val, plan, est = mine[0][0], mine[0][2], mine[0][3]
         else:
+            if time.perf_counter() > deadline:
+                continue  # past the limit: only the pools the result already has
             if by_pool is None:  # each pool's positions, in the global order
                 grouped = order[np.argsort(bb.which[order], kind="stable")]
                 counts = np.bincount(bb.which, minlength=len(spaces))
@@ -527,7 +530,8 @@ def _result(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Esti
             ) -> SearchResult:
     """A result from plans that only mixed-pool pipelines could provide (no certificate)."""
     objective = req.objective
-    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in found], spaces_caps(spaces, req))
+    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in found], spaces_caps(spaces, req),
+                           t0 + req.time_limit_s)
     plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
                         objective_unit=OBJECTIVE_UNITS[objective],
                         objective_days=objective_days(objective, _public_value(objective, v)),

@@ -397,3 +397,22 @@ def test_bulk_memory_equals_estimate_for_moe_plans() -> None:
     est = evaluate(model, req.training, req.cluster, cands.plan(0, pool="p"))
     assert math.isclose(float(bulk.peak_gib[0]), est.memory.peak_gib, rel_tol=1e-6), (
         float(bulk.peak_gib[0]), est.memory.peak_gib)
+
+
+def test_bulk_memory_counts_the_second_pipeline_rank() -> None:
+    """Checks: with the embedding-aware split the second rank holds more blocks than the
+    first and nearly as many micro-batches in flight; the bulk peak the search filters by
+    counts it (Llama-3-405B, pp 64, 1F1B: 104.1 GiB on rank 1, 68.5 on rank 0), equal to the
+    estimate's — it once passed such plans as fitting, and the branch and bound then
+    simulated plan after plan that the estimate's memory check turned down, past the limit."""
+    body = {"model": {"preset": "llama3-405b"},
+            "training": {"global_batch_size": 2048, "seq_len": 8192},
+            "cluster": {"pools": [{"name": "p", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                   "nodes": 256}]}}
+    req = SearchRequest.model_validate(body)
+    for axes in ({"pp": [64], "dp": [2], "cp": [8]}, {"pp": [16], "tp": [8], "dp": [8]},
+                 {"pp": [8], "tp": [8], "dp": [16], "recompute": ["full"]}):
+        cands = Candidates.grid(**axes)
+        bulk = evaluate_bulk(req.model, req.training, req.cluster.pools[0], cands)
+        est = evaluate(req.model, req.training, req.cluster, cands.plan(0, pool="p"))
+        assert math.isclose(float(bulk.peak_gib[0]), est.memory.peak_gib, rel_tol=1e-9), axes
