@@ -17,10 +17,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from beside import ROOT, load_average, revision
 
 RUNNER = """
 import json, resource, sys, time
@@ -67,25 +66,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", help="a git revision to run beside this tree")
     args = ap.parse_args()
-    tmp = tempfile.TemporaryDirectory(prefix="meshplan-bench-")
-    old: Path | None = None
-    if args.against:
-        old = Path(tmp.name) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old), args.against],
-                       cwd=ROOT, check=True)
-    try:
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with revision(args.against) as old:
+        print(f"load average before: {load_average()}")
         for which in ("same", "distinct"):
             print(f"{which} hardware, time_limit_s 10:")
             print(f"  this tree: {run(ROOT, which)}", flush=True)
             if old is not None:
                 print(f"  {args.against}: {run(old, which)}", flush=True)
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        if old is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
-        tmp.cleanup()
-
+        print(f"load average after: {load_average()}")
 
 if __name__ == "__main__":
     main()

@@ -24,11 +24,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from beside import ROOT, load_average, revision
+
 TRAINING = {"global_batch_size": 1024, "seq_len": 8192, "precision": "bf16"}
 
 
@@ -109,15 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", help="a git revision to run beside this tree")
     args = ap.parse_args()
-    old_tree: Path | None = None
-    tmp = tempfile.TemporaryDirectory(prefix="meshplan-bench-")
-    if args.against:
-        old_tree = Path(tmp.name) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_tree), args.against],
-                       cwd=ROOT, check=True)
-    try:
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
-              f"{os.cpu_count()} CPUs")
+    with revision(args.against) as old_tree:
+        print(f"load average before: {load_average()}, {os.cpu_count()} CPUs")
         for name, (target, req) in CASES.items():
             print(f"{name} (target ≤ {target:g} s)")
             now_text, now = line("  this tree", run(ROOT, req))
@@ -126,12 +119,7 @@ def main() -> None:
                 old_text, old = line(f"  {args.against}", run(old_tree, req))
                 ratio = f" — ratio {now / old:.2f}" if now and old else ""
                 print(old_text + ratio, flush=True)
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        if old_tree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT)
-        tmp.cleanup()
-
+        print(f"load average after: {load_average()}")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from solver.request import SearchRequest
-from solver.results import Optimality, ParetoPoint, RankedPlan, SearchResult, SearchStats
+from solver.results import Optimality, RankedPlan, SearchResult, SearchStats
 
 
 def search_sizes(req: SearchRequest, run: Callable[[SearchRequest], SearchResult]
@@ -43,7 +43,7 @@ def _better(objective: str) -> Callable[[float], float]:
 
 def _merge(req: SearchRequest, parts: list[tuple[int, SearchResult]], elapsed: float
            ) -> SearchResult:
-    from solver.search import layout_key
+    from solver.search import layout_key, non_dominated
 
     key = _better(req.objective)
     ranked = [(key(rp.objective_value), gbs, rp) for gbs, res in parts for rp in res.plans]
@@ -62,8 +62,8 @@ def _merge(req: SearchRequest, parts: list[tuple[int, SearchResult]], elapsed: f
                                            "explanation": explanation}))
         if len(plans) == req.top_k:
             break
-    pareto = _front([p.model_copy(update={"global_batch_size": gbs})
-                     for gbs, res in parts for p in res.pareto])
+    pareto = non_dominated([p.model_copy(update={"global_batch_size": gbs})
+                            for gbs, res in parts for p in res.pareto])
     per_pool: dict[str, Any] = {}
     for gbs, res in parts:
         for pb in res.best_per_pool:
@@ -105,13 +105,3 @@ def _optimality(req: SearchRequest, parts: list[tuple[int, SearchResult]],
     gap = (abs(value - bound) / abs(bound)) if bound not in (None, 0.0) else None
     return Optimality(status="feasible", objective=req.objective, value=value, bound=bound,
                       gap=gap)
-
-
-def _front(points: list[ParetoPoint]) -> list[ParetoPoint]:
-    """The non-dominated points (tokens/s ↑, $ per M tokens ↓) of several sizes' fronts."""
-    points = sorted(points, key=lambda p: (-p.tokens_per_s, p.cost_per_million_tokens))
-    kept: list[ParetoPoint] = []
-    for q in points:
-        if not kept or q.cost_per_million_tokens < kept[-1].cost_per_million_tokens:
-            kept.append(q)
-    return kept

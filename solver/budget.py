@@ -61,6 +61,8 @@ class PoolBudget:
     memory_cap_bytes: int | None
     used_bytes: int = 0
     evaluated: dict[str, tuple[Candidates, BulkResult]] = field(default_factory=dict)
+    ran_out_of_time: bool = False
+    """A pool was left out for the time share (the search then reports timed_out)."""
 
     def over_time(self) -> bool:
         return time.perf_counter() > self.enumeration_deadline
@@ -80,7 +82,7 @@ class PoolBudget:
             extra = (bulk.cost_per_hour.nbytes + bulk.cost_per_million_tokens.nbytes
                      + SEARCH_BYTES_PER_CANDIDATE * len(cands))
             if not self.fits(extra):
-                return self.memory_reason(extra)
+                return self.skip_for_memory(extra)
             self.used_bytes += extra
             return cands, bulk.repriced(cands, pool)
         cands = enumerate_pool()
@@ -89,28 +91,30 @@ class PoolBudget:
         for start in range(0, max(n, 1), BULK_CHUNK):
             poll()
             if parts and self.evaluated and self.over_time():
-                return self.time_reason()
+                return self.skip_for_time()
             chunk = cands.take(slice(start, start + BULK_CHUNK))
             part = evaluate_bulk(model, training, pool, chunk, profile)
             if not parts:  # the first chunk tells the pool's bytes per candidate
                 need = (cands.nbytes + part.nbytes * n // max(len(part.valid), 1)
                         + SEARCH_BYTES_PER_CANDIDATE * n)
                 if not self.fits(need):
-                    return self.memory_reason(need)
+                    return self.skip_for_memory(need)
             parts.append(part)
         bulk = parts[0] if len(parts) == 1 else BulkResult.concat(parts)
         self.used_bytes += cands.nbytes + bulk.nbytes + SEARCH_BYTES_PER_CANDIDATE * n
         self.evaluated[key] = (cands, bulk)
         return cands, bulk
 
-    def memory_reason(self, need: int) -> str:
+    def skip_for_memory(self, need: int) -> str:
         assert self.memory_cap_bytes is not None
         return (f"its candidate arrays need {need / 2**20:,.0f} MiB and "
                 f"{self.used_bytes / 2**20:,.0f} of the {self.memory_cap_bytes / 2**20:,.0f} MiB "
                 "search memory cap (MESHPLAN_MAX_SEARCH_MEMORY_MB) are in use; fix degrees in "
                 "constraints.fixed, narrow constraints.pools or raise the cap")
 
-    def time_reason(self) -> str:
+    def skip_for_time(self) -> str:
+        """Why a pool is left out for time (and record that one was)."""
+        self.ran_out_of_time = True
         return (f"enumeration used its {ENUMERATION_SHARE:.0%} share of time_limit_s before "
                 "this pool was reached; raise time_limit_s, narrow constraints.pools or fix "
                 "degrees in constraints.fixed")

@@ -205,7 +205,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
             empty.append((pool, f"{pool.gpu} has no {req.training.precision} tensor cores"))
             continue
         if spaces and budget.over_time():
-            skipped.append(SkippedPool(pool=pool.name, reason=budget.time_reason()))
+            skipped.append(SkippedPool(pool=pool.name, reason=budget.skip_for_time()))
             empty.append((pool, f"not searched: {skipped[-1].reason}"))
             continue
         got = budget.evaluate(req.model, req.training, pool,
@@ -322,7 +322,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     best = refined[0][0] if refined else math.inf
     if stop_bound is None:  # every fitting plan was simulated
         stop_bound = best
-    timed_out = timed_out or any(k.reason == budget.time_reason() for k in skipped)
+    timed_out = timed_out or budget.ran_out_of_time
     # a skipped pool is outside the bound: the best plan is then only feasible
     status = ("optimal" if not timed_out and not skipped and refined
               else "feasible" if refined else "infeasible")
@@ -799,9 +799,15 @@ def _pareto(req: SearchRequest, spaces: list[_PoolSpace], deadline: float,
         out.append(ParetoPoint(plan=plan, gpus=est.num_gpus, tokens_per_s=est.tokens_per_s,
                                cost_per_million_tokens=est.cost_per_million_tokens,
                                cost_per_hour=est.cost_per_hour))
-    out.sort(key=lambda p: (-p.tokens_per_s, p.cost_per_million_tokens))
+    # the exact values may reorder a few points: keep the non-dominated ones
+    return non_dominated(out)
+
+
+def non_dominated(points: list[ParetoPoint]) -> list[ParetoPoint]:
+    """The points no other beats in both tokens/s (↑) and $ per M tokens (↓), fastest
+    first."""
     kept: list[ParetoPoint] = []
-    for q in out:  # the exact values may reorder a few points: keep the non-dominated ones
+    for q in sorted(points, key=lambda p: (-p.tokens_per_s, p.cost_per_million_tokens)):
         if not kept or q.cost_per_million_tokens < kept[-1].cost_per_million_tokens:
             kept.append(q)
     return kept

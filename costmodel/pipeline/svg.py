@@ -35,6 +35,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from costmodel.charts.axes import FONT, nice_step, num
 from costmodel.pipeline.schedules import KIND_CODES, KINDS
 from costmodel.pipeline.simulator import SimResult
 
@@ -56,27 +57,6 @@ _IDLE = "#eeeeee"
 _MARKED = "#fbe3e0"
 _MARK_INK = "#c0392b"
 _GAP_W = 44.0
-_FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
-
-
-def _num(x: float) -> str:
-    """A coordinate with 2 decimals, without a trailing ``.00`` (deterministic)."""
-    s = f"{x:.2f}"
-    return s[:-3] if s.endswith(".00") else s
-
-
-def _nice_step(span: float, target: int) -> float:
-    """A 1-2-5 tick step giving about ``target`` ticks over ``span``."""
-    if span <= 0:
-        return 1.0
-    raw = span / target
-    mag = 10.0 ** math.floor(math.log10(raw))
-    for f in (1.0, 2.0, 5.0, 10.0):
-        if f * mag >= raw:
-            return f * mag
-    return 10.0 * mag
-
-
 def _fmt_ms(v: float, step: float) -> str:
     decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
     return f"{v:.{decimals}f}"
@@ -239,14 +219,14 @@ def timeline_svg(
 
     out: list[str] = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_num(total_w)}" '
-        f'height="{_num(total_h)}" viewBox="0 0 {_num(total_w)} {_num(total_h)}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{num(total_w)}" '
+        f'height="{num(total_h)}" viewBox="0 0 {num(total_w)} {num(total_h)}" '
         'role="img">',
         f"<title>{escape(title or 'pipeline timeline')}</title>",
-        f'<rect x="0" y="0" width="{_num(total_w)}" height="{_num(total_h)}" fill="#ffffff"/>',
+        f'<rect x="0" y="0" width="{num(total_w)}" height="{num(total_h)}" fill="#ffffff"/>',
     ]
     if title:
-        out.append(f'<text x="12" y="24" {_FONT} font-size="15" font-weight="bold" '
+        out.append(f'<text x="12" y="24" {FONT} font-size="15" font-weight="bold" '
                    f'fill="#222222">{escape(title)}</text>')
     busy = float(sim.max_rank_busy)
     summary = (f"step {sim.step_time * ms:.3f} ms · busiest rank {busy * ms:.3f} ms · "
@@ -255,16 +235,16 @@ def timeline_svg(
     if replicas > 1:
         summary += f" · {replicas} model replicas (′ = stage of replica 2)"
     y_line = subtitle_y + 10
-    out.append(f'<text class="summary" x="12" y="{_num(y_line)}" {_FONT} font-size="11" '
+    out.append(f'<text class="summary" x="12" y="{num(y_line)}" {FONT} font-size="11" '
                f'fill="#555555">{escape(summary)}</text>')
     if note:
         y_line += 16
-        out.append(f'<text class="note" x="12" y="{_num(y_line)}" {_FONT} font-size="11" '
+        out.append(f'<text class="note" x="12" y="{num(y_line)}" {FONT} font-size="11" '
                    f'fill="{_MARK_INK}">{escape(note)}</text>')
     if windowed:
         y_line += 16
         n_all = int(tl.start.shape[0])
-        out.append(f'<text class="windowed" x="12" y="{_num(y_line)}" {_FONT} '
+        out.append(f'<text class="windowed" x="12" y="{num(y_line)}" {FONT} '
                    f'font-size="11" fill="#555555">{escape(_windowed_line(sim, wins, n_all))}'
                    '</text>')
 
@@ -272,25 +252,25 @@ def timeline_svg(
     for r in range(n_ranks):
         y = top + r * row_height
         ink = _MARK_INK if r in marks else "#222222"
-        out.append(f'<text class="rank-label" x="12" y="{_num(y + row_height * 0.65)}" '
-                   f'{_FONT} font-size="11" fill="{ink}">{escape(labels[r])}</text>')
+        out.append(f'<text class="rank-label" x="12" y="{num(y + row_height * 0.65)}" '
+                   f'{FONT} font-size="11" fill="{ink}">{escape(labels[r])}</text>')
         fill = _MARKED if r in marks else _IDLE
         for w, (a, b) in enumerate(wins):
             extra = f' data-window="{w}"' if windowed else ""
             mark = ' data-mark="1"' if r in marks else ""
             out.append(f'<rect class="row" data-rank="{r}"{extra}{mark} '
-                       f'x="{_num(offsets[w])}" y="{_num(y + 1)}" '
-                       f'width="{_num((b - a) * scale)}" height="{_num(row_height - 2)}" '
+                       f'x="{num(offsets[w])}" y="{num(y + 1)}" '
+                       f'width="{num((b - a) * scale)}" height="{num(row_height - 2)}" '
                        f'fill="{fill}"/>')
     if windowed:
         for w, (a, b) in enumerate(wins):
             name = _window_name(w, wins, span)
             out.append(f'<rect class="window" data-name="{name}" '
                        f'data-start-ms="{a * ms:.3f}" data-end-ms="{b * ms:.3f}" '
-                       f'x="{_num(offsets[w])}" y="{_num(top - 14)}" '
-                       f'width="{_num((b - a) * scale)}" height="12" fill="none"/>')
-            out.append(f'<text class="window-label" x="{_num(offsets[w] + 2)}" '
-                       f'y="{_num(top - 4)}" {_FONT} font-size="10" fill="#555555">'
+                       f'x="{num(offsets[w])}" y="{num(top - 14)}" '
+                       f'width="{num((b - a) * scale)}" height="12" fill="none"/>')
+            out.append(f'<text class="window-label" x="{num(offsets[w] + 2)}" '
+                       f'y="{num(top - 4)}" {FONT} font-size="10" fill="#555555">'
                        f'{escape(name)}</text>')
 
     # one rect per action (per window it shows in), in timeline order
@@ -311,15 +291,15 @@ def timeline_svg(
                    f"{t0 * ms:.3f}–{t1 * ms:.3f} ms")
             out.append(
                 f'<rect class="op {k}" data-rank="{r}" data-stage="{g}" data-mb="{mb}" '
-                f'data-kind="{k}" x="{_num(x0)}" y="{_num(y)}" '
-                f'width="{_num(max(x1 - x0, 0.0))}" '
-                f'height="{_num(h)}" fill="{KIND_COLOURS[k]}" stroke="#ffffff" '
+                f'data-kind="{k}" x="{num(x0)}" y="{num(y)}" '
+                f'width="{num(max(x1 - x0, 0.0))}" '
+                f'height="{num(h)}" fill="{KIND_COLOURS[k]}" stroke="#ffffff" '
                 f'stroke-width="0.5"><title>{escape(tip)}</title></rect>'
             )
             text = str(mb)
             if x1 - x0 >= 5.5 * len(text) + 3 and h >= 10:
-                out.append(f'<text class="op-label" x="{_num((x0 + x1) / 2)}" '
-                           f'y="{_num(y + h * 0.72)}" {_FONT} font-size="9" fill="#ffffff" '
+                out.append(f'<text class="op-label" x="{num((x0 + x1) / 2)}" '
+                           f'y="{num(y + h * 0.72)}" {FONT} font-size="9" fill="#ffffff" '
                            f'text-anchor="middle">{text}</text>')
 
     # gaps between windows: a break mark over the rows and what it leaves out
@@ -328,39 +308,39 @@ def timeline_svg(
         a, b = wins[w][1], wins[w + 1][0]
         hidden = int(((tl.start >= a) & (tl.end <= b)).sum())
         gx = g0 + _GAP_W / 2
-        zig = " ".join(f"{_num(gx + (4 if j % 2 else -4))},{_num(top + j * 8)}"
+        zig = " ".join(f"{num(gx + (4 if j % 2 else -4))},{num(top + j * 8)}"
                        for j in range(int(rows_h // 8) + 1))
         out.append(f'<g class="gap" data-start-ms="{a * ms:.3f}" data-end-ms="{b * ms:.3f}" '
                    f'data-hidden="{hidden}">')
-        out.append(f'<rect x="{_num(g0 + 3)}" y="{_num(top)}" width="{_num(_GAP_W - 6)}" '
-                   f'height="{_num(rows_h)}" fill="#f8f8f8"/>')
+        out.append(f'<rect x="{num(g0 + 3)}" y="{num(top)}" width="{num(_GAP_W - 6)}" '
+                   f'height="{num(rows_h)}" fill="#f8f8f8"/>')
         out.append(f'<polyline points="{zig}" fill="none" stroke="#999999" '
                    'stroke-width="1"/>')
-        out.append(f'<text x="{_num(gx)}" y="{_num(axis_y + 30)}" {_FONT} font-size="9" '
+        out.append(f'<text x="{num(gx)}" y="{num(axis_y + 30)}" {FONT} font-size="9" '
                    f'fill="#777777" text-anchor="middle">{(b - a) * ms:.1f} ms</text>')
-        out.append(f'<text x="{_num(gx)}" y="{_num(axis_y + 41)}" {_FONT} font-size="9" '
+        out.append(f'<text x="{num(gx)}" y="{num(axis_y + 41)}" {FONT} font-size="9" '
                    f'fill="#777777" text-anchor="middle">{hidden:,} hidden</text>')
         out.append("</g>")
 
     # time axis in ms, per window (the same scale everywhere)
-    step = _nice_step(shown * ms, 8)
+    step = nice_step(shown * ms, 8)
     for w, (a, b) in enumerate(wins):
         x0, x1 = offsets[w], x_in(w, b)
-        out.append(f'<line x1="{_num(x0)}" y1="{_num(axis_y)}" x2="{_num(x1)}" '
-                   f'y2="{_num(axis_y)}" stroke="#333333" stroke-width="1"/>')
+        out.append(f'<line x1="{num(x0)}" y1="{num(axis_y)}" x2="{num(x1)}" '
+                   f'y2="{num(axis_y)}" stroke="#333333" stroke-width="1"/>')
         j0 = math.ceil(a * ms / step - 1e-9)
         j1 = math.floor(b * ms / step + 1e-9)
         for j in range(j0, j1 + 1):
             v = j * step
             x = x_in(w, v / ms)
-            out.append(f'<line class="tick" x1="{_num(x)}" y1="{_num(axis_y)}" '
-                       f'x2="{_num(x)}" y2="{_num(axis_y + 5)}" stroke="#333333" '
+            out.append(f'<line class="tick" x1="{num(x)}" y1="{num(axis_y)}" '
+                       f'x2="{num(x)}" y2="{num(axis_y + 5)}" stroke="#333333" '
                        'stroke-width="1"/>')
-            out.append(f'<text class="tick-label" x="{_num(x)}" y="{_num(axis_y + 17)}" '
-                       f'{_FONT} font-size="10" fill="#333333" text-anchor="middle">'
+            out.append(f'<text class="tick-label" x="{num(x)}" y="{num(axis_y + 17)}" '
+                       f'{FONT} font-size="10" fill="#333333" text-anchor="middle">'
                        f'{_fmt_ms(v, step)}</text>')
     axis_label_y = axis_y + 33 + (16 if windowed else 0)
-    out.append(f'<text x="{_num(left + plot_w / 2)}" y="{_num(axis_label_y)}" {_FONT} '
+    out.append(f'<text x="{num(left + plot_w / 2)}" y="{num(axis_label_y)}" {FONT} '
                f'font-size="11" fill="#333333" text-anchor="middle">time (ms)</text>')
 
     # legend: the kinds drawn, and idle
@@ -370,11 +350,11 @@ def timeline_svg(
     if marks:
         entries.append(("marked", _MARKED, "slowed rank"))
     for key, colour, name in entries:
-        out.append(f'<rect class="legend" data-kind="{key}" x="{_num(x)}" '
-                   f'y="{_num(legend_y)}" width="14" height="14" fill="{colour}" '
+        out.append(f'<rect class="legend" data-kind="{key}" x="{num(x)}" '
+                   f'y="{num(legend_y)}" width="14" height="14" fill="{colour}" '
                    f'stroke="#999999" stroke-width="0.5"/>')
         label = f"{key} {name}" if key in KIND_NAMES else name
-        out.append(f'<text x="{_num(x + 19)}" y="{_num(legend_y + 11)}" {_FONT} '
+        out.append(f'<text x="{num(x + 19)}" y="{num(legend_y + 11)}" {FONT} '
                    f'font-size="11" fill="#222222">{escape(label)}</text>')
         x += 19 + len(label) * char_w + 18
     out.append("</svg>")
