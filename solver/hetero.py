@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from solver import cpsat
+
 TIME_UNITS = 1_000_000
 """Integer units of one layer on the fastest pool."""
 MIB = 2.0**20
@@ -215,11 +217,8 @@ def solve_hetero(problem: HeteroProblem, time_limit_s: float = 2.0, seed: int = 
         return HeteroResult(None, None, None, "infeasible", None, None, why,
                             time.perf_counter() - t0)
     model = HeteroModel(problem).build()
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
-    solver.parameters.num_workers = num_workers
-    solver.parameters.random_seed = seed
-    code = solver.solve(model.m)
+    solver, code = cpsat.solve(model.m, time_limit_s=max(0.01, time_limit_s), seed=seed,
+                               num_workers=num_workers)
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         status = "infeasible" if code == cp_model.INFEASIBLE else "unknown"
         why = ("no assignment fits every stage's memory on its GPU"

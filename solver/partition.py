@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from costmodel.specs.request import rank_layer_split
+from solver import cpsat
 
 TIME_RESOLUTION = 10**6
 """Integer time units per ``layer_time`` in the CP-SAT model (see the module docstring)."""
@@ -448,13 +449,8 @@ class PartitionModel:
 
     def solve(self, time_limit_s: float, seed: int,
               num_workers: int) -> tuple[cp_model.CpSolver, cp_model.CpSolverStatus]:
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(0.0, float(time_limit_s))
-        solver.parameters.num_workers = num_workers
-        solver.parameters.random_seed = seed
-        solver.parameters.log_search_progress = False
-        status = solver.solve(self.model)
-        return solver, status
+        return cpsat.solve(self.model, time_limit_s=time_limit_s, seed=seed,
+                           num_workers=num_workers)
 
 
 def _heuristic_hint(problem: PartitionProblem, data: _PartitionData) -> tuple[int, ...]:

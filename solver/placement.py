@@ -94,6 +94,8 @@ import numpy as np
 import numpy.typing as npt
 from ortools.sat.python import cp_model
 
+from solver import cpsat
+
 MAX_MODEL_ARCS = 20_000
 """A CP-SAT probe whose usable nodes have more links ``>= τ`` (counted both ways) than this
 sees only the best-connected nodes, as many as keep it within the budget."""
@@ -793,16 +795,11 @@ class ThresholdModel:
 
     def solve(self, time_limit_s: float, seed: int,
               num_workers: int) -> tuple[cp_model.CpSolver, cp_model.CpSolverStatus]:
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(0.0, float(time_limit_s))
-        solver.parameters.num_workers = num_workers
-        solver.parameters.random_seed = seed
         # the circuit cuts of level 2 decide single-path thresholds fast (rack-structured ones
         # in milliseconds where level 1 times out); several paths do better on level 1
-        solver.parameters.linearization_level = 2 if self.n_paths == 1 else 1
-        solver.parameters.log_search_progress = False
-        status = solver.solve(self.model)
-        return solver, status
+        return cpsat.solve(self.model, time_limit_s=time_limit_s, seed=seed,
+                           num_workers=num_workers,
+                           linearization_level=2 if self.n_paths == 1 else 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ from costmodel.pipeline.schedules import (
     validate_schedule,
 )
 from costmodel.pipeline.simulator import SimResult, simulate, simulate_named
+from solver import cpsat
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -662,18 +663,14 @@ class ScheduleModel:
               callback: cp_model.CpSolverSolutionCallback | None = None,
               deterministic_time: float | None = None
               ) -> tuple[cp_model.CpSolver, cp_model.CpSolverStatus]:
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(0.0, float(time_limit_s))
+        extra: dict[str, float] = {}
         if deterministic_time is not None:
-            solver.parameters.max_deterministic_time = max(0.0, float(deterministic_time))
-        solver.parameters.num_workers = num_workers
-        solver.parameters.random_seed = seed
-        solver.parameters.log_search_progress = False
+            extra["max_deterministic_time"] = max(0.0, float(deterministic_time))
         # no LP relaxation: on these disjunctive models it costs most of the time and bounds
         # nothing the one-machine floor (``makespan_floor``) does not already give
-        solver.parameters.linearization_level = 0
-        status = solver.solve(self.model, callback)
-        return solver, status
+        return cpsat.solve(self.model, time_limit_s=time_limit_s, seed=seed,
+                           num_workers=num_workers, callback=callback, linearization_level=0,
+                           **extra)
 
     def extract(self, solver: cp_model.CpSolver) -> list[list[Action]]:
         """Each rank's actions sorted by start (distinct: positive durations, no overlap)."""

@@ -25,11 +25,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from costmodel import interrupt
 from costmodel.bulk import BulkResult, Candidates
 from costmodel.errors import SpecError
 from costmodel.estimate import evaluate, step_time
@@ -165,13 +167,20 @@ def search(request: SearchRequest | dict[str, Any], *,
     None = no cap).
     """
     req = parse(SearchRequest, request)
-    with checking(launchable), measuring():
-        if req.training.global_batch_sizes:
-            from solver.batch_sizes import search_sizes
+    # the check also reaches the long computations inside one step (a pipeline simulation,
+    # a CP-SAT solve), so that a cancel is seen within milliseconds wherever the search is
+    with checking(launchable), measuring(), interrupt.interruptible(should_stop):
+        try:
+            if req.training.global_batch_sizes:
+                from solver.batch_sizes import search_sizes
 
-            return search_sizes(req, lambda sub: _search(sub, progress, should_stop,
-                                                         memory_cap_bytes))
-        return _search(req, progress, should_stop, memory_cap_bytes)
+                return search_sizes(req, lambda sub: _search(sub, progress, should_stop,
+                                                             memory_cap_bytes))
+            return _search(req, progress, should_stop, memory_cap_bytes)
+        except interrupt.Interrupted as exc:
+            if exc.reason != "stop":
+                raise
+            raise SearchCancelled("the search was asked to stop") from exc
 
 
 def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | None,
@@ -443,7 +452,16 @@ class _BranchAndBound:
                 break
             sp = self.spaces[int(self.which[pos])]
             plan = sp.cands.plan(int(self.cand[pos]), pool=sp.pool.name)
-            step = _step_time(req, plan, self.memo)
+            try:  # with plans in hand, one long simulation does not run past the deadline
+                with interrupt.until(self.deadline) if top else nullcontext():
+                    step = _step_time(req, plan, self.memo)
+            except interrupt.Interrupted as exc:
+                if exc.reason != "deadline":
+                    raise
+                if report is not None:
+                    self.timed_out = True
+                    self.stop_bound = bound
+                break
             self.simulated += 1
             if step is None:
                 continue

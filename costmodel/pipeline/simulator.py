@@ -38,6 +38,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
+from costmodel import interrupt
 from costmodel.pipeline.schedules import (
     KIND_CODES,
     KINDS,
@@ -364,10 +365,16 @@ def simulate(
     free = [0.0] * enc.n_ranks
     waiting: dict[int, int] = {}
     ready = list(range(enc.n_ranks - 1, -1, -1))
+    check = interrupt.checker()  # a cancelled search stops here, not after ~10^6 actions
+    wakes = 0
 
     # Hot loop: run each ready rank as far as its next unmet cross-stage dependency, park it on
     # that dependency's slot, and wake it when the slot gets its end time.
     while ready:
+        if check is not None:
+            wakes += 1
+            if wakes % interrupt.POLL_EVERY == 0 and check():
+                interrupt.stop()
         r = ready.pop()
         i = pos[r]
         n = stop[r]
