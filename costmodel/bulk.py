@@ -412,12 +412,34 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     z3_floor = np.where(is_z3, m * v * zero3_exposure_floor(
         per_layer_params, dp * cp, tp, training.precision, dev), 0.0)
     lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
+    sched_fused = (gpipe | (sched == SCHEDULE_CODES["1F1B"])
+                   | (sched == SCHEDULE_CODES["Interleaved1F1B"]))
+    # ... and after the last rank's final action the gradient of that action's micro-batch
+    # still crosses the pp − 1 earlier ranks (the drain, the fill's mirror; its stage is
+    # ≥ pp − 1 in every schedule, V-shapes included). With a fused backward (GPipe, 1F1B,
+    # Interleaved1F1B) the final action is a backward and each stage on the way back does
+    # a whole one; zero-bubble schedules may leave weight gradients for last, so there
+    # only the last rank's forwards and input gradients precede an input-gradient drain.
+    w_last = np.where(vshape, last_layers * lw, last_layers * lw + edge.head_bwd_weight)
+    drain = np.where(sched_fused, m * t_last_rank + p1 * chunk_layers * (li + lw),
+                     m * (t_last_rank - w_last) + p1 * chunk_layers * li)
+    lower_even = np.maximum(lower_even, np.where(
+        single, 0.0, fill + drain + 2 * p1 * p2p) + z3_floor + serial_lb)
     # the critical chain of one micro-batch (any schedule: data dependencies): its forward
     # crosses all L blocks, then its input gradient crosses them back, one after the other;
     # the last micro-batch starts it after the first chunk's other m − 1 forwards, and it
-    # crosses at least pp − 1 rank boundaries each way (send/recv on each). With few
+    # crosses the rank boundaries each way (send/recv on each). With few
     # micro-batches on a deep pipeline this, not any rank's work, bounds the step.
-    chain = L * (lf + li) + (m - 1) * chunk_layers * lf + 2 * p1 * p2p
+    # The chain also crosses the vocabulary layers (embedding, LM head and loss, their input
+    # gradients); a fused backward (GPipe, 1F1B, Interleaved1F1B) carries every stage's weight
+    # gradient on the way back, a zero-bubble one at least stage 0's after its input gradient.
+    # Every boundary between consecutive stages is a send/recv between two ranks (interleaved
+    # stages go round the ranks), except the V's turn, whose two stages share the last rank.
+    hops = np.where(vshape, 2 * pp - 2, pp * v - 1)
+    chain = (L * (lf + li) + m * edge.embed_fwd + edge.head_fwd + edge.head_bwd_input
+             + (m - 1) * chunk_layers * lf + 2 * hops * p2p)
+    chain = chain + np.where(
+        sched_fused, L * lw + edge.head_bwd_weight + edge.embed_bwd, chunk_layers * lw)
     lower_even = np.maximum(lower_even, np.where(single, 0.0, chain) + serial_lb)
     # ZeRO 0-2's traffic: every rank r ends the step with its gradient reduction (and, ZeRO
     # 1-2, the parameter gather), of which at most its last micro-batch's compute c_r hides
@@ -430,12 +452,20 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                               cp, ep, tp, inf, inf, np.asarray(True), np.asarray(True),
                               training.precision, dev)
     lower_even = np.maximum(lower_even, (m - 1) * L * per_layer_t / pp + dp_total_min)
-    # ZeRO-3's traffic: the rank with rank_layers blocks moves each block's parameters twice
-    # and its gradients once per micro-batch, and its forward and backward last at least that
+    # ZeRO-3's traffic: every rank moves its parameters twice and its gradients once per
+    # micro-batch (vocabulary layers included), and its forward and backward last at least
+    # that; the floor of the first, last and a middle rank of the even split
     if np.any(is_z3):
-        traffic = m * rank_layers * zero3_traffic_floor(per_layer_params, dp * cp, tp,
-                                                        training.precision, dev)
-        lower_even = np.maximum(lower_even, np.where(is_z3, traffic, 0.0) + serial_lb)
+        def z3_traffic(blocks: np.ndarray, params: np.ndarray) -> np.ndarray:
+            return zero3_traffic_floor(per_layer_params, params, blocks, dp * cp, tp,
+                                       training.precision, dev)
+
+        busiest = np.maximum(z3_traffic(first_layers, first_params), np.where(
+            single, 0.0, z3_traffic(last_layers, np.where(vshape, last_layers
+                                                           * per_layer_params, last_params))))
+        busiest = np.maximum(busiest, np.where(
+            pp >= 3, z3_traffic(mid_layers, mid_layers * per_layer_params), 0.0))
+        lower_even = np.maximum(lower_even, np.where(is_z3, m * busiest, 0.0) + serial_lb)
 
     # memory: the first rank (most in-flight micro-batches), the second (the most blocks with
     # nearly as many in flight) and the last (logits)

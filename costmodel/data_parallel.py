@@ -143,17 +143,47 @@ def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.nda
     return ag + rs
 
 
-def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
-                        precision: str, dev: Device) -> np.ndarray:
-    """A floor under one block's share of a stage's time per micro-batch under ZeRO-3, from
-    its traffic alone: :func:`zero3_per_microbatch` makes the forward last at least its
-    gathers and the backward at least its gathers and reduce-scatters (compute plus the
-    exposed part ≥ the collectives), all on one link; per block that is two gathers and one
-    reduce-scatter of its parameters (:func:`_zero3_marginals`). With ZeRO-3 at a large
+def zero3_traffic_floor(layer_params: np.ndarray, stage_params: np.ndarray,
+                        blocks: np.ndarray, group: np.ndarray, tp: np.ndarray, precision: str,
+                        dev: Device) -> np.ndarray:
+    """A floor under a rank's time per micro-batch under ZeRO-3 from its traffic alone:
+    :func:`zero3_per_microbatch` makes the forward last at least its gathers and the backward
+    at least its gathers and reduce-scatters (compute plus the exposed part ≥ the
+    collectives), all on one link: two gathers and one reduce-scatter of the rank's
+    ``stage_params``, each in one message per sharding unit with its copy-out or copy-in.
+
+    Each message's time is affine in its size, c + s·bytes (:func:`costmodel.ops.collective_time`:
+    latency and the half-bandwidth term in c; :func:`costmodel.ops.mem_time` likewise), so
+    n ≥ ``blocks`` messages carrying ``stage_params`` take at least
+    ``blocks``·c + s·bytes(``stage_params``); ``blocks`` is the rank's block count (its units
+    are its blocks plus the vocabulary layers where it holds them) and ``layer_params`` one
+    block's parameters (the size at which c and s are read off). With ZeRO-3 at a large
     sharding group and little compute per micro-batch this, not compute, bounds the step.
     For lower bounds in the search."""
-    ag, rs = _zero3_marginals(layer_params, group, tp, precision, dev)
-    return 2 * ag + rs
+    k = members_per_node(tp, group, dev.gpus_per_node)
+    E, G = dev.elem_bytes, grad_comm_bytes(precision)
+    p = np.maximum(layer_params, 1.0)
+
+    def affine(t1: np.ndarray, t2: np.ndarray, nbytes: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        slope = np.maximum(t2 - t1, 0.0) / nbytes  # s, per byte
+        const = np.maximum(t1 - slope * nbytes, 0.0)  # c
+        return const, slope
+
+    c_ag, s_ag = affine(collective_time("all_gather", group, p * E, k, dev)
+                        + mem_time(2 * p * E, dev),
+                        collective_time("all_gather", group, 2 * p * E, k, dev)
+                        + mem_time(4 * p * E, dev), p * E)
+    c_rs, s_rs = affine(collective_time("reduce_scatter", group, p * G, k, dev)
+                        + mem_time(2 * p * G, dev),
+                        collective_time("reduce_scatter", group, 2 * p * G, k, dev)
+                        + mem_time(4 * p * G, dev), p * G)
+    if dev.measured and dev.profile.measurements.collectives:
+        # measured bus bandwidths interpolate by size: not affine, no constant term to claim
+        c_ag, c_rs = np.zeros_like(c_ag), np.zeros_like(c_rs)
+    n = np.maximum(blocks, 0.0)
+    floor = n * (2 * c_ag + c_rs) + stage_params * (2 * s_ag * E + s_rs * G)
+    return np.where(group > 1, floor, 0.0)
 
 
 def optimizer_bytes(optimizer: str, precision: str) -> float:

@@ -247,6 +247,28 @@ def attention_rates(kernel: str, gpu: GPUType, head_dim: float, seq: Any) -> Att
 
     Raises a :class:`~costmodel.errors.SpecError` on ``plan.attention`` when the kernel does
     not run on the GPU's architecture (FlashAttention-3 outside Hopper, say)."""
+    if np.ndim(seq) != 0:
+        return _attention_rates(kernel, gpu, head_dim, seq)
+    # one plan's estimate asks the same few questions thousands of times in a search; a GPU
+    # type holds dicts (not hashable), so its repr stands for all its figures in the key
+    key = (kernel, repr(gpu), float(head_dim), float(seq))
+    out = _SCALAR_RATES.get(key)
+    if out is None:
+        out = _attention_rates(kernel, gpu, head_dim, seq)
+        for a in (out.fwd, out.bwd):  # shared between callers: read-only
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        if len(_SCALAR_RATES) >= _SCALAR_RATES_MAX:
+            _SCALAR_RATES.clear()
+        _SCALAR_RATES[key] = out
+    return out
+
+
+_SCALAR_RATES: dict[tuple[str, str, float, float], AttentionRates] = {}
+_SCALAR_RATES_MAX = 4096
+
+
+def _attention_rates(kernel: str, gpu: GPUType, head_dim: float, seq: Any) -> AttentionRates:
     archs = KERNEL_ARCHS.get(kernel)
     known = {a for arch_list in KERNEL_ARCHS.values() if arch_list for a in arch_list}
     # a device outside the GPU families (a calibrated CPU, say) is not refused: it takes the

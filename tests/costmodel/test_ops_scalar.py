@@ -1,0 +1,56 @@
+"""The scalar fast paths of one plan's estimate give the array formulas' answers exactly:
+collective_time in floats, and attention_rates memoised per (kernel, GPU, head dim, length)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from costmodel.kernels import attention_rates
+from costmodel.ops import BUS_FACTOR, Device, collective_time
+from costmodel.profile import default_profile
+from costmodel.specs.cluster import GPUPool
+from costmodel.specs.gpus import catalog
+
+
+def device(gpu: str) -> Device:
+    pool = GPUPool(name="p", gpu=gpu, gpus_per_node=8, nodes=4)
+    return Device.from_pool(pool, "bf16", default_profile())
+
+
+@pytest.mark.parametrize("gpu", ["H100-SXM-80GB", "A100-SXM-80GB", "L40S-48GB"])
+def test_scalar_collective_time_equals_the_array_formula(gpu: str) -> None:
+    dev = device(gpu)
+    for coll, n, per, size in itertools.product(
+            BUS_FACTOR, (1, 2, 8, 64), (1, 4, 8), (0.0, 4096.0, 2.0**26)):
+        scalar = collective_time(coll, n, size, per, dev)
+        array = collective_time(coll, np.array([n]), np.array([size]), np.array([per]), dev)
+        assert np.ndim(scalar) == 0
+        assert float(scalar) == pytest.approx(float(array[0]), rel=1e-12, abs=1e-15), (
+            coll, n, per, size)
+    # explicit links, as the p2p of a stage boundary passes them
+    got = collective_time("send_recv", 2.0, 1e6, 1.0, dev, link_intra=1e11, nic=2.5e10)
+    want = collective_time("send_recv", np.array([2.0]), np.array([1e6]), np.array([1.0]), dev,
+                           link_intra=1e11, nic=2.5e10)
+    assert float(got) == pytest.approx(float(want[0]), rel=1e-12)
+
+
+def test_memoised_attention_rates_equal_the_computed_ones_and_are_read_only() -> None:
+    for name in ("H100-SXM-80GB", "A100-SXM-80GB", "L40S-48GB"):
+        gpu = catalog()[name]
+        for seq in (512.0, 4096.0, 32768.0):
+            one = attention_rates("flash2", gpu, 128.0, seq)
+            again = attention_rates("flash2", gpu, 128.0, seq)
+            many = attention_rates("flash2", gpu, 128.0, np.array([seq, 2 * seq]))
+            assert again is one  # memoised
+            assert float(one.fwd) == pytest.approx(float(many.fwd[0]), rel=1e-12)
+            assert float(one.bwd) == pytest.approx(float(many.bwd[0]), rel=1e-12)
+            assert not one.fwd.flags.writeable
+    # another GPU with the same name but other figures is not answered from the memo
+    h100 = catalog()["H100-SXM-80GB"]
+    import dataclasses
+    faster = dataclasses.replace(h100, peak_tflops={k: 2 * v for k, v in h100.peak_tflops.items()})
+    assert float(attention_rates("flash2", faster, 128.0, 4096.0).fwd) > float(
+        attention_rates("flash2", h100, 128.0, 4096.0).fwd)
