@@ -456,10 +456,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # micro-batch (vocabulary layers included), and its forward and backward last at least
     # that; the floor of the first, last and a middle rank of the even split
     if np.any(is_z3):
-        def z3_traffic(blocks: np.ndarray, params: np.ndarray) -> np.ndarray:
-            return zero3_traffic_floor(per_layer_params, params, blocks, dp * cp, tp,
-                                       training.precision, dev)
-
+        z3_traffic = zero3_traffic_floor(per_layer_params, dp * cp, tp, training.precision, dev)
         busiest = np.maximum(z3_traffic(first_layers, first_params), np.where(
             single, 0.0, z3_traffic(last_layers, np.where(vshape, last_layers
                                                            * per_layer_params, last_params))))

@@ -14,6 +14,8 @@ Gradients travel in fp32 for bf16 (Megatron's arguments.py sets
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from costmodel.ops import Device, collective_time, mem_time, members_per_node
@@ -143,10 +145,11 @@ def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.nda
     return ag + rs
 
 
-def zero3_traffic_floor(layer_params: np.ndarray, stage_params: np.ndarray,
-                        blocks: np.ndarray, group: np.ndarray, tp: np.ndarray, precision: str,
-                        dev: Device) -> np.ndarray:
-    """A floor under a rank's time per micro-batch under ZeRO-3 from its traffic alone:
+def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
+                        precision: str, dev: Device
+                        ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A floor under a rank's time per micro-batch under ZeRO-3 from its traffic alone, as a
+    function of the rank's block count and parameters (``floor(blocks, stage_params)``):
     :func:`zero3_per_microbatch` makes the forward last at least its gathers and the backward
     at least its gathers and reduce-scatters (compute plus the exposed part ≥ the
     collectives), all on one link: two gathers and one reduce-scatter of the rank's
@@ -181,9 +184,13 @@ def zero3_traffic_floor(layer_params: np.ndarray, stage_params: np.ndarray,
     if dev.measured and dev.profile.measurements.collectives:
         # measured bus bandwidths interpolate by size: not affine, no constant term to claim
         c_ag, c_rs = np.zeros_like(c_ag), np.zeros_like(c_rs)
-    n = np.maximum(blocks, 0.0)
-    floor = n * (2 * c_ag + c_rs) + stage_params * (2 * s_ag * E + s_rs * G)
-    return np.where(group > 1, floor, 0.0)
+    per_block = np.where(group > 1, 2 * c_ag + c_rs, 0.0)
+    per_param = np.where(group > 1, 2 * s_ag * E + s_rs * G, 0.0)
+
+    def floor(blocks: np.ndarray, stage_params: np.ndarray) -> np.ndarray:
+        return np.maximum(blocks, 0.0) * per_block + stage_params * per_param
+
+    return floor
 
 
 def optimizer_bytes(optimizer: str, precision: str) -> float:
