@@ -20,7 +20,9 @@ activation checkpointing and GPT-2's 50257-token vocabulary (VIA-Research/vTrain
 --overlap-grad-reduce, --overlap-param-gather and --tp-comm-overlap (its README). Unknown
 micro-batch size, recompute and interleaving are not guessed: every plausible value that fits
 in memory is evaluated and the fastest is compared (the published tables are tuned runs); the
-spread is printed.
+spread is printed. A row whose own measurements contradict each other (step time against
+TFLOP/s in its source's convention, more than 25% apart about one step's work:
+:func:`inconsistent_measurements`) is printed but left out of the statistics with the reason.
 
 Each source group names its software stack (``training.framework`` and release, the stack
 files under ``costmodel/data/stacks/``): the stack decides the attention kernel, which
