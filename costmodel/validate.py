@@ -20,7 +20,9 @@ activation checkpointing and GPT-2's 50257-token vocabulary (VIA-Research/vTrain
 --overlap-grad-reduce, --overlap-param-gather and --tp-comm-overlap (its README). Unknown
 micro-batch size, recompute and interleaving are not guessed: every plausible value that fits
 in memory is evaluated and the fastest is compared (the published tables are tuned runs); the
-spread is printed.
+spread is printed. A row whose own measurements contradict each other (step time against
+TFLOP/s in its source's convention, more than 25% apart about one step's work:
+:func:`inconsistent_measurements`) is printed but left out of the statistics with the reason.
 
 Each source group names its software stack (``training.framework`` and release, the stack
 files under ``costmodel/data/stacks/``): the stack decides the attention kernel, which
@@ -311,6 +313,39 @@ EXCLUDED_DEEPSPEED_ZERO3 = (
     "Megatron-style ZeRO-3, not that implementation")
 
 
+NARAYANAN_CONVENTION = ("narayanan21", "bigscience_bench")
+"""Groups whose TFLOP/s count hardware FLOPs with the full-recompute forward pass,
+``96·B·s·l·h²·(1 + s/6h + V/16lh)``: Narayanan et al. 2021 and Megatron-DeepSpeed's
+throughput printout the BigScience logs quote (bigscience-workshop/Megatron-DeepSpeed
+``megatron/utils.py`` ``throughput_calculator``: 24·4·B·s·l·h²·(…) with activation
+checkpointing)."""
+
+INCONSISTENT_TOLERANCE = 0.25
+"""How far a row's two measurements (step time, and TFLOP/s in its source's convention) may
+disagree about the work of one step before the row is held self-contradictory (the
+BigScience rows otherwise agree within 16%: the notes' ~3% older estimator and iteration-2
+noise)."""
+
+
+def inconsistent_measurements(row: dict[str, Any], model: ModelSpec, gbs: int, seq: int,
+                              count: int) -> str | None:
+    """Why a row's step time and its TFLOP/s cannot both hold for its stated global batch,
+    or None: the work one step of ``gbs`` sequences does (the source's own FLOP convention)
+    against TFLOP/s × GPUs × step time. A row that contradicts itself has no comparable
+    configuration: it is reported, excluded from the statistics with this reason."""
+    meas = row["measured"]
+    tf, step = meas.get("tflops_per_gpu"), meas.get("step_time_s")
+    if not (tf and step) or not row["group"].startswith(NARAYANAN_CONVENTION):
+        return None
+    ratio = narayanan_flops_per_step(model, gbs, seq) / (count * float(tf) * 1e12 * float(step))
+    if abs(ratio - 1.0) <= INCONSISTENT_TOLERANCE:
+        return None
+    return (f"the row's step time and its TFLOP/s (the source's hardware-FLOP convention) "
+            f"disagree {ratio:.1f}x about the work of one step at global batch {gbs}: the "
+            f"step time fits a batch of about {gbs / ratio:.0f} sequences, so the "
+            "configuration measured is not the one stated")
+
+
 def validate_row(index: int, file: str, row: dict[str, Any],
                  profile: CalibrationProfile | None = None) -> RowResult:
     group = row["group"]
@@ -389,6 +424,8 @@ def validate_row(index: int, file: str, row: dict[str, Any],
     res.fits = bool(fitting)
     if group == "narayanan21_t2" and (par.get("zero_stage") or 0) >= 3:
         res.excluded = EXCLUDED_DEEPSPEED_ZERO3
+    elif (why := inconsistent_measurements(row, model, gbs, seq, count)) is not None:
+        res.excluded = why
     res.peak_gib = est.memory.peak_gib
     res.chosen = (f"mbs={plan.micro_batch_size} rc={plan.recompute} v={plan.virtual_stages} "
                   f"{plan.schedule} sp={plan.sequence_parallel}")

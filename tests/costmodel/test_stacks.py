@@ -195,3 +195,25 @@ def test_an_unmeasured_kernel_is_a_warning_not_silence() -> None:
     sourced factor and the estimate says so."""
     e = est(pool={"gpu": "B200-SXM-180GB"})
     assert any("no published curve" in w or "no measurement" in w for w in e.warnings)
+
+
+def test_pre_hopper_kernels_gain_on_hopper_what_flash2_gains() -> None:
+    """FlashAttention-1 and the Triton flash kernel of llm-foundry (Ampere mma.sync code, no
+    wgmma/TMA) are scaled A100 -> H100 by FlashAttention-2's own measured H100/A100 ratio,
+    not by the GEMM-ceiling ratio; so on H100 they stay below the measured FlashAttention-2
+    curve, as they are below it on A100 (FlashAttention-2 paper, Fig. 4)."""
+    a100, h100 = get_gpu("A100-SXM-80GB"), get_gpu("H100-SXM-80GB")
+    seqs = np.array([512.0, 2048.0, 16384.0])
+    fa2_h, fa2_a = (attention_rates("flash2", g, 128, seqs) for g in (h100, a100))
+
+    def fwd_bwd(r):  # type: ignore[no-untyped-def]  # the rate of the fused pass (3.5 units)
+        return 3.5 / (1.0 / r.fwd + 2.5 / r.bwd)
+
+    ratio = float(np.mean(fwd_bwd(fa2_h) / fwd_bwd(fa2_a)))
+    gemm_ratio = gemm_ceiling(h100, "bf16").flops / gemm_ceiling(a100, "bf16").flops
+    for kernel in ("triton", "flash1"):
+        h, a = attention_rates(kernel, h100, 128, seqs), attention_rates(kernel, a100, 128, seqs)
+        assert np.allclose(h.fwd / a.fwd, 1.66) and abs(1.66 - ratio) < 0.1, kernel
+        assert np.all(h.fwd / a.fwd < 0.7 * gemm_ratio), kernel
+        assert np.all(fwd_bwd(h) < fwd_bwd(fa2_h)), kernel
+        assert h.warning and "scaled by 1.66" in h.warning
