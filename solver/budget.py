@@ -27,7 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from costmodel.bulk import BulkResult, Candidates, evaluate_bulk
+import numpy as np
+
+from costmodel.bulk import BulkResult, Candidates, evaluate_bulk, valid_mask
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.model import ModelSpec
@@ -61,6 +63,9 @@ class PoolBudget:
     memory_cap_bytes: int | None
     used_bytes: int = 0
     evaluated: dict[str, tuple[Candidates, BulkResult]] = field(default_factory=dict)
+    enumerated: dict[str, int] = field(default_factory=dict)
+    """Candidates enumerated per hardware key, before the rules drop the invalid ones (only
+    valid candidates are evaluated and returned)."""
     ran_out_of_time: bool = False
     """A pool was left out for the time share (the search then reports timed_out)."""
 
@@ -69,6 +74,10 @@ class PoolBudget:
 
     def fits(self, nbytes: int) -> bool:
         return self.memory_cap_bytes is None or self.used_bytes + nbytes <= self.memory_cap_bytes
+
+    def enumerated_for(self, pool: GPUPool) -> int:
+        """How many candidates ``pool``'s enumeration gave (valid or not)."""
+        return self.enumerated.get(hardware_key(pool), 0)
 
     def evaluate(self, model: ModelSpec, training: TrainingSpec, pool: GPUPool,
                  enumerate_pool: Callable[[], Candidates],
@@ -86,6 +95,10 @@ class PoolBudget:
             self.used_bytes += extra
             return cands, bulk.repriced(cands, pool)
         cands = enumerate_pool()
+        self.enumerated[key] = len(cands)
+        # the rules first (cheap), then the costs of the plans that obey them only: a third of
+        # a large pool's candidates break one (heads, batch, schedule rules)
+        cands = cands.take(np.flatnonzero(valid_mask(model, training, pool, cands)))
         parts: list[BulkResult] = []
         n = len(cands)
         for start in range(0, max(n, 1), BULK_CHUNK):

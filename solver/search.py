@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,8 +47,12 @@ from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import parse
 from solver.budget import ENUMERATION_SHARE, PoolBudget
+from solver.custom_schedule import deadline_for_synthesis, note, synthesize_for
 from solver.explain import explain_plans, infeasibility
 from solver.launchable import LaunchCheck, checking, launchable
+from solver.mixed import mixed_candidates
+from solver.partition import PartitionProblem, solve_partition
+from solver.placement import PlacementProblem, solve_placement
 from solver.request import SearchRequest
 from solver.results import (
     OBJECTIVE_UNITS,
@@ -64,6 +68,10 @@ from solver.results import (
 )
 from solver.robustness import infeasible_reason, measuring, meets_sensitivity, tally
 from solver.space import enumerate_pool
+
+# The CP-SAT stages (custom_schedule, mixed, partition, placement) are imported with the search,
+# not inside its first call: OR-Tools' import, pandas included, takes a quarter of a second,
+# which a worker now pays once at start.
 
 BOUND_SAFETY = 1.0 - 1e-9
 """Shave float round-off off the lower bounds so that they stay below the estimate."""
@@ -183,10 +191,67 @@ def search(request: SearchRequest | dict[str, Any], *,
             raise SearchCancelled("the search was asked to stop") from exc
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """The search's time shares, all from one start: enumeration may use
+    :data:`~solver.budget.ENUMERATION_SHARE` of ``time_limit_s``; the branch and bound and the
+    refinements stop at ``deadline``, :data:`FINISH_RESERVE_S` (at most 10 %) before the
+    limit, so that what follows them (Pareto front, best per pool, explanations), whose work
+    grows with the candidates, still ends by ``end``."""
+
+    t0: float
+    limit_s: float
+
+    @property
+    def enumeration_end(self) -> float:
+        return self.t0 + ENUMERATION_SHARE * self.limit_s
+
+    @property
+    def deadline(self) -> float:
+        return self.t0 + self.limit_s - min(FINISH_RESERVE_S, 0.1 * self.limit_s)
+
+    @property
+    def end(self) -> float:
+        return self.t0 + self.limit_s
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class Finalist(NamedTuple):
+    """A plan the search keeps: its objective value (internal sign: lower is better), its
+    position in the optimistic order (ties go to the earlier; mixed-pool plans come after
+    every pool's), the plan and its full estimate."""
+
+    value: float
+    order: int
+    plan: ParallelPlan
+    estimate: Estimate
+
+
+@dataclass
+class _Enumerated:
+    """Stage 1's output: each pool's candidates with their bulk costs, the pools that gave
+    none (with why) or were skipped for the time or memory budget, and the counts."""
+
+    spaces: list[_PoolSpace]
+    empty: list[tuple[GPUPool, str]]
+    skipped: list[SkippedPool]
+    budget: PoolBudget
+    candidates: int = 0
+    valid: int = 0
+    fitting: int = 0
+
+
 def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | None,
             should_stop: Callable[[], bool] | None,
             memory_cap_bytes: int | None = None) -> SearchResult:
-    t0 = time.perf_counter()
+    """The stages: enumerate and bulk-evaluate each pool, order every fitting plan by its
+    optimistic objective, branch and bound over simulated step times for the k best distinct
+    layouts, refine the finalists (CP-SAT layer split, vocabulary placement, node placement),
+    add mixed-pool pipelines and synthesized schedules, then certify and assemble."""
+    clock = _Clock(time.perf_counter(), req.time_limit_s)
+    found = _Enumerated([], [], [], PoolBudget(clock.enumeration_end, memory_cap_bytes))
 
     def report(phase: str, simulated: int = 0, best: float | None = None,
                bound: float | None = None) -> None:
@@ -194,79 +259,135 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
             raise SearchCancelled("the search was asked to stop")
         if progress is not None:
             progress(SearchProgress(
-                phase=phase, candidates=n_cands, fitting=n_fit, simulated=simulated,
+                phase=phase, candidates=found.candidates, fitting=found.fitting,
+                simulated=simulated,
                 best=None if best is None else _public_value(req.objective, best),
                 bound=None if bound is None else _public_value(req.objective, bound),
-                elapsed_s=time.perf_counter() - t0))
-    # the branch and bound and the refinements stop FINISH_RESERVE early: what follows them
-    # (Pareto front, best per pool, explanations) must also end within the limit
-    deadline = t0 + req.time_limit_s - min(FINISH_RESERVE_S, 0.1 * req.time_limit_s)
+                elapsed_s=clock.elapsed()))
+
+    _enumerate(req, found, report)
+    value_of = _value_function(req)
+    if found.fitting == 0:
+        return _without_fitting_plans(req, found, clock, value_of)
+    optimistic, which, cand, order = _optimistic_order(req, found.spaces)
+    memo: dict[tuple[object, ...], Any] = {}  # per-block costs shared by this search's plans
+    bb = _BranchAndBound(req, found.spaces, optimistic, which, cand, memo, clock.deadline)
+    bb.run(order, req.top_k, report)
+    refined, partitions, placements = _refine(req, bb, clock.deadline, value_of, report)
+    refined += _mixed(req, [f.plan for f in refined] or _seed_plans(found.spaces),
+                      clock.deadline, value_of)
+    refined = _distinct_best(refined, req.top_k)
+    refined, notes, synthesized = _synthesize(req, refined, clock.deadline, value_of)
+    timed_out = bb.timed_out or found.budget.ran_out_of_time
+    optimality = _certificate(req, refined, bb.stop_bound, timed_out, bool(found.skipped))
+
+    ranked = explain_plans(req, [(f.value, f.plan, f.estimate) for f in refined],
+                           spaces_caps(found.spaces, req), clock.end)
+    for f, x in zip(refined, ranked, strict=True):
+        x.notes.extend(notes.get(f.order, []))
+    objective = req.objective
+    plans = [RankedPlan(rank=i + 1, plan=f.plan, objective_value=_public_value(objective, f.value),
+                        objective_unit=OBJECTIVE_UNITS[objective],
+                        objective_days=objective_days(objective,
+                                                      _public_value(objective, f.value)),
+                        estimate=f.estimate, explanation=x,
+                        variants=_public_variants(objective,
+                                                  bb.variants.get(layout_key(f.plan), []),
+                                                  f.plan))
+             for i, (f, x) in enumerate(zip(refined, ranked, strict=True))]
+    pareto = _pareto(req, found.spaces, clock.deadline, [(f.plan, f.estimate) for f in refined])
+    per_pool = (_best_per_pool(req, found.spaces, bb, order, refined, clock.deadline)
+                if len(found.spaces) > 1 else [])
+    infeasible = None if plans else _no_plan_reason(req, found.spaces, found.empty, timed_out)
+    return SearchResult(
+        plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
+        best_per_pool=per_pool,
+        stats=SearchStats(candidates=found.candidates, valid=found.valid,
+                          fitting=found.fitting, simulated=bb.simulated,
+                          skipped_pools=found.skipped, partitions_solved=partitions,
+                          placements_solved=placements, schedules_synthesized=synthesized,
+                          elapsed_s=clock.elapsed(), timed_out=timed_out))
+
+
+def _enumerate(req: SearchRequest, found: _Enumerated, report: Callable[..., None]) -> None:
+    """Stage 1: each pool's candidates and their bulk costs within the enumeration budget
+    (:mod:`solver.budget`), and which of them are valid, fit and meet the constraints."""
     cons = req.constraints
-    pools = [p for p in req.cluster.pools if not cons.pools or p.name in cons.pools]
-    spaces: list[_PoolSpace] = []
-    n_cands = n_valid = n_fit = 0
-    empty: list[tuple[GPUPool, str]] = []
-    budget = PoolBudget(t0 + ENUMERATION_SHARE * req.time_limit_s, memory_cap_bytes)
-    skipped: list[SkippedPool] = []
-    for pool in pools:
+    budget = found.budget
+    for pool in (p for p in req.cluster.pools if not cons.pools or p.name in cons.pools):
         report("enumerating")
         if req.training.precision not in pool.gpu_type.peak_tflops:
-            empty.append((pool, f"{pool.gpu} has no {req.training.precision} tensor cores"))
+            found.empty.append((pool, f"{pool.gpu} has no {req.training.precision} tensor "
+                                      "cores"))
             continue
-        if spaces and budget.over_time():
-            skipped.append(SkippedPool(pool=pool.name, reason=budget.skip_for_time()))
-            empty.append((pool, f"not searched: {skipped[-1].reason}"))
+        if found.spaces and budget.over_time():
+            found.skipped.append(SkippedPool(pool=pool.name, reason=budget.skip_for_time()))
+            found.empty.append((pool, f"not searched: {found.skipped[-1].reason}"))
             continue
         got = budget.evaluate(req.model, req.training, pool,
                               lambda pool=pool: enumerate_pool(req.model, req.training, pool,  # type: ignore[misc]
                                                                cons),
                               req.calibration, lambda: report("enumerating"))
         if isinstance(got, str):
-            skipped.append(SkippedPool(pool=pool.name, reason=got))
-            empty.append((pool, f"not searched: {got}"))
+            found.skipped.append(SkippedPool(pool=pool.name, reason=got))
+            found.empty.append((pool, f"not searched: {got}"))
             continue
-        cands, bulk = got
+        cands, bulk = got  # the valid candidates only
         if len(cands) == 0:
             limit = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
-            empty.append((pool, f"no combination of degrees satisfies the parallelism rules "
-                                f"with fixed {cons.fixed or 'nothing'} on at most {limit} GPUs"))
+            found.empty.append((pool, f"no combination of degrees satisfies the parallelism "
+                                      f"rules with fixed {cons.fixed or 'nothing'} on at most "
+                                      f"{limit} GPUs"))
             continue
         cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
         fit = bulk.fits & (bulk.peak_bytes <= cap)
         if cons.max_cost_per_hour is not None:
             fit &= bulk.cost_per_hour <= cons.max_cost_per_hour
-        n_cands += len(cands)
-        n_valid += int(bulk.valid.sum())
-        n_fit += int(fit.sum())
-        spaces.append(_PoolSpace(pool, cands, bulk, np.flatnonzero(fit)))
+        found.candidates += budget.enumerated_for(pool)
+        found.valid += int(bulk.valid.sum())
+        found.fitting += int(fit.sum())
+        found.spaces.append(_PoolSpace(pool, cands, bulk, np.flatnonzero(fit)))
 
+
+def _value_function(req: SearchRequest) -> Callable[[Estimate], float]:
+    """The objective of one estimated plan (internal sign: lower is better); time and cost to
+    train take the estimate's own goodput figure, failures and checkpoints included."""
     objective = req.objective
 
     def value_of(est: Estimate) -> float:
         g = est.goodput if objective in ("time_to_train", "cost_to_train") else None
-        if g is not None:  # the estimate's own figure, failures and checkpoints included
+        if g is not None:
             v = g.time_to_train_s if objective == "time_to_train" else g.cost_to_train
             return math.inf if v is None else v
         return float(_objective(objective, np.asarray(est.tokens_per_s),
                                 np.asarray(est.cost_per_hour), req.training.train_tokens))
 
-    if n_fit == 0:
-        mixed = sorted(_mixed(req, _seed_plans(spaces), deadline, value_of),
-                       key=lambda t: (t[0], t[1]))[:req.top_k]
-        if mixed:
-            return _result(req, mixed, spaces, [], "feasible", None, deadline, t0,
-                           SearchStats(candidates=n_cands, valid=n_valid, fitting=0,
-                                       simulated=0, partitions_solved=0, skipped_pools=skipped,
-                                       elapsed_s=time.perf_counter() - t0, timed_out=False))
-        return SearchResult(
-            plans=[], pareto=[],
-            optimality=Optimality(status="infeasible", objective=objective),
-            infeasible_reason=infeasibility(req, spaces_summary(spaces, req), empty),
-            stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=0, simulated=0,
-                              partitions_solved=0, skipped_pools=skipped,
-                              elapsed_s=time.perf_counter() - t0, timed_out=False))
+    return value_of
 
-    # ---- optimistic objectives of every fitting plan, across pools
+
+def _without_fitting_plans(req: SearchRequest, found: _Enumerated, clock: _Clock,
+                           value_of: Callable[[Estimate], float]) -> SearchResult:
+    """No single pool fits the job: pipelines across pools if some fit (no certificate),
+    else an infeasible result that says why."""
+    stats = SearchStats(candidates=found.candidates, valid=found.valid, fitting=0,
+                        simulated=0, partitions_solved=0, skipped_pools=found.skipped,
+                        elapsed_s=clock.elapsed(), timed_out=False)
+    mixed = sorted(_mixed(req, _seed_plans(found.spaces), clock.deadline, value_of),
+                   key=lambda f: (f.value, f.order))[:req.top_k]
+    if mixed:
+        return _result(req, mixed, found.spaces, "feasible", None, clock, stats)
+    return SearchResult(
+        plans=[], pareto=[], optimality=Optimality(status="infeasible", objective=req.objective),
+        infeasible_reason=infeasibility(req, spaces_summary(found.spaces, req), found.empty),
+        stats=stats)
+
+
+def _optimistic_order(req: SearchRequest, spaces: list[_PoolSpace]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 2: every fitting plan's optimistic objective (its step time's lower bound, and
+    goodput at that bound), across pools: (values, pool index, candidate index, the order
+    that sorts them best first, ties in candidate order)."""
+    objective = req.objective
     opt_vals, sp_idx, c_idx = [], [], []
     for k, sp in enumerate(spaces):
         b = sp.bulk
@@ -281,23 +402,21 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
         sp_idx.append(np.full(len(sp.ok), k))
         c_idx.append(sp.ok)
     optimistic = np.concatenate(opt_vals)
-    which = np.concatenate(sp_idx)
-    cand = np.concatenate(c_idx)
-    order = np.argsort(optimistic, kind="stable")  # ties in candidate order
+    return (optimistic, np.concatenate(sp_idx), np.concatenate(c_idx),
+            np.argsort(optimistic, kind="stable"))
 
-    # ---- branch and bound over the exact (simulated) step time, k best distinct layouts
-    memo: dict[tuple[object, ...], Any] = {}  # per-block costs shared by this search's plans
-    bb = _BranchAndBound(req, spaces, optimistic, which, cand, memo, deadline)
-    bb.run(order, req.top_k, report)
-    top, variants = bb.top, bb.variants
-    simulated, timed_out, stop_bound = bb.simulated, bb.timed_out, bb.stop_bound
 
-    # ---- finalists: CP-SAT layer re-partition, vocabulary placement, node placement
+def _refine(req: SearchRequest, bb: _BranchAndBound, deadline: float,
+            value_of: Callable[[Estimate], float], report: Callable[..., None]
+            ) -> tuple[list[Finalist], int, int]:
+    """Stage 4: each of the branch and bound's finalists with a CP-SAT layer re-partition,
+    vocabulary parallelism and, with a measured node matrix, node placement, each kept when
+    the estimate improves. Returns the finalists and the partitions and placements solved."""
     partitions = placements = 0
-    refined: list[tuple[float, int, ParallelPlan, Estimate]] = []
-    for _, pos, plan, est in top:
-        report("refining", simulated, top[0][0], stop_bound)
-        val = value_of(est)
+    refined: list[Finalist] = []
+    for f in bb.top:
+        report("refining", bb.simulated, bb.top[0].value, bb.stop_bound)
+        plan, est, val = f.plan, f.estimate, value_of(f.estimate)
         if plan.pp > 1 and time.perf_counter() < deadline:
             partitions += 1
             better = _repartition(req, plan, est, deadline, req.seed)
@@ -318,56 +437,41 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
             if placed is not None and value_of(placed[1]) < val:
                 plan, est = placed
                 val = value_of(est)
-        refined.append((val, pos, plan, est))
-    refined += _mixed(req, [p for _, _, p, _ in refined] or _seed_plans(spaces), deadline,
-                      value_of)
-    refined.sort(key=lambda t: (t[0], t[1]))
-    seen: set[tuple[object, ...]] = set()
-    refined = [t for t in refined
-               if not (layout_key(t[2]) in seen or seen.add(layout_key(t[2])))]  # type: ignore[func-returns-value]
-    del refined[req.top_k:]
-    refined, notes, synthesized = _synthesize(req, refined, deadline, value_of)
+        refined.append(Finalist(val, f.order, plan, est))
+    return refined, partitions, placements
 
-    best = refined[0][0] if refined else math.inf
+
+def _distinct_best(found: list[Finalist], k: int) -> list[Finalist]:
+    """The ``k`` best of ``found`` with pairwise distinct layouts (:func:`layout_key`)."""
+    out: list[Finalist] = []
+    seen: set[tuple[object, ...]] = set()
+    for f in sorted(found, key=lambda f: (f.value, f.order)):
+        key = layout_key(f.plan)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out[:k]
+
+
+def _certificate(req: SearchRequest, refined: list[Finalist], stop_bound: float | None,
+                 timed_out: bool, skipped: bool) -> Optimality:
+    """Stage 6: optimal when the branch and bound ran to its end over every pool; else the
+    bound it reached and the gap. The bound covers the even-split space; a CP-SAT
+    re-partition may beat it (gap 0 then). A skipped pool is outside the bound: the best
+    plan is then only feasible, with no bound claimed."""
+    objective = req.objective
+    best = refined[0].value if refined else math.inf
     if stop_bound is None:  # every fitting plan was simulated
         stop_bound = best
-    timed_out = timed_out or budget.ran_out_of_time
-    # a skipped pool is outside the bound: the best plan is then only feasible
     status = ("optimal" if not timed_out and not skipped and refined
               else "feasible" if refined else "infeasible")
-    # the bound covers the even-split space; a CP-SAT re-partition may beat it (gap 0 then)
     bound = min(best, stop_bound)
     gap = abs(best - bound) / abs(bound) if refined and bound not in (0.0, math.inf) else None
-    optimality = Optimality(
+    return Optimality(
         status=status, objective=objective,
         value=_public_value(objective, best) if refined else None,
         bound=_public_value(objective, bound) if refined and not skipped else None,
         gap=None if skipped else (gap if status != "optimal" else 0.0))
-
-    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in refined], spaces_caps(spaces, req),
-                           t0 + req.time_limit_s)
-    for (_, pos, _, _), x in zip(refined, ranked, strict=True):
-        x.notes.extend(notes.get(pos, []))
-    plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
-                        objective_unit=OBJECTIVE_UNITS[objective],
-                        objective_days=objective_days(objective, _public_value(objective, v)),
-                        estimate=e, explanation=x,
-                        variants=_public_variants(objective, variants.get(layout_key(p), []),
-                                                  p))
-             for i, ((v, _, p, e), x) in enumerate(zip(refined, ranked, strict=True))]
-    pareto = _pareto(req, spaces, deadline, [(p, e) for _, _, p, e in refined])
-    per_pool = _best_per_pool(req, spaces, bb, order, refined, deadline) if len(spaces) > 1 \
-        else []
-    infeasible = None if plans else _no_plan_reason(req, spaces, empty, timed_out)
-    return SearchResult(
-        plans=plans, pareto=pareto, optimality=optimality, infeasible_reason=infeasible,
-        best_per_pool=per_pool,
-        stats=SearchStats(candidates=n_cands, valid=n_valid, fitting=n_fit, simulated=simulated,
-                          skipped_pools=skipped,
-                          partitions_solved=partitions, placements_solved=placements,
-                          schedules_synthesized=synthesized,
-                          elapsed_s=time.perf_counter() - t0, timed_out=timed_out))
-
 
 
 def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
@@ -402,7 +506,7 @@ class _BranchAndBound:
                  deadline: float) -> None:
         self.req, self.spaces, self.optimistic = req, spaces, optimistic
         self.which, self.cand, self.memo, self.deadline = which, cand, memo, deadline
-        self.top: list[tuple[float, int, ParallelPlan, Estimate]] = []
+        self.top: list[Finalist] = []
         self.variants: dict[tuple[object, ...], list[tuple[float, ParallelPlan, float]]] = {}
         """Per layout: (objective, plan, step s) of the simulated plans that lost to its best."""
         self.simulated = 0
@@ -428,18 +532,17 @@ class _BranchAndBound:
         del vs[MAX_VARIANTS:]
 
     def run(self, order: np.ndarray, k: int,
-            report: Callable[..., None] | None = None) -> list[tuple[float, int, ParallelPlan,
-                                                                       Estimate]]:
+            report: Callable[..., None] | None = None) -> list[Finalist]:
         """The k best layouts among the positions ``order`` (best first); also records them in
         ``self.top`` when called for the whole space."""
-        top: list[tuple[float, int, ParallelPlan, Estimate]] = []
+        top: list[Finalist] = []
         steps: dict[tuple[object, ...], float] = {}
         req = self.req
         for pos in order:
             bound = float(self.optimistic[pos])
             if report is not None and self.simulated % PROGRESS_EVERY == 0:
-                report("simulating", self.simulated, top[0][0] if top else None, bound)
-            if len(top) >= k and bound >= top[k - 1][0]:
+                report("simulating", self.simulated, top[0].value if top else None, bound)
+            if len(top) >= k and bound >= top[k - 1].value:
                 self.stop_bound = bound if report is not None else self.stop_bound
                 break
             # past the deadline with nothing yet: stop too when the (costly) sensitivity
@@ -467,22 +570,22 @@ class _BranchAndBound:
                 continue
             val = self.value(int(pos), step)
             key = layout_key(plan)
-            mine = next((j for j, t in enumerate(top) if layout_key(t[2]) == key), None)
-            if mine is not None and val >= top[mine][0]:
+            mine = next((j for j, f in enumerate(top) if layout_key(f.plan) == key), None)
+            if mine is not None and val >= top[mine].value:
                 self._variant(key, val, plan, step)  # a variant of a kept layout
                 continue
-            if mine is None and len(top) >= k and val >= top[k - 1][0]:
+            if mine is None and len(top) >= k and val >= top[k - 1].value:
                 continue
             # entering: confirm with the full estimate (memory per rank, cost)
             est = _estimate(req, plan)
             if est is None or not _meets(est, sp.pool, req):
                 continue
             if mine is not None:  # a better variant of a kept layout takes its place
-                old_val, _, old_plan, _ = top.pop(mine)
-                self._variant(key, old_val, old_plan, steps.get(key, math.nan))
-            top.append((val, int(pos), plan, est))
+                old = top.pop(mine)
+                self._variant(key, old.value, old.plan, steps.get(key, math.nan))
+            top.append(Finalist(val, int(pos), plan, est))
             steps[key] = step
-            top.sort(key=lambda t: (t[0], t[1]))
+            top.sort(key=lambda f: (f.value, f.order))
             del top[k:]
         if report is not None:
             self.top = top
@@ -500,7 +603,7 @@ def _public_variants(objective: str, found: list[tuple[float, ParallelPlan, floa
 
 
 def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndBound,
-                   order: np.ndarray, refined: list[tuple[float, int, ParallelPlan, Estimate]],
+                   order: np.ndarray, refined: list[Finalist],
                    deadline: float) -> list[PoolBest]:
     """The best plan of every pool that can run the job: from the result where a pool's plan
     is in it, else a branch and bound over that pool's candidates alone (k = 1)."""
@@ -508,9 +611,9 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
     winner = refined[0] if refined else None
     by_pool: list[np.ndarray] | None = None
     for k, sp in enumerate(spaces):
-        mine = [t for t in refined if t[2].pool == sp.pool.name]
+        mine = [f for f in refined if f.plan.pool == sp.pool.name]
         if mine:
-            val, plan, est = mine[0][0], mine[0][2], mine[0][3]
+            val, plan, est = mine[0].value, mine[0].plan, mine[0].estimate
         else:
             if time.perf_counter() > deadline:
                 continue  # past the limit: only the pools the result already has
@@ -522,10 +625,10 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
             found = bb.run(sub, 1)
             if not found:
                 continue
-            val, _, plan, est = found[0]
+            val, plan, est = found[0].value, found[0].plan, found[0].estimate
         rel = ""
         if winner is not None:
-            w = winner[3]
+            w = winner.estimate
             rel = f"{est.tokens_per_s / w.tokens_per_s:.0%} of the winner's tokens/s"
             if w.cost_per_million_tokens > 0:
                 rel += (f" at {est.cost_per_million_tokens / w.cost_per_million_tokens:.0%} of "
@@ -542,60 +645,54 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
     return out
 
 
-def _result(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Estimate]],
-            spaces: list[_PoolSpace], empty: list[tuple[GPUPool, str]], status: str,
-            bound: float | None, deadline: float, t0: float, stats: SearchStats
-            ) -> SearchResult:
+def _result(req: SearchRequest, found: list[Finalist], spaces: list[_PoolSpace], status: str,
+            bound: float | None, clock: _Clock, stats: SearchStats) -> SearchResult:
     """A result from plans that only mixed-pool pipelines could provide (no certificate)."""
     objective = req.objective
-    ranked = explain_plans(req, [(v, p, e) for v, _, p, e in found], spaces_caps(spaces, req),
-                           t0 + req.time_limit_s)
-    plans = [RankedPlan(rank=i + 1, plan=p, objective_value=_public_value(objective, v),
+    ranked = explain_plans(req, [(f.value, f.plan, f.estimate) for f in found],
+                           spaces_caps(spaces, req), clock.end)
+    plans = [RankedPlan(rank=i + 1, plan=f.plan, objective_value=_public_value(objective, f.value),
                         objective_unit=OBJECTIVE_UNITS[objective],
-                        objective_days=objective_days(objective, _public_value(objective, v)),
-                        estimate=e, explanation=x)
-             for i, ((v, _, p, e), x) in enumerate(zip(found, ranked, strict=True))]
-    best = found[0][0]
+                        objective_days=objective_days(objective,
+                                                      _public_value(objective, f.value)),
+                        estimate=f.estimate, explanation=x)
+             for i, (f, x) in enumerate(zip(found, ranked, strict=True))]
+    best = found[0]
     return SearchResult(
         plans=plans,
-        pareto=[ParetoPoint(plan=p, gpus=e.num_gpus, tokens_per_s=e.tokens_per_s,
-                            cost_per_million_tokens=e.cost_per_million_tokens,
-                            cost_per_hour=e.cost_per_hour) for _, _, p, e in found[:1]],
+        pareto=[ParetoPoint(plan=best.plan, gpus=best.estimate.num_gpus,
+                            tokens_per_s=best.estimate.tokens_per_s,
+                            cost_per_million_tokens=best.estimate.cost_per_million_tokens,
+                            cost_per_hour=best.estimate.cost_per_hour)],
         optimality=Optimality(status=status, objective=objective,
-                              value=_public_value(objective, best),
+                              value=_public_value(objective, best.value),
                               bound=None if bound is None else _public_value(objective, bound),
                               gap=None),
         infeasible_reason=None, stats=stats)
 
 
 def _mixed(req: SearchRequest, seeds: list[ParallelPlan], deadline: float,
-           value_of: Callable[[Estimate], float]
-           ) -> list[tuple[float, int, ParallelPlan, Estimate]]:
+           value_of: Callable[[Estimate], float]) -> list[Finalist]:
     """Pipelines spanning several pools (:mod:`solver.mixed`), evaluated by the estimate."""
-    from solver.mixed import mixed_candidates
-
     out = []
     for k, plan in enumerate(mixed_candidates(req, seeds, deadline)):
         est = _estimate(req, plan)
         if est is None or not _meets_all(est, req):
             continue
-        out.append((value_of(est), 10**9 + k, plan, est))
+        out.append(Finalist(value_of(est), 10**9 + k, plan, est))
     return out
 
 
-def _synthesize(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, Estimate]],
-                deadline: float, value_of: Callable[[Estimate], float]
-                ) -> tuple[list[tuple[float, int, ParallelPlan, Estimate]], dict[int, list[str]],
-                           int]:
+def _synthesize(req: SearchRequest, found: list[Finalist], deadline: float,
+                value_of: Callable[[Estimate], float]
+                ) -> tuple[list[Finalist], dict[int, list[str]], int]:
     """Try a synthesized custom schedule on every plan of ``found`` with unequal stages
     (:mod:`solver.custom_schedule`); keep it when the estimate improves and still fits.
     Synthesis shares :data:`solver.custom_schedule.SYNTHESIS_SHARE` of the time limit, split
     evenly over the plans still to try. Returns the plans re-sorted, the explanation notes by
     position and the number of schedules synthesized."""
-    from solver.custom_schedule import deadline_for_synthesis, note, synthesize_for
-
     stop = deadline_for_synthesis(req, deadline)
-    out: list[tuple[float, int, ParallelPlan, Estimate]] = []
+    out: list[Finalist] = []
     notes: dict[int, list[str]] = {}
     solved = 0
     for k, (val, pos, plan, est) in enumerate(found):
@@ -612,8 +709,8 @@ def _synthesize(req: SearchRequest, found: list[tuple[float, int, ParallelPlan, 
                 if nest is not None and fits and value_of(nest) < val:
                     notes.setdefault(pos, []).append(note(est, nest, result))
                     plan, est, val = custom, nest, value_of(nest)
-        out.append((val, pos, plan, est))
-    out.sort(key=lambda t: (t[0], t[1]))
+        out.append(Finalist(val, pos, plan, est))
+    out.sort(key=lambda f: (f.value, f.order))
     return out, notes, solved
 
 
@@ -679,8 +776,6 @@ def _repartition(req: SearchRequest, plan: ParallelPlan, est: Estimate, deadline
                  seed: int) -> tuple[ParallelPlan, Estimate] | None:
     """Balance the stages with CP-SAT (vocabulary layers on the end stages make an even split
     uneven in time; early ranks hold more in-flight activations)."""
-    from solver.partition import PartitionProblem, solve_partition
-
     pool = req.cluster.pool(plan.pool)
     layers = est.pipeline.layers_per_stage
     n = len(layers)
@@ -721,8 +816,6 @@ def _place(req: SearchRequest, plan: ParallelPlan, deadline: float, seed: int
            ) -> tuple[ParallelPlan, Estimate] | None:
     """Put the pipeline on the pool's best-connected nodes (measured matrix, Pipette-style):
     maximise the slowest link between consecutive stages (:mod:`solver.placement`)."""
-    from solver.placement import PlacementProblem, solve_placement
-
     matrix = req.cluster.node_bandwidth_Gbps
     assert matrix is not None
     pool = req.cluster.pool(plan.pool)

@@ -41,13 +41,17 @@ def test_chunked_bulk_evaluation_equals_one_call(monkeypatch: pytest.MonkeyPatch
     whole = evaluate_bulk(req.model, req.training, p, cands, None)
     monkeypatch.setattr(budget, "BULK_CHUNK", 1000)
     assert len(cands) > 3000  # several chunks, the last one partial
-    got = budget.PoolBudget(float("inf"), None).evaluate(
-        req.model, req.training, p, lambda: cands, None, lambda: None)
+    b = budget.PoolBudget(float("inf"), None)
+    got = b.evaluate(req.model, req.training, p, lambda: cands, None, lambda: None)
     assert not isinstance(got, str)
-    _, chunked = got
-    for name in ("valid", "step_time_s", "peak_bytes", "fits", "cost_per_hour",
-                 "lower_bound_even_s"):
-        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
+    kept, chunked = got
+    # only the candidates that obey the rules are evaluated, and they are all returned
+    valid = np.flatnonzero(whole.valid)
+    assert b.enumerated_for(p) == len(cands) and len(kept) == len(valid) < len(cands)
+    assert chunked.valid.all()
+    np.testing.assert_array_equal(kept.tp, cands.tp[valid])
+    for name in ("step_time_s", "peak_bytes", "fits", "cost_per_hour", "lower_bound_even_s"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name)[valid], name)
 
 
 def test_pools_of_the_same_hardware_share_arrays_and_keep_their_prices() -> None:
