@@ -57,6 +57,7 @@ from costmodel.memory import (
 )
 from costmodel.ops import Device, collective_time
 from costmodel.profile import CalibrationProfile, default_profile
+from costmodel.specs import degrees
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
@@ -213,21 +214,14 @@ def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candi
                ) -> np.ndarray:
     """The rules of :func:`costmodel.specs.request.check_plan`, vectorized."""
     L = model.num_hidden_layers
-    a, g = model.num_attention_heads, model.kv_heads
     tp, pp, dp, cp, ep, v = c.tp, c.pp, c.dp, c.cp, c.ep, c.v
-    ok = (a % tp == 0) & ((g % tp == 0) | (tp % g == 0))
-    ok &= model.intermediate_size % tp == 0
-    if model.is_moe:
-        ok &= model.expert_ffn % tp == 0
-        assert model.num_local_experts is not None
-        ok &= (model.num_local_experts % ep == 0) & ((dp * cp) % ep == 0)
-    else:
-        ok &= ep == 1
+    ok = degrees.holds(degrees.tensor_parallel(model, tp)
+                       + degrees.expert_parallel(model, dp, cp, ep)
+                       + degrees.batch(training.global_batch_size, dp, c.mbs)
+                       + degrees.context_parallel(training.seq_len, cp))
     # sequence parallelism at tp 1 is accepted and has no effect (check_plan: lenient_plan)
     ok &= pp * v <= L
     per = dp * c.mbs
-    ok &= training.global_batch_size % per == 0
-    ok &= (cp == 1) | (training.seq_len % (2 * cp) == 0)
     ok &= tp * pp * dp * cp <= pool.num_gpus
     m = training.global_batch_size // np.maximum(per, 1)
     s = c.schedule

@@ -24,6 +24,7 @@ from costmodel.memory import (
 )
 from costmodel.ops import Device
 from costmodel.profile import default_profile
+from costmodel.specs import degrees
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan, StageAssignment
 from costmodel.stacks.stack import get_stack
@@ -68,10 +69,8 @@ def _tp_options(req: SearchRequest, pool: GPUPool, seed: ParallelPlan) -> list[i
     parallelism meaningful); a fixed tp allows only itself."""
     if "tp" in req.constraints.fixed or not STAGE_TP:
         return [seed.tp] if seed.tp <= pool.gpus_per_node else []
-    model = req.model
-    a, g, f = model.num_attention_heads, model.kv_heads, model.intermediate_size
-    out = [t for t in (1, 2, 4, 8, 16) if t <= pool.gpus_per_node and a % t == 0
-           and (g % t == 0 or t % g == 0) and f % t == 0
+    out = [t for t in (1, 2, 4, 8, 16) if t <= pool.gpus_per_node
+           and degrees.holds(degrees.tensor_parallel(req.model, t))
            and (t > 1 or not seed.sequence_parallel)]
     return sorted(set(out) | ({seed.tp} if seed.tp <= pool.gpus_per_node else set()))
 

@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 
 from costmodel.bulk import RECOMPUTES, SCHEDULE_CODES, Candidates
+from costmodel.specs import degrees
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.training import TrainingSpec
@@ -58,11 +59,10 @@ def degree_tuples(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
     max_gpus = min(pool.num_gpus, cons.max_gpus or pool.num_gpus)
     fixed = cons.fixed
     L = model.num_hidden_layers
-    a, g, f = model.num_attention_heads, model.kv_heads, model.intermediate_size
-    tps = [t for t in (1, 2, 4, 8, 16, 32) if t <= pool.gpus_per_node and a % t == 0
-           and (g % t == 0 or t % g == 0) and f % t == 0
-           and (not model.is_moe or model.expert_ffn % t == 0)]
-    cps = [c for c in (1, 2, 4, 8) if c == 1 or training.seq_len % (2 * c) == 0]
+    tps = [t for t in (1, 2, 4, 8, 16, 32)
+           if t <= pool.gpus_per_node and degrees.holds(degrees.tensor_parallel(model, t))]
+    cps = [c for c in (1, 2, 4, 8)
+           if degrees.holds(degrees.context_parallel(training.seq_len, c))]
     pow2 = {1 << k for k in range(12)}
     pps = sorted({p for p in range(1, min(L, cons.max_pp) + 1)
                   if L % p == 0 or p in pow2})
@@ -70,7 +70,8 @@ def degree_tuples(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
     eps = _divisors(model.num_local_experts) if model.is_moe and model.num_local_experts else [1]
     rows = []
     for tp, pp, cp, dp, ep in itertools.product(tps, pps, cps, dps, eps):
-        if tp * pp * cp * dp > max_gpus or (dp * cp) % ep:
+        if tp * pp * cp * dp > max_gpus or not degrees.holds(
+                degrees.expert_parallel(model, dp, cp, ep)):
             continue
         vals = {"tp": tp, "pp": pp, "cp": cp, "dp": dp, "ep": ep}
         if any(k in fixed and fixed[k] != v for k, v in vals.items()):

@@ -22,6 +22,7 @@ from pydantic import (
 from costmodel.errors import FieldProblem, ProblemCollector, SpecError
 from costmodel.pipeline.custom import check_custom, custom_stage_ranks
 from costmodel.profile import CalibrationProfile
+from costmodel.specs import degrees
 from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.model import ModelSpec
 from costmodel.specs.plan import ParallelPlan
@@ -165,15 +166,7 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     else:
         pool = _single_pool(cluster, plan)
         _check_pool(c, training, plan, pool)
-    a, g, tp = model.num_attention_heads, model.kv_heads, plan.tp
-    c.check(a % tp == 0, "plan.tp", f"num_attention_heads={a} must be divisible by tp={tp}")
-    c.check(g % tp == 0 or tp % g == 0, "plan.tp",
-            f"num_key_value_heads={g} and tp={tp} must divide one another")
-    c.check(model.intermediate_size % tp == 0, "plan.tp",
-            f"intermediate_size={model.intermediate_size} must be divisible by tp={tp}")
-    if model.is_moe:
-        c.check(model.expert_ffn % tp == 0, "plan.tp",
-                f"moe_intermediate_size={model.expert_ffn} must be divisible by tp={tp}")
+    _check_rules(c, "plan.tp", degrees.tensor_parallel(model, plan.tp))
     L = model.num_hidden_layers
     stages = plan.num_stages
     c.check(plan.pp <= L, "plan.pp", f"pp={plan.pp} exceeds num_hidden_layers={L}")
@@ -200,19 +193,10 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     c.check(actions <= MAX_PIPELINE_ACTIONS, "training.global_batch_size",
             f"the schedule would have {actions:,} actions (micro-batches × stages × 3); the "
             f"simulator takes at most {MAX_PIPELINE_ACTIONS:,}: raise micro_batch_size or dp")
-    c.check(training.global_batch_size % per_step == 0, "training.global_batch_size",
-            f"global_batch_size={training.global_batch_size} must be divisible by dp × "
-            f"micro_batch_size = {plan.dp} × {plan.micro_batch_size}")
-    if plan.cp > 1:
-        c.check(training.seq_len % (2 * plan.cp) == 0, "plan.cp",
-                f"seq_len={training.seq_len} must be divisible by 2·cp = {2 * plan.cp}")
-    if plan.ep > 1 and c.check(model.is_moe, "plan.ep", "expert parallelism needs an MoE model"):
-        assert model.num_local_experts is not None
-        c.check(model.num_local_experts % plan.ep == 0, "plan.ep",
-                f"num_local_experts={model.num_local_experts} must be divisible by "
-                f"ep={plan.ep}")
-        c.check((plan.dp * plan.cp) % plan.ep == 0, "plan.ep",
-                f"ep={plan.ep} must divide dp·cp = {plan.dp * plan.cp}")
+    _check_rules(c, "training.global_batch_size",
+                 degrees.batch(training.global_batch_size, plan.dp, plan.micro_batch_size))
+    _check_rules(c, "plan.cp", degrees.context_parallel(training.seq_len, plan.cp))
+    _check_rules(c, "plan.ep", degrees.expert_parallel(model, plan.dp, plan.cp, plan.ep))
     if plan.node_order is not None and plan.stages is None:
         units = pipeline_node_units(plan, pool.gpus_per_node)
         order = plan.node_order
@@ -362,20 +346,19 @@ def _check_stages(c: ProblemCollector, model: ModelSpec, training: TrainingSpec,
     return known[stages[0].pool]
 
 
+def _check_rules(c: ProblemCollector, field: str, rules: list[degrees.Rule]) -> None:
+    """Report each broken rule of :mod:`costmodel.specs.degrees` on ``field``."""
+    for ok, why in rules:
+        if not ok:
+            c.add(field, why())
+
+
 def _check_stage_tp(c: ProblemCollector, model: ModelSpec, plan: ParallelPlan, tp: int,
                     field: str, pool: GPUPool) -> None:
     """Rules of one stage's own tensor-parallel degree (``plan.stages.N.tp``): those of
     ``plan.tp`` (heads, KV heads, FFN), within one node of the stage's pool, and > 1 with
     sequence parallelism."""
-    a, g = model.num_attention_heads, model.kv_heads
-    c.check(a % tp == 0, field, f"num_attention_heads={a} must be divisible by tp={tp}")
-    c.check(g % tp == 0 or tp % g == 0, field,
-            f"num_key_value_heads={g} and tp={tp} must divide one another")
-    c.check(model.intermediate_size % tp == 0, field,
-            f"intermediate_size={model.intermediate_size} must be divisible by tp={tp}")
-    if model.is_moe:
-        c.check(model.expert_ffn % tp == 0, field,
-                f"moe_intermediate_size={model.expert_ffn} must be divisible by tp={tp}")
+    _check_rules(c, field, degrees.tensor_parallel(model, tp))
     c.check(tp <= pool.gpus_per_node, field,
             f"tp={tp} exceeds gpus_per_node={pool.gpus_per_node} of pool {pool.name!r}")
     if plan.sequence_parallel:
