@@ -63,7 +63,7 @@ from solver.results import (
     objective_days,
 )
 from solver.robustness import infeasible_reason, measuring, meets_sensitivity, tally
-from solver.space import enumerate_pool
+from solver.space import enumerate_pool, partial_recompute_candidates
 
 BOUND_SAFETY = 1.0 - 1e-9
 """Shave float round-off off the lower bounds so that they stay below the estimate."""
@@ -220,7 +220,10 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
         got = budget.evaluate(req.model, req.training, pool,
                               lambda pool=pool: enumerate_pool(req.model, req.training, pool,  # type: ignore[misc]
                                                                cons),
-                              req.calibration, lambda: report("enumerating"))
+                              req.calibration, lambda: report("enumerating"),
+                              lambda c, b, pool=pool: partial_recompute_candidates(  # type: ignore[misc]
+                                  req.model, c, b.fits & (b.peak_bytes <= _memory_cap(pool, req)),
+                                  cons))
         if isinstance(got, str):
             skipped.append(SkippedPool(pool=pool.name, reason=got))
             empty.append((pool, f"not searched: {got}"))
@@ -231,8 +234,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
             empty.append((pool, f"no combination of degrees satisfies the parallelism rules "
                                 f"with fixed {cons.fixed or 'nothing'} on at most {limit} GPUs"))
             continue
-        cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
-        fit = bulk.fits & (bulk.peak_bytes <= cap)
+        fit = bulk.fits & (bulk.peak_bytes <= _memory_cap(pool, req))
         if cons.max_cost_per_hour is not None:
             fit &= bulk.cost_per_hour <= cons.max_cost_per_hour
         n_cands += len(cands)
@@ -370,6 +372,12 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
 
 
 
+def _memory_cap(pool: GPUPool, req: SearchRequest) -> float:
+    """Bytes a plan's predicted peak may use on ``pool`` (``constraints.max_memory_fraction``
+    of the GPU's memory)."""
+    return pool.gpu_type.memory_bytes * req.constraints.max_memory_fraction
+
+
 def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
                     empty: list[tuple[GPUPool, str]], timed_out: bool) -> str:
     """Why a search that had fitting plans returns none: the straggler-sensitivity
@@ -382,10 +390,11 @@ def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
 
 def layout_key(plan: ParallelPlan) -> tuple[object, ...]:
     """What makes two plans different layouts: the pool (GPU type), the degrees, the
-    micro-batch size and recompute. Plans that differ only in schedule, virtual stages, ZeRO
-    stage, sequence parallelism or layer split are variants of one layout."""
+    micro-batch size and recompute (with the layers it covers: a partial recompute of N
+    layers per stage is its own layout). Plans that differ only in schedule, virtual stages,
+    ZeRO stage, sequence parallelism or layer split are variants of one layout."""
     return (plan.pool, plan.tp, plan.pp, plan.dp, plan.cp, plan.ep, plan.micro_batch_size,
-            plan.recompute)
+            plan.recompute, plan.recompute_num_layers)
 
 
 MAX_VARIANTS = 8

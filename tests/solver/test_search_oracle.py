@@ -28,13 +28,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costmodel.bulk import Candidates, evaluate_bulk
+from costmodel.bulk import BulkResult, Candidates, evaluate_bulk
 from costmodel.errors import SpecError
 from costmodel.estimate import evaluate, step_time
 from costmodel.specs.presets import get_preset
 from solver import search
 from solver.request import SearchRequest
-from solver.space import enumerate_pool
+from solver.space import enumerate_pool, partial_recompute_candidates
 
 REL = 1e-9
 """Relative tolerance on objective values (both sides run the same floating-point code)."""
@@ -123,7 +123,9 @@ class Fitting:
 
 def fitting(req: SearchRequest) -> Fitting | None:
     """Valid candidates that fit (bulk ``fits`` and peak ≤ max_memory_fraction × capacity) and
-    meet the budget (price × GPUs ≤ max_cost_per_hour)."""
+    meet the budget (price × GPUs ≤ max_cost_per_hour); with the partial-recompute copies the
+    search adds once the enumerated candidates are evaluated
+    (:func:`solver.space.partial_recompute_candidates`)."""
     pool = req.cluster.pools[0]
     cons = req.constraints
     if req.training.precision not in pool.gpu_type.peak_tflops:
@@ -132,8 +134,14 @@ def fitting(req: SearchRequest) -> Fitting | None:
     if len(cands) == 0:
         return None
     bulk = evaluate_bulk(req.model, req.training, pool, cands)
+    cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
+    extra = partial_recompute_candidates(req.model, cands, bulk.fits & (bulk.peak_bytes <= cap),
+                                         cons)
+    if len(extra):
+        cands = Candidates.concat([cands, extra])
+        bulk = BulkResult.concat([bulk, evaluate_bulk(req.model, req.training, pool, extra)])
     ok = bulk.valid & bulk.fits
-    ok &= bulk.peak_bytes <= pool.gpu_type.memory_bytes * cons.max_memory_fraction
+    ok &= bulk.peak_bytes <= cap
     if cons.max_cost_per_hour is not None:
         gpus = cands.tp * cands.pp * cands.dp * cands.cp
         ok &= pool.price_per_gpu_hour * gpus <= cons.max_cost_per_hour
