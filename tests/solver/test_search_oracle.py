@@ -424,3 +424,40 @@ def test_bulk_memory_counts_the_second_pipeline_rank() -> None:
         bulk = evaluate_bulk(req.model, req.training, req.cluster.pools[0], cands)
         est = evaluate(req.model, req.training, req.cluster, cands.plan(0, pool="p"))
         assert math.isclose(float(bulk.peak_gib[0]), est.memory.peak_gib, rel_tol=1e-9), axes
+
+
+def test_partial_recompute_space_matches_brute_force() -> None:
+    """Checks: on Llama-3-8B over 16 H100 under 24 GiB (no recompute rarely fits, full does),
+    the fitting space holds partial-recompute plans; the branch and bound's optimum is at least
+    brute force's over the same space (partial copies included), and every partial plan's
+    even-split bound is ≤ its exact step time."""
+    body = {"model": {"preset": "llama3-8b"},
+            "training": {"global_batch_size": 64, "seq_len": 4096},
+            "cluster": {"pools": [{"name": "p", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                   "nodes": 2}]},
+            "objective": "throughput", "top_k": 1, "time_limit_s": 120.0,
+            "constraints": {"max_memory_fraction": 0.3, "max_pp": 2, "max_micro_batch_size": 2,
+                            "schedules": ["1F1B", "Interleaved1F1B"]}}
+    req, fit = narrowed(body)
+    assert fit is not None
+    partial = [int(i) for i in fit.idx if fit.cands.rc_layers[i] > 0]
+    assert len(partial) >= 50
+    best: tuple[float, Any] | None = None
+    bad = []
+    for i in fit.idx:
+        plan = fit.cands.plan(int(i), pool="p")
+        try:
+            s = step_time(req.model, req.training, req.cluster, plan)
+        except SpecError:
+            continue
+        v = objective(req, s, plan.num_gpus)
+        if best is None or not better_or_equal(req, best[0], v):
+            best = (v, plan)
+        if fit.cands.rc_layers[i] > 0 and fit.lower_bound_even_s[i] * (1 - BOUND_SLACK) > s:
+            bad.append((plan, float(fit.lower_bound_even_s[i]), s))
+    assert not bad, f"{len(bad)} partial-recompute bounds above the exact step, e.g. {bad[0]}"
+    assert best is not None
+    result = search(req)
+    assert result.optimality.status == "optimal"
+    assert better_or_equal(req, result.plans[0].objective_value, best[0]), (
+        result.plans[0].plan, best)
