@@ -15,11 +15,8 @@ from costmodel.specs.cluster import Cluster, GPUPool
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.presets import get_preset
 from costmodel.specs.training import TrainingSpec
+from tests.costmodel.test_bulk import CLUSTER, MODEL, POOL, TRAINING, _sample
 
-MODEL = get_preset("llama3-70b")
-TRAINING = TrainingSpec(global_batch_size=256, seq_len=4096)
-POOL = GPUPool(name="h100", gpu="H100-SXM-80GB", gpus_per_node=8, nodes=32)
-CLUSTER = Cluster(pools=[POOL])
 PIPE = {"pool": "h100", "tp": 8, "pp": 4, "dp": 2, "schedule": "1F1B"}
 """80 layers over 4 ranks: 20 per stage."""
 
@@ -149,11 +146,6 @@ GRID = Candidates.grid(
 @pytest.fixture(scope="module")
 def bulk():  # type: ignore[no-untyped-def]
     return evaluate_bulk(MODEL, TRAINING, POOL, GRID)
-
-
-def _sample(mask: np.ndarray, n: int, seed: int) -> np.ndarray:
-    idx = np.flatnonzero(mask)
-    return np.random.default_rng(seed).choice(idx, size=min(n, len(idx)), replace=False)
 
 
 def test_bulk_memory_equals_the_estimate(bulk) -> None:  # type: ignore[no-untyped-def]
