@@ -87,9 +87,14 @@ class Candidates:
     """Index into :data:`RECOMPUTES`."""
     sp: np.ndarray
     zero: np.ndarray
+    rc_layers: np.ndarray | None = None
+    """``plan.recompute_num_layers`` (partial recompute: the first N layers of each chunk
+    recomputed, with recompute 'full'); 0 = null (every layer). None = all 0."""
 
     def __post_init__(self) -> None:
         n = len(self.tp)
+        if self.rc_layers is None:
+            self.rc_layers = np.zeros(n, dtype=np.int64)
         for f in fields(self):
             arr = np.asarray(getattr(self, f.name))
             if arr.shape != (n,):
@@ -98,6 +103,12 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.tp)
+
+    @classmethod
+    def concat(cls, parts: list[Candidates]) -> Candidates:
+        """The candidates of ``parts``, one after the other."""
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in fields(cls)})
 
     def take(self, idx: slice | np.ndarray) -> Candidates:
         """The candidates at ``idx`` (a slice or an index array)."""
@@ -117,7 +128,8 @@ class Candidates:
         ``schedule`` and ``recompute`` accept names."""
         defaults: dict[str, list[Any]] = {
             "tp": [1], "pp": [1], "dp": [1], "cp": [1], "ep": [1], "mbs": [1], "v": [1],
-            "schedule": ["1F1B"], "recompute": ["none"], "sp": [False], "zero": [1]}
+            "schedule": ["1F1B"], "recompute": ["none"], "sp": [False], "zero": [1],
+            "rc_layers": [0]}
         defaults.update(axes)
         names = list(defaults)
         combos = list(itertools.product(*(defaults[k] for k in names)))
@@ -140,16 +152,20 @@ class Candidates:
             recompute=np.array([RECOMPUTES.index(p.recompute) for p in plans]),
             sp=np.array([p.sequence_parallel for p in plans]),
             zero=np.array([p.zero_stage for p in plans]),
+            rc_layers=np.array([p.recompute_num_layers or 0 for p in plans], dtype=np.int64),
         )
 
     def plan(self, i: int, pool: str | None = None, **extra: Any) -> ParallelPlan:
+        assert self.rc_layers is not None
+        k = int(self.rc_layers[i])
         return ParallelPlan(
             pool=pool, tp=int(self.tp[i]), pp=int(self.pp[i]), dp=int(self.dp[i]),
             cp=int(self.cp[i]), ep=int(self.ep[i]), micro_batch_size=int(self.mbs[i]),
             schedule=SCHEDULES[int(self.schedule[i])],
             virtual_stages=int(self.v[i]),
             recompute=RECOMPUTES[int(self.recompute[i])],
-            sequence_parallel=bool(self.sp[i]), zero_stage=int(self.zero[i]), **extra)
+            sequence_parallel=bool(self.sp[i]), zero_stage=int(self.zero[i]),
+            recompute_num_layers=k or None, **extra)
 
 
 @dataclass
@@ -240,9 +256,34 @@ def valid_mask(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candi
              | (s == SCHEDULE_CODES["InterleavedZeroBubble"]))
     rounds = np.maximum(1, m // np.maximum(pp, 1))
     ok &= ~inter | (m % rounds == 0)
+    # partial recompute (check_plan's _check_recompute_layers): with full recompute only, and
+    # at most the largest chunk of the even split (the middle ranks' ceil(L/pp) layers over v)
+    k = np.asarray(c.rc_layers)
+    ok &= (k == 0) | ((c.recompute == RECOMPUTES.index("full")) & (k <= largest_chunk(L, pp, v)))
     if training.precision not in pool.gpu_type.peak_tflops:
         ok &= False
     return np.asarray(ok, dtype=bool)
+
+
+def largest_chunk(num_layers: int, pp: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Layers of the largest chunk of the even split: ⌈⌈L/pp⌉/v⌉ (the middle ranks' layers of
+    :func:`costmodel.specs.request.rank_layer_split` over their v chunks, earlier chunks
+    first), the most ``plan.recompute_num_layers`` may be (check_plan)."""
+    per_rank = -(-num_layers // np.maximum(np.asarray(pp), 1))
+    return np.asarray(-(-per_rank // np.maximum(np.asarray(v), 1)))
+
+
+def recomputed_layers(layers: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Layers a pipeline rank with ``layers`` layers over ``v`` chunks recomputes under partial
+    recompute of the first ``k`` layers per chunk (0 = every layer): the rank's layers split
+    as :func:`costmodel.specs.request.stage_layers` splits them (``layers mod v`` chunks of
+    ⌊layers/v⌋ + 1, the rest of ⌊layers/v⌋), each chunk recomputing min(k, its layers)
+    (:meth:`costmodel.specs.plan.ParallelPlan.recomputed_layers`, Megatron's 'block'
+    method)."""
+    q = np.floor(layers / v)
+    e = layers - q * v
+    part = e * np.minimum(k, q + 1) + (v - e) * np.minimum(k, q)
+    return np.where(k > 0, part, layers)
 
 
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
@@ -295,6 +336,25 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         return np.asarray(total)[inv]
 
     lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")
+    # partial recompute (plan.recompute_num_layers = k > 0): a rank recomputes only the first
+    # k layers of each chunk; every other layer skips the recompute forward (the block cost's
+    # ``recompute`` share of bwd_input) and keeps the stash of recompute 'none' (kept_blocks)
+    k_rc = np.asarray(c.rc_layers, dtype=float)
+    partial = k_rc > 0
+    any_partial = bool(np.any(partial))
+    rc_t = np.where(partial, per_layer("recompute"), 0.0)
+    ush_kept = ush
+    if any_partial:
+        ush_kept = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+                            b=uniq[0], tp=uniq[1], cp=uniq[2], ep=uniq[3],
+                            sp=uniq[4].astype(bool), rc=np.zeros_like(uniq[5], dtype=np.int64),
+                            flash=flash, tp_overlap=tp_overlap)
+
+    def unrecomputed(layers: np.ndarray) -> np.ndarray:
+        """Layers of a rank with ``layers`` layers that partial recompute leaves alone."""
+        if not any_partial:
+            return np.asarray(0.0)
+        return layers - recomputed_layers(layers, v, k_rc)
     uedge = edge_cost(model, ush, dev)
     edge = EdgeCost(**{k: np.broadcast_to(v, ushape)[inv] for k, v in vars(uedge).items()})
     m = training.global_batch_size / np.maximum(dp * f64["mbs"], 1.0)
@@ -312,15 +372,26 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     emb = edge.embed_fwd + edge.embed_bwd
     head = edge.head_fwd + edge.head_bwd_input + edge.head_bwd_weight
     single = pp == 1
-    t_first = first_layers * per_layer_t + emb + np.where(vshape | single, head, 0.0)
-    t_last = last_layers * per_layer_t + head
-    t_mid = np.where(pp >= 3, mid_layers * per_layer_t, 0.0)
-    t_rank = np.where(single, L * per_layer_t + emb + head,
+    # the blocks' time of a rank with n layers: n·(f + i + w), less the recompute of the
+    # layers partial recompute leaves alone
+    def blocks_t(layers: np.ndarray) -> np.ndarray:
+        return layers * per_layer_t - unrecomputed(layers) * rc_t
+
+    t_first = blocks_t(first_layers) + emb + np.where(vshape | single, head, 0.0)
+    t_last = blocks_t(last_layers) + head
+    t_mid = np.where(pp >= 3, blocks_t(mid_layers), 0.0)
+    t_all = np.where(single, blocks_t(np.full_like(pp, L)), 0.0)
+    t_rank = np.where(single, t_all + emb + head,
                       np.maximum(np.maximum(t_first, np.where(vshape, 0.0, t_last)), t_mid))
     rank_layers = np.where(single, L, np.maximum(np.maximum(first_layers, last_layers),
                                                  np.where(pp >= 3, mid_layers, 0.0)))
-    # sum over ranks of one micro-batch's work
-    sum_ranks = L * per_layer_t + emb + head
+    # the busiest rank's input-gradient time per layer (its mean over the rank's layers)
+    li_rank = li - unrecomputed(rank_layers) / np.maximum(rank_layers, 1.0) * rc_t
+    # sum over ranks of one micro-batch's work (the even split: `extra` ranks of base + 1
+    # layers, the others of base, rank_layer_split)
+    skipped = np.where(single, unrecomputed(np.full_like(pp, L)),
+                       extra * unrecomputed(base + 1) + (pp - extra) * unrecomputed(base))
+    sum_ranks = L * per_layer_t - skipped * rc_t + emb + head
 
     # ZeRO-3: per micro-batch gathers / reduce-scatters folded into the rank time
     lp_dense, lp_moe_shared, lp_routed = (float(x) for x in model.block_param_split())
@@ -346,14 +417,15 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         # per chunk, as the estimate does per stage: each chunk's first gather and last
         # reduce-scatter are exposed
         ef, eb, _, _ = zero3_per_microbatch(rank_params / v, rank_layers / v, dp * cp, tp,
-                                            rank_layers / v * lf, rank_layers / v * (li + lw),
+                                            rank_layers / v * lf,
+                                            rank_layers / v * (li_rank + lw),
                                             training.precision, dev)
         t_rank = t_rank + np.where(is_z3, v * (ef + eb), 0.0)
 
     # pipeline closed forms (module docstring)
     chunk = t_rank / v
     cf = rank_layers / v * lf
-    ci = rank_layers / v * li
+    ci = rank_layers / v * li_rank
     cw = rank_layers / v * lw
     p1 = pp - 1.0
     one_f_one_b = (m - 1) * t_rank + sum_ranks
@@ -378,7 +450,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                                                                    2 * p1 / pp * p2p * extra_mb))
 
     # data parallel, optimizer, tied embeddings
-    window_f = t_rank * lf / np.maximum(lf + li + lw, 1e-30)
+    window_f = t_rank * lf / np.maximum(lf + li_rank + lw, 1e-30)
     window_b = t_rank - window_f
     rank_expert = rank_params * expert_share
     rank_dense = rank_params - rank_expert
@@ -399,10 +471,16 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                              np.asarray(True), np.asarray(True), training.precision, dev)
     opt_lb = optimizer_time(avg_dense, avg_expert, zero, dp, cp, ep, training.optimizer, dev)
     serial_lb = opt_lb + np.where(zero >= 3, 0.0, last_bucket)
-    lower = m * sum_ranks / pp + serial_lb
+    # any layer partition: pp·v chunks of at least one layer each recompute, under partial
+    # recompute, at least S − 1 + min(k, L − S + 1) layers (min(k, n) is concave in n, so the
+    # sum over chunks is least with all but one chunk of a single layer)
+    S = pp * v
+    fewest_rc = np.where(partial, S - 1 + np.minimum(k_rc, L - S + 1), L)
+    sum_any = L * per_layer_t - (L - fewest_rc) * rc_t + emb + head
+    lower = m * sum_any / pp + serial_lb
     chunk_layers = np.floor(base / v)
     fill = np.where(single, 0.0, edge.embed_fwd + p1 * chunk_layers * lf)
-    t_last_rank = np.where(vshape, last_layers * per_layer_t, t_last)
+    t_last_rank = np.where(vshape, blocks_t(last_layers), t_last)
     z3_floor = np.where(is_z3, m * v * zero3_exposure_floor(
         per_layer_params, dp * cp, tp, training.precision, dev), 0.0)
     lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
@@ -415,8 +493,11 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # a whole one; zero-bubble schedules may leave weight gradients for last, so there
     # only the last rank's forwards and input gradients precede an input-gradient drain.
     w_last = np.where(vshape, last_layers * lw, last_layers * lw + edge.head_bwd_weight)
-    drain = np.where(sched_fused, m * t_last_rank + p1 * chunk_layers * (li + lw),
-                     m * (t_last_rank - w_last) + p1 * chunk_layers * li)
+    # (a drained chunk's layers are taken without their recompute forward: partial
+    # recompute may leave them alone)
+    li_plain = li - rc_t
+    drain = np.where(sched_fused, m * t_last_rank + p1 * chunk_layers * (li_plain + lw),
+                     m * (t_last_rank - w_last) + p1 * chunk_layers * li_plain)
     lower_even = np.maximum(lower_even, np.where(
         single, 0.0, fill + drain + 2 * p1 * p2p) + z3_floor + serial_lb)
     # the critical chain of one micro-batch (any schedule: data dependencies): its forward
@@ -429,9 +510,10 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # gradient on the way back, a zero-bubble one at least stage 0's after its input gradient.
     # Every boundary between consecutive stages is a send/recv between two ranks (interleaved
     # stages go round the ranks), except the V's turn, whose two stages share the last rank.
+    # Partial recompute: the layers it leaves alone skip their recompute forward.
     hops = np.where(vshape, 2 * pp - 2, pp * v - 1)
-    chain = (L * (lf + li) + m * edge.embed_fwd + edge.head_fwd + edge.head_bwd_input
-             + (m - 1) * chunk_layers * lf + 2 * hops * p2p)
+    chain = (L * (lf + li) - skipped * rc_t + m * edge.embed_fwd + edge.head_fwd
+             + edge.head_bwd_input + (m - 1) * chunk_layers * lf + 2 * hops * p2p)
     chain = chain + np.where(
         sched_fused, L * lw + edge.head_bwd_weight + edge.embed_bwd, chunk_layers * lw)
     lower_even = np.maximum(lower_even, np.where(single, 0.0, chain) + serial_lb)
@@ -445,7 +527,8 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     dp_total_min, _ = dp_comm(fewest * per_layer_dense, fewest * per_layer_expert, zero, dp,
                               cp, ep, tp, inf, inf, np.asarray(True), np.asarray(True),
                               training.precision, dev)
-    lower_even = np.maximum(lower_even, (m - 1) * L * per_layer_t / pp + dp_total_min)
+    lower_even = np.maximum(lower_even, (m - 1) * (L * per_layer_t - skipped * rc_t) / pp
+                            + dp_total_min)
     # ZeRO-3's traffic: every rank moves its parameters twice and its gradients once per
     # micro-batch (vocabulary layers included), and its forward and backward last at least
     # that; the floor of the first, last and a middle rank of the even split
@@ -464,6 +547,24 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                                for w, _, moe in blocks))[inv]
     working = np.max(np.stack([np.broadcast_to(block_working_bytes(model, ush, moe), ushape)
                                for _, _, moe in blocks]), axis=0)[inv]
+    # partial recompute: the layers left alone stash what recompute 'none' stashes, and their
+    # backward's transient peak (gradient buffers) counts where a rank has any of them
+    act_kept = act_layer
+    working_kept = working
+    if any_partial:
+        act_kept = np.asarray(sum(w * block_activation_bytes(model, ush_kept, moe)
+                                  for w, _, moe in blocks))[inv]
+        working_kept = np.max(np.stack([
+            np.broadcast_to(block_working_bytes(model, ush_kept, moe), ushape)
+            for _, _, moe in blocks]), axis=0)[inv]
+
+    def acts(layers: np.ndarray) -> np.ndarray:
+        """Stash of one micro-batch on a rank's ``layers`` blocks."""
+        return layers * act_layer + unrecomputed(layers) * (act_kept - act_layer)
+
+    def work(layers: np.ndarray) -> np.ndarray:
+        """The rank's transient backward peak of one block."""
+        return np.where(unrecomputed(layers) > 0, np.maximum(working, working_kept), working)
     inter_sched = ((sched == SCHEDULE_CODES["Interleaved1F1B"])
                    | (sched == SCHEDULE_CODES["InterleavedZeroBubble"]))
     # in-flight micro-batches in whole-rank units (torch's warm-up counts, in chunks / v)
@@ -490,11 +591,13 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     infl_first = np.where(single, 1.0, infl_first)
     emb_act = np.broadcast_to(embedding_activation_bytes(model, ush), ushape)[inv]
     logit_b = np.broadcast_to(logits_bytes(model, ush), ushape)[inv]
-    act_first = (first_layers * act_layer + emb_act) * infl_first + working + np.where(
+    all_layers = np.full_like(pp, L)
+    act_first = (acts(first_layers) + emb_act) * infl_first + work(first_layers) + np.where(
         vshape | single, logit_b, 0.0)
-    act_first = np.where(single, L * act_layer + emb_act + working + logit_b, act_first)
-    act_last = last_layers * act_layer * infl_last + working + logit_b
-    act_second = mid_layers * act_layer * infl_second + working
+    act_first = np.where(single, acts(all_layers) + emb_act + work(all_layers) + logit_b,
+                         act_first)
+    act_last = acts(last_layers) * infl_last + work(last_layers) + logit_b
+    act_second = acts(mid_layers) * infl_second + work(mid_layers)
     # the activation formulas count bf16 elements; fp32 keeps twice the bytes
     act_first = act_first * (dev.elem_bytes / ELEM)
     act_last = act_last * (dev.elem_bytes / ELEM)

@@ -152,15 +152,18 @@ class _Ctx:
 
 
 def plan_shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
-           tp: int | None = None) -> Shard:
+               tp: int | None = None, recompute: str | None = None) -> Shard:
     """The per-rank shard of a stage on ``pool`` with tensor-parallel degree ``tp`` (null =
-    the plan's), with the stack's attention kernel and FP8 recipe for the pool's GPU."""
+    the plan's), with the stack's attention kernel and FP8 recipe for the pool's GPU;
+    ``recompute`` (null = the plan's) costs layers under another recompute mode (the layers a
+    partial recompute leaves unrecomputed are 'none')."""
     ex = execution(training, plan.attention, pool.gpu_type)
     return Shard.of(
         training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
         b=float(plan.micro_batch_size), tp=float(plan.tp if tp is None else tp),
         cp=float(plan.cp), ep=float(plan.ep),
-        sp=bool(plan.sequence_parallel), rc=RECOMPUTE_CODES[plan.recompute],
+        sp=bool(plan.sequence_parallel),
+        rc=RECOMPUTE_CODES[plan.recompute if recompute is None else recompute],
         flash=ex.kernel != "unfused",
         tp_overlap=bool(ex.overlaps(False, False, plan.tp_comm_overlap, plan.pp)[2]),
     )
@@ -307,6 +310,9 @@ class _PoolCosts:
     moe: BlockCost | None
     edge: EdgeCost
     tp: int
+    kept: _PoolCosts | None = None
+    """With partial recompute (``plan.recompute_num_layers``): the costs of the layers that
+    keep their activations (recompute 'none'); None otherwise."""
 
 
 @dataclass
@@ -350,6 +356,17 @@ class _Evaluation:
         mask = np.array(model.moe_layer_mask, dtype=bool)
         self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
         self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
+        # partial recompute: the first recomputed_layers of each stage (Megatron's 'block'
+        # method recomputes the first N layers of each chunk) take the plan's recompute costs,
+        # the rest the costs of recompute 'none' (_PoolCosts.kept)
+        rc_n = [ctx.plan.recomputed_layers(n) if ctx.plan.recompute_num_layers is not None
+                else n for n in self.layers]
+        self.rc_moe = [int(mask[starts[j]:starts[j] + rc_n[j]].sum())
+                       for j in range(len(self.layers))]
+        """MoE layers of each stage costed with the plan's recompute (all of them unless
+        ``plan.recompute_num_layers`` leaves some of the stage's layers unrecomputed)."""
+        self.rc_dense = [k - e for k, e in zip(rc_n, self.rc_moe, strict=True)]
+        """Dense layers of each stage costed with the plan's recompute (see ``rc_moe``)."""
         sched = ctx.plan.schedule
         self.n_rep = 1 if sched == "custom" else replicas(sched)
         """Model replicas in the pipeline group: 2 for Chimera and BitPipe, else 1."""
@@ -366,24 +383,28 @@ class _Evaluation:
         self._params_cache: dict[int, tuple[float, float]] = {}
         self._act_cache: dict[tuple[int, bool], float] = {}
 
-    def _pool_costs(self, pool: GPUPool, tp: int) -> _PoolCosts:
-        """Device, shard and block costs of ``pool`` at tensor-parallel degree ``tp``, built
-        once per (pool name, tp)."""
+    def _pool_costs(self, pool: GPUPool, tp: int, recompute: str | None = None) -> _PoolCosts:
+        """Device, shard and block costs of ``pool`` at tensor-parallel degree ``tp`` (and
+        ``recompute``, null = the plan's), built once per (pool name, tp, recompute); with
+        partial recompute the costs of the unrecomputed layers ride along as ``kept``."""
         plan = self.c.plan
+        rc = plan.recompute if recompute is None else recompute
+        partial = recompute is None and plan.recompute_num_layers is not None
         key = (pool.name, tp, plan.micro_batch_size, plan.cp, plan.ep, plan.sequence_parallel,
-               plan.recompute, plan.attention, plan.tp_comm_overlap)
+               rc, plan.attention, plan.tp_comm_overlap, partial)
         if key not in self._pools:
             c = self.c
             dev = (c.dev if pool.name == c.pool.name
                    else Device.from_pool(pool, c.training.precision, c.profile))
-            s = (c.shard if pool.name == c.pool.name and tp == c.plan.tp
-                 else plan_shard(c.plan, c.training, pool, tp))
+            s = (c.shard if pool.name == c.pool.name and tp == c.plan.tp and rc == plan.recompute
+                 else plan_shard(c.plan, c.training, pool, tp, rc))
             model = c.model
             self._pools[key] = _PoolCosts(
                 pool, dev, s,
                 block_cost(model, s, dev, moe=False) if model.num_dense_layers else None,
                 block_cost(model, s, dev, moe=True) if model.is_moe else None,
-                edge_cost(model, s, dev), tp)
+                edge_cost(model, s, dev), tp,
+                self._pool_costs(pool, tp, "none") if partial else None)
         return self._pools[key]
 
     def _rank_pc(self, rank: int) -> _PoolCosts:
@@ -397,11 +418,20 @@ class _Evaluation:
         return len({pc.pool.name for pc in self.stage_pc}) > 1
 
     # ------------------------------------------------------------------ per stage
-    def _sum(self, attr: str, j: int) -> float:
+    def _block_counts(self, j: int) -> list[tuple[BlockCost | None, int]]:
+        """(block costs, layers of stage j they cost): the plan's recompute for its recomputed
+        layers, recompute 'none' for the rest of a partial recompute's stage."""
         pc = self.stage_pc[j]
+        out = [(pc.dense, self.rc_dense[j]), (pc.moe, self.rc_moe[j])]
+        if pc.kept is not None:
+            out += [(pc.kept.dense, self.n_dense[j] - self.rc_dense[j]),
+                    (pc.kept.moe, self.n_moe[j] - self.rc_moe[j])]
+        return out
+
+    def _sum(self, attr: str, j: int) -> float:
         t = 0.0
-        for cost, count in ((pc.dense, self.n_dense[j]), (pc.moe, self.n_moe[j])):
-            if cost is not None:
+        for cost, count in self._block_counts(j):
+            if cost is not None and count:
                 value = getattr(cost, attr)
                 if value is None:  # no measured split backward: the unsplit figures
                     value = getattr(cost, attr.removesuffix("_split"))
@@ -536,16 +566,29 @@ class _Evaluation:
             value = self._act_cache[key] = _f(block_activation_bytes(self.c.model, s, moe=moe))
         return value
 
+    def _shard_counts(self, j: int) -> list[tuple[_PoolCosts, tuple[int, int]]]:
+        """(costs, (dense, MoE) layers of stage j) for the plan's recompute and, with partial
+        recompute, for the stage's unrecomputed layers (``_PoolCosts.kept``)."""
+        pc = self.stage_pc[j]
+        out = [(pc, (self.rc_dense[j], self.rc_moe[j]))]
+        if pc.kept is not None:
+            out.append((pc.kept, (self.n_dense[j] - self.rc_dense[j],
+                                  self.n_moe[j] - self.rc_moe[j])))
+        return out
+
     def _stash_bytes(self, j: int) -> float:
-        """Activation bytes one micro-batch leaves stashed on global stage j."""
-        model, s = self.c.model, self.stage_pc[j].shard
+        """Activation bytes one micro-batch leaves stashed on global stage j: with partial
+        recompute the recomputed layers' inputs plus the other layers' full stash (the module
+        docstring of :mod:`costmodel.memory`, per layer)."""
+        model = self.c.model
         total = 0.0
-        if self.n_dense[j]:
-            total += self.n_dense[j] * self._block_activation(s, moe=False)
-        if self.n_moe[j]:
-            total += self.n_moe[j] * self._block_activation(s, moe=True)
+        for pc, (dense, moe) in self._shard_counts(j):
+            if dense:
+                total += dense * self._block_activation(pc.shard, moe=False)
+            if moe:
+                total += moe * self._block_activation(pc.shard, moe=True)
         if j == 0:
-            total += _f(embedding_activation_bytes(model, s))
+            total += _f(embedding_activation_bytes(model, self.stage_pc[j].shard))
         return total
 
     # ------------------------------------------------------------------ p2p per boundary
@@ -840,17 +883,11 @@ class _Evaluation:
             # stage s has tp_s·cp·dp GPUs: weight its peak by tp_s
             peak = sum(pc.dev.peak * pc.tp for pc in self.stage_pc) / sum(self.tps)
         mfu = mflops / (step * n_gpus * peak)
-        rc_flops = 0.0
-        if self.dense is not None:
-            rc_flops += model.num_dense_layers * _f(self.dense.flops_recompute)
-        if self.moe is not None:
-            rc_flops += model.num_moe_layers * _f(self.moe.flops_recompute)
-        rc_total = rc_flops * plan.tp * plan.cp * training.global_batch_size / plan.micro_batch_size
-        if not self.uniform_tp:
-            # per-rank recompute FLOPs of each stage times its own tp_s ranks
-            rc_total = sum(self._sum("flops_recompute", j) * self.tps[j]
-                           for j in range(len(self.layers))) \
-                * plan.cp * training.global_batch_size / plan.micro_batch_size
+        # per-rank recompute FLOPs of each stage (its recomputed layers only) times its own
+        # tp_s ranks
+        rc_total = sum(self._sum("flops_recompute", j) * self.tps[j]
+                       for j in range(len(self.layers))) \
+            * plan.cp * training.global_batch_size / plan.micro_batch_size
         hfu = (mflops + rc_total) / (step * n_gpus * peak)
 
         # ---- breakdown on the busiest rank
@@ -962,10 +999,15 @@ class _Evaluation:
             cap = pc.dev.memory_bytes
             stack = execution(c.training, plan.attention, pc.pool.gpu_type).stack
             usable = usable_bytes(cap, c.profile, stack)
-            per_block_full = max(
-                _f(block_working_bytes(model, s, moe=False)) if pc.dense is not None else 0.0,
-                _f(block_working_bytes(model, s, moe=True)) if pc.moe is not None else 0.0)
             mine = self.rank_stages[r]
+            # the transient peak of the widest block the rank runs backward: recomputed layers
+            # rebuild their activations, the unrecomputed ones of a partial recompute do not
+            costed = [pc]
+            if pc.kept is not None and any(sum(self._shard_counts(j)[-1][1]) for j in mine):
+                costed.append(pc.kept)
+            per_block_full = max([0.0] + [
+                _f(block_working_bytes(model, cp.shard, moe=moe)) for cp in costed
+                for moe, cost in ((False, cp.dense), (True, cp.moe)) if cost is not None])
             pd = sum(self._stage_params(j)[0] for j in mine)
             pe = sum(self._stage_params(j)[1] for j in mine)
             gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(pc.tp)))

@@ -82,9 +82,14 @@ class PoolBudget:
     def evaluate(self, model: ModelSpec, training: TrainingSpec, pool: GPUPool,
                  enumerate_pool: Callable[[], Candidates],
                  profile: CalibrationProfile | None,
-                 poll: Callable[[], None]) -> tuple[Candidates, BulkResult] | str:
+                 poll: Callable[[], None],
+                 more: Callable[[Candidates, BulkResult], Candidates] | None = None
+                 ) -> tuple[Candidates, BulkResult] | str:
         """The pool's candidates and their bulk estimate, or why the pool is not searched.
-        ``poll`` is called between chunks (it raises to cancel)."""
+        ``poll`` is called between chunks (it raises to cancel). ``more`` gives further
+        candidates to evaluate once the enumerated ones are (the partial-recompute copies of
+        plans that only full recompute fits: :func:`solver.space.partial_recompute_candidates`);
+        they follow the others."""
         key = hardware_key(pool)
         if key in self.evaluated:
             cands, bulk = self.evaluated[key]
@@ -114,6 +119,19 @@ class PoolBudget:
                     return self.skip_for_memory(need)
             parts.append(part)
         bulk = parts[0] if len(parts) == 1 else BulkResult.concat(parts)
+        added = more(cands, bulk) if more is not None else None
+        if added is not None and len(added):
+            n += len(added)
+            self.enumerated[key] += len(added)
+            for start in range(0, len(added), BULK_CHUNK):
+                poll()
+                parts.append(evaluate_bulk(model, training, pool,
+                                           added.take(slice(start, start + BULK_CHUNK)), profile))
+            cands = Candidates.concat([cands, added])
+            bulk = BulkResult.concat(parts)
+            need = cands.nbytes + bulk.nbytes + SEARCH_BYTES_PER_CANDIDATE * n
+            if not self.fits(need):
+                return self.skip_for_memory(need)
         self.used_bytes += cands.nbytes + bulk.nbytes + SEARCH_BYTES_PER_CANDIDATE * n
         self.evaluated[key] = (cands, bulk)
         return cands, bulk

@@ -40,7 +40,8 @@ def describe(plan: ParallelPlan) -> str:
         parts.append(f"cp={plan.cp}")
     if plan.ep > 1:
         parts.append(f"ep={plan.ep}")
-    parts += [f"mbs={plan.micro_batch_size}", sched, f"recompute={plan.recompute}",
+    parts += [f"mbs={plan.micro_batch_size}", sched, f"recompute={plan.recompute}"
+              + (f"[{plan.recompute_num_layers}]" if plan.recompute_num_layers else ""),
               f"ZeRO-{plan.zero_stage}"]
     if plan.sequence_parallel:
         parts.append("SP")
@@ -121,7 +122,7 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
         reason += f"; ${eb.cost_per_hour:,.2f}/hour against ${ea.cost_per_hour:,.2f}"
     changed = [f"{k} {getattr(pa, k)}→{getattr(pb, k)}" for k in (
         "pool", "tp", "pp", "dp", "cp", "ep", "micro_batch_size", "schedule", "virtual_stages",
-        "recompute", "sequence_parallel", "zero_stage")
+        "recompute", "recompute_num_layers", "sequence_parallel", "zero_stage")
         if getattr(pa, k) != getattr(pb, k)]
     if pa.layers_per_stage != pb.layers_per_stage:
         changed.append("layer split")
@@ -199,7 +200,7 @@ def infeasibility(req: SearchRequest, summary: list[dict[str, Any]],
         lines.append(
             f"{model} needs at least {s['peak_gib']:.1f} GiB per GPU on the {n} GPUs of pool "
             f"{pool.name!r}: its leanest plan is tp={p.tp}, pp={p.pp}, dp={p.dp}, cp={p.cp}, "
-            f"recompute={p.recompute}, ZeRO-{p.zero_stage}, micro-batch {p.micro_batch_size}; "
+            f"recompute={p.recompute_text}, ZeRO-{p.zero_stage}, micro-batch {p.micro_batch_size}; "
             f"{pool.gpu} has {pool.gpu_type.memory_gib:.0f} GiB (limit {cap:.1f} GiB at "
             f"max_memory_fraction {cons.max_memory_fraction:.2f})")
     largest = max(p.gpu_type.memory_gib for p in req.cluster.pools)

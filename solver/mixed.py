@@ -145,5 +145,8 @@ def mixed_candidates(req: SearchRequest, seeds: list[ParallelPlan], deadline: fl
                 out.append(ParallelPlan.model_validate({
                     **seed.model_dump(), "pool": res.pools[0], "tp": res.tps[0], "pp": pp,
                     "schedule": schedule, "virtual_stages": 1, "layers_per_stage": None,
-                    "node_order": None, "stages": stages}))
+                    "node_order": None, "stages": stages,
+                    # the stage costs above are those of the seed's recompute for every layer:
+                    # a partial recompute seed gives a plain full-recompute mixed pipeline
+                    "recompute_num_layers": None}))
     return out

@@ -38,6 +38,11 @@ class Constraints(BaseModel):
         None, min_length=1, description="Allowed pipeline schedules; null = all named ones. "
         "Plans without pipelining (pp = 1) are always allowed.")
     recompute: list[Recompute] | None = Field(None, min_length=1)
+    partial_recompute: bool = Field(
+        True, description="With 'full' among the allowed recompute modes: also search full "
+        "recompute of only the first N layers of each pipeline stage (plan."
+        "recompute_num_layers, Megatron's --recompute-method block), N at a quarter, a half "
+        "and three quarters of the stage's layers; false = full recompute covers every layer.")
     max_memory_fraction: float = Field(
         DEFAULT_MAX_MEMORY_FRACTION, gt=0, le=1,
         description="Predicted peak memory must stay under this fraction of each GPU's memory "

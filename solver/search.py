@@ -67,7 +67,7 @@ from solver.results import (
     objective_days,
 )
 from solver.robustness import infeasible_reason, measuring, meets_sensitivity, tally
-from solver.space import enumerate_pool
+from solver.space import enumerate_pool, partial_recompute_candidates
 
 # The CP-SAT stages (custom_schedule, mixed, partition, placement) are imported with the search,
 # not inside its first call: OR-Tools' import, pandas included, takes a quarter of a second,
@@ -327,7 +327,10 @@ def _enumerate(req: SearchRequest, found: _Enumerated, report: Callable[..., Non
         got = budget.evaluate(req.model, req.training, pool,
                               lambda pool=pool: enumerate_pool(req.model, req.training, pool,  # type: ignore[misc]
                                                                cons),
-                              req.calibration, lambda: report("enumerating"))
+                              req.calibration, lambda: report("enumerating"),
+                              lambda c, b, pool=pool: partial_recompute_candidates(  # type: ignore[misc]
+                                  req.model, c, b.fits & (b.peak_bytes <= _memory_cap(pool, req)),
+                                  cons))
         if isinstance(got, str):
             found.skipped.append(SkippedPool(pool=pool.name, reason=got))
             found.empty.append((pool, f"not searched: {got}"))
@@ -339,8 +342,7 @@ def _enumerate(req: SearchRequest, found: _Enumerated, report: Callable[..., Non
                                       f"rules with fixed {cons.fixed or 'nothing'} on at most "
                                       f"{limit} GPUs"))
             continue
-        cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
-        fit = bulk.fits & (bulk.peak_bytes <= cap)
+        fit = bulk.fits & (bulk.peak_bytes <= _memory_cap(pool, req))
         if cons.max_cost_per_hour is not None:
             fit &= bulk.cost_per_hour <= cons.max_cost_per_hour
         found.candidates += budget.enumerated_for(pool)
@@ -474,6 +476,12 @@ def _certificate(req: SearchRequest, refined: list[Finalist], stop_bound: float 
         gap=None if skipped else (gap if status != "optimal" else 0.0))
 
 
+def _memory_cap(pool: GPUPool, req: SearchRequest) -> float:
+    """Bytes a plan's predicted peak may use on ``pool`` (``constraints.max_memory_fraction``
+    of the GPU's memory)."""
+    return pool.gpu_type.memory_bytes * req.constraints.max_memory_fraction
+
+
 def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
                     empty: list[tuple[GPUPool, str]], timed_out: bool) -> str:
     """Why a search that had fitting plans returns none: the straggler-sensitivity
@@ -486,10 +494,11 @@ def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
 
 def layout_key(plan: ParallelPlan) -> tuple[object, ...]:
     """What makes two plans different layouts: the pool (GPU type), the degrees, the
-    micro-batch size and recompute. Plans that differ only in schedule, virtual stages, ZeRO
-    stage, sequence parallelism or layer split are variants of one layout."""
+    micro-batch size and recompute (with the layers it covers: a partial recompute of N
+    layers per stage is its own layout). Plans that differ only in schedule, virtual stages,
+    ZeRO stage, sequence parallelism or layer split are variants of one layout."""
     return (plan.pool, plan.tp, plan.pp, plan.dp, plan.cp, plan.ep, plan.micro_batch_size,
-            plan.recompute)
+            plan.recompute, plan.recompute_num_layers)
 
 
 MAX_VARIANTS = 8

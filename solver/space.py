@@ -8,6 +8,13 @@ batch; ep among the divisors of the expert count that divide dp·cp. Then micro-
 dividing the per-replica batch, every (schedule, virtual stages) pair the schedules allow,
 recompute, sequence parallelism (tp > 1) and ZeRO stages (dp·cp > 1). Rules that the cost
 model checks per plan are applied afterwards, vectorized (:func:`costmodel.bulk.valid_mask`).
+
+Full recompute also comes partial (``plan.recompute_num_layers``: the first N layers of each
+chunk recomputed, Megatron's ``--recompute-method block``), as Galvatron's search chooses
+which layers to recompute (PKU-DAIR/Hetu-Galvatron: one checkpoint flag per layer in its
+parallel config, ``checkpoint_flags_enc``): not every N, but
+:data:`PARTIAL_RECOMPUTE_FRACTIONS` of the largest chunk of the even split, so each full
+recompute candidate gains at most three partial ones.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import itertools
 
 import numpy as np
 
-from costmodel.bulk import RECOMPUTES, SCHEDULE_CODES, Candidates
+from costmodel.bulk import RECOMPUTES, SCHEDULE_CODES, Candidates, largest_chunk
 from costmodel.specs import degrees
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.model import ModelSpec
@@ -33,6 +40,10 @@ SCHEDULE_VARIANTS: tuple[tuple[str, int], ...] = (
 """(schedule, virtual stages) pairs searched when pp > 1."""
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+PARTIAL_RECOMPUTE_FRACTIONS = (0.25, 0.5, 0.75)
+"""Partial recompute searched: N = round(f · the largest chunk's layers) for each f (distinct
+values from 1 to one fewer than the chunk: N = all layers is plain full recompute). A search
+space choice (quarters keep the candidates bounded), not a measured constant."""
 ZERO_STAGES = (0, 1, 2, 3)
 
 
@@ -116,6 +127,71 @@ def enumerate_pool(model: ModelSpec, training: TrainingSpec, pool: GPUPool,
     keep &= ~sp | (tp > 1)
     keep &= (tp > 1) | ~sp
     keep &= (dp * cp > 1) | (zero == 0)
-    return Candidates(tp=tp[keep], pp=pp[keep], dp=dp[keep], cp=cp[keep], ep=ep[keep],
-                      mbs=b[keep], v=v[keep], schedule=sched[keep], recompute=rc[keep],
-                      sp=sp[keep], zero=zero[keep])
+    cols = {"tp": tp[keep], "pp": pp[keep], "dp": dp[keep], "cp": cp[keep], "ep": ep[keep],
+            "mbs": b[keep], "v": v[keep], "schedule": sched[keep], "recompute": rc[keep],
+            "sp": sp[keep], "zero": zero[keep]}
+    return Candidates(**cols)
+
+
+TWIN_FIELDS = ("tp", "pp", "dp", "cp", "ep", "mbs", "v", "schedule", "sp", "zero")
+"""What a plan and its other-recompute twins share (all candidate fields but recompute)."""
+
+
+def _twin_key(cands: Candidates) -> np.ndarray:
+    """One integer per candidate over :data:`TWIN_FIELDS` (mixed radix of the non-negative
+    field values; of their ranks where the values' product would overflow int64)."""
+    cols = [np.asarray(getattr(cands, name)).astype(np.int64) for name in TWIN_FIELDS]
+    radix = [int(col.max()) + 1 if len(col) else 1 for col in cols]
+    if float(np.prod([float(r) for r in radix])) >= 2.0 ** 62:
+        ranked = [np.unique(col, return_inverse=True)[1].reshape(-1) for col in cols]
+        cols, radix = ranked, [int(col.max()) + 1 for col in ranked]
+    key = np.zeros(len(cands), dtype=np.int64)
+    for col, r in zip(cols, radix, strict=True):
+        key = key * r + col
+    return key
+
+
+def partial_recompute_candidates(model: ModelSpec, cands: Candidates, fit: np.ndarray,
+                                 cons: Constraints) -> Candidates:
+    """The partial-recompute candidates worth evaluating, after the pool's other candidates
+    were (``fit``: which of ``cands`` fit): copies of each fitting full-recompute plan whose
+    no-recompute twin (same degrees, micro-batch, schedule, ZeRO, sequence parallelism) does
+    not fit, with ``rc_layers`` at :data:`PARTIAL_RECOMPUTE_FRACTIONS` of the largest chunk of
+    the even split (⌈⌈L/pp⌉/v⌉ layers, :func:`costmodel.bulk.valid_mask`'s limit).
+
+    The others cannot win: partial recompute stashes more than full recompute (so it cannot
+    fit where full does not) and computes more than no recompute (so its step is no faster
+    where that fits). Where 'none' is not allowed, every fitting full-recompute plan gets its
+    copies."""
+    if not cons.partial_recompute or (cons.recompute and "full" not in cons.recompute):
+        return cands.take(np.zeros(0, dtype=np.int64))
+    full = np.flatnonzero((cands.recompute == RECOMPUTES.index("full")) & fit
+                          & (cands.rc_layers == 0))
+    none = np.flatnonzero(cands.recompute == RECOMPUTES.index("none"))
+    if len(full) and len(none):
+        # one integer per row over the twin fields (mixed radix of each field's value codes)
+        key = _twin_key(cands)
+        order = np.argsort(key[none], kind="stable")
+        sorted_keys = key[none][order]
+        at = np.clip(np.searchsorted(sorted_keys, key[full]), 0, len(none) - 1)
+        has_twin = sorted_keys[at] == key[full]
+        twin_fits = np.zeros(len(full), dtype=bool)
+        twin_fits[has_twin] = fit[none[order[at[has_twin]]]]
+        full = full[~twin_fits]
+    L = model.num_hidden_layers
+    pp, v = cands.pp[full], cands.v[full]
+    chunk = largest_chunk(L, pp, v)
+    picks: list[np.ndarray] = []
+    ks: list[np.ndarray] = []
+    prev = np.zeros(len(full), dtype=np.int64)
+    for f in PARTIAL_RECOMPUTE_FRACTIONS:
+        k = np.clip(np.rint(f * chunk).astype(np.int64), 1, np.maximum(chunk - 1, 1))
+        new = (chunk >= 2) & (k > prev)
+        picks.append(full[new])
+        ks.append(k[new])
+        prev = np.where(new, k, prev)
+    src = np.concatenate(picks)
+    order = np.argsort(src, kind="stable")  # in the order of the plans they copy
+    out = cands.take(src[order])
+    out.rc_layers = np.concatenate(ks)[order]
+    return out

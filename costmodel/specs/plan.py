@@ -67,6 +67,16 @@ class ParallelPlan(BaseModel):
         "holds virtual_stages of them. Micro-batches 0 .. global_batch_size/(dp·"
         "micro_batch_size)-1.")
     recompute: Recompute = "none"
+    recompute_num_layers: PositiveInt | None = Field(
+        None, description="Partial recompute, only with recompute 'full': the first N "
+        "transformer layers of every pipeline stage (every virtual chunk with virtual_stages "
+        "> 1) keep only their input and are recomputed in the backward; the stage's other "
+        "layers keep all their activations. A stage with N layers or fewer recomputes all of "
+        "them. Megatron-LM's --recompute-granularity full --recompute-method block "
+        "--recompute-num-layers N (megatron/core/recompute.py checkpointed_forward, the "
+        "'block' branch, at NVIDIA/Megatron-LM d98e8a64ddf34856e74b24714e3bedb2f5a39553: "
+        "layer_idx < recompute_num_layers over the layers of one TransformerBlock, which is "
+        "one virtual chunk). null = every layer (plain full recompute).")
     sequence_parallel: bool = False
     zero_stage: int = Field(1, ge=0, le=3, description="0 none, 1 optimizer, 2 +grads, 3 FSDP.")
     vocab_placement: Literal["end_stages", "split"] = Field(
@@ -94,6 +104,24 @@ class ParallelPlan(BaseModel):
         "triton = the Triton flash kernel; unfused = batched matmuls + softmax through HBM "
         "(Megatron-LM before flash attention)."
     )
+
+    def recomputed_layers(self, layers: int) -> int:
+        """Layers of a stage (virtual chunk) of ``layers`` layers whose activations are
+        recomputed: all with ``recompute`` 'full' and no ``recompute_num_layers``, the first
+        min(N, layers) with it (Megatron's 'block' method), none otherwise (selective
+        recompute is per layer and counted by the layer's own costs)."""
+        if self.recompute != "full":
+            return 0
+        if self.recompute_num_layers is None:
+            return layers
+        return min(self.recompute_num_layers, layers)
+
+    @property
+    def recompute_text(self) -> str:
+        """``recompute`` in words, with the layers a partial recompute covers."""
+        if self.recompute_num_layers is None:
+            return self.recompute
+        return f"{self.recompute} (first {self.recompute_num_layers} layers of each stage)"
 
     @property
     def model_parallel(self) -> int:

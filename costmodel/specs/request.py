@@ -236,8 +236,35 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     elif plan.custom_schedule is not None:
         c.add("plan.custom_schedule", f"only with schedule 'custom' (the plan's schedule is "
               f"{plan.schedule!r}); leave it null")
+    if plan.recompute_num_layers is not None:
+        _check_recompute_layers(c, model, plan)
     c.raise_if_any()
     return pool
+
+
+def _check_recompute_layers(c: ProblemCollector, model: ModelSpec, plan: ParallelPlan) -> None:
+    """``plan.recompute_num_layers`` (partial recompute): only with ``recompute`` 'full'
+    (Megatron-Core ``TransformerConfig.__post_init__``: recompute_num_layers must be None for
+    selective recompute, and with full recompute it sets how many layers), and from 1 to the
+    layers of the largest stage (virtual chunk): Megatron's 'block' method recomputes
+    min(N, layers) of each TransformerBlock (``megatron/core/recompute.py``, NVIDIA/Megatron-LM
+    d98e8a64ddf34856e74b24714e3bedb2f5a39553), so a larger N recomputes no more and is the
+    plain full recompute (null)."""
+    k = plan.recompute_num_layers
+    field = "plan.recompute_num_layers"
+    if not c.check(plan.recompute == "full", field,
+                   f"recompute_num_layers={k} only with recompute 'full' (the plan's recompute "
+                   f"is {plan.recompute!r}): it is how many layers of each stage full recompute "
+                   "covers; leave it null"):
+        return
+    if c.problems:
+        return  # the stages are not well defined yet: their layers are checked first
+    assert k is not None
+    largest = max(stage_layers(model, plan))
+    c.check(k <= largest, field,
+            f"recompute_num_layers={k} must be at most the {largest} layers of the largest "
+            "pipeline stage (virtual chunk): a stage recomputes min(recompute_num_layers, its "
+            "layers), so more is the same as null (every layer)")
 
 
 BIDIRECTIONAL = ("Chimera", "BitPipe")

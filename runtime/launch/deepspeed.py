@@ -62,6 +62,15 @@ def render_deepspeed(job: Job) -> LaunchConfig:
             "Stage 3', v0.17.6 line 1793; 'Native DeepSpeed MoE is not supported with ZeRO "
             "Stage 3', _validate_zero3_moe_compatibility); this plan has ep="
             f"{plan.ep} with zero_stage=3: use zero_stage 1 or 2")
+    if plan.pp > 1 and plan.recompute_num_layers is not None:
+        r.add("plan.recompute_num_layers",
+              "DeepSpeed's PipelineModule checkpoints every layer, in groups of "
+              "activation_checkpoint_interval layers (deepspeed/runtime/pipe/module.py, "
+              "PipelineModule.forward); it cannot leave some of a stage's layers unrecomputed "
+              f"(recompute_num_layers={plan.recompute_num_layers}): use recompute 'full' "
+              "without recompute_num_layers, or the megatron format (Megatron-DeepSpeed has the "
+              "same --recompute-method block: megatron/model/transformer.py at "
+              "deepspeedai/Megatron-DeepSpeed 4efb479d5317ce9b86096b9d8e3e8030b0b5263b)")
     if plan.pp > 1:
         r.check(plan.virtual_stages == 1, "plan.virtual_stages",
                 "DeepSpeed's PipelineModule runs one stage per rank "
@@ -105,7 +114,13 @@ def render_deepspeed(job: Job) -> LaunchConfig:
         }
     text = dumps_json(cfg)
 
-    if plan.recompute == "full":
+    if plan.recompute == "full" and plan.recompute_num_layers is not None:
+        notes.append(f"Partial recompute: checkpoint the first {plan.recompute_num_layers} of "
+                     f"the model's {job.stage_layers[0]} transformer blocks with "
+                     "deepspeed.checkpointing.checkpoint and run the others plainly (the "
+                     "ds_config's activation_checkpointing section configures the checkpoint "
+                     "function, the training script decides which blocks it wraps).")
+    elif plan.recompute == "full":
         notes.append("Full recompute: checkpoint every transformer block with "
                      "deepspeed.checkpointing.checkpoint"
                      + (" (PipelineModule(activation_checkpoint_interval=1))"

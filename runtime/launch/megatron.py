@@ -17,7 +17,12 @@ Flag names and rules are Megatron-LM's as written in its sources (NVIDIA/Megatro
 * ``megatron/core/transformer/transformer_config.py`` ``TransformerConfig.__post_init__``:
   ``num_attention_heads`` and ``num_query_groups`` multiples of tp; ``--recompute-granularity
   full`` needs ``--recompute-method`` (uniform | block) and ``--recompute-num-layers``,
-  ``selective`` neither.
+  ``selective`` neither. Full recompute of every layer is ``uniform`` with 1 layer per unit;
+  partial recompute (``plan.recompute_num_layers`` = N) is ``block`` with N:
+  ``megatron/core/recompute.py`` ``checkpointed_forward`` checkpoints layers ``layer_idx <
+  recompute_num_layers`` of each ``TransformerBlock`` (one per virtual chunk, whose
+  ``num_layers_per_pipeline_rank`` is ``len(self.layers)``, transformer_block.py) and runs the
+  rest plainly (NVIDIA/Megatron-LM d98e8a64ddf34856e74b24714e3bedb2f5a39553).
 * ``megatron/core/transformer/transformer_block.py`` ``get_num_layers_to_build``: the middle
   pipeline ranks share the layers the first and last leave evenly, and each rank's layers split
   evenly over its virtual stages.
@@ -312,8 +317,15 @@ def render_megatron(job: Job) -> LaunchConfig:
     if plan.recompute == "selective":
         par.append(("--recompute-granularity", "selective"))
     elif plan.recompute == "full":
-        par += [("--recompute-granularity", "full"), ("--recompute-method", "uniform"),
-                ("--recompute-num-layers", "1")]
+        k = plan.recompute_num_layers
+        if k is not None and k < max(job.stage_layers):
+            # the first k layers of every TransformerBlock (one per virtual chunk) recompute
+            # (core/recompute.py checkpointed_forward, 'block': layer_idx < recompute_num_layers)
+            par += [("--recompute-granularity", "full"), ("--recompute-method", "block"),
+                    ("--recompute-num-layers", str(k))]
+        else:  # every layer: each one its own recompute unit
+            par += [("--recompute-granularity", "full"), ("--recompute-method", "uniform"),
+                    ("--recompute-num-layers", "1")]
     if plan.zero_stage >= 1:
         par.append(("--use-distributed-optimizer", None))
         if plan.zero_stage == 2:

@@ -194,6 +194,18 @@ def render_torchtitan(job: Job) -> LaunchConfig:
             f"(torchtitan {rel.release}, "
             + ("config/configs.py, TrainingConfig)" if rel.python_configs
                else "config/job_config.py, Training)"))
+    k = plan.recompute_num_layers
+    r.check(k is None, "plan.recompute_num_layers",
+            f"torchtitan {rel.release} cannot recompute only the first {k} layers of each "
+            "pipeline stage: "
+            + ("activation_checkpoint:full wraps every transformer block "
+               "(distributed/activation_checkpoint.py, ActivationCheckpointing.apply / FullAC) "
+               "and no option picks some of them" if rel.python_configs else
+               "mode 'full' wraps every transformer block, and selective_ac_option = N "
+               "checkpoints every N-th block the process builds (distributed/"
+               "activation_checkpoint.py, _apply_layer_sac: _layer_sac_count % ac_freq), not the "
+               "first N of each stage")
+            + "; use recompute 'full' without recompute_num_layers, or the megatron format")
 
     # ---- data parallelism: ZeRO stage -> DDP / FSDP (module docstring)
     others = [f"{k}={v}" for k, v in (("tp", plan.tp), ("pp", plan.pp), ("cp", plan.cp),

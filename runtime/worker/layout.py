@@ -260,7 +260,7 @@ def build(env: Env, spec: ModelSpec, seq_len: int, plan: ParallelPlan, stages: S
     raw: list[Transformer] = []
     for s in mine:
         m = build_model(spec, seq_len, plan.tp)
-        set_recompute(m, recompute)
+        set_recompute(m, recompute, plan.recompute_num_layers)
         split_for_stage(m, list(stages.block_range(s)), first=s == 0, last=s == n_stages - 1)
         materialize(m, env.device, dtype, seed)
         if plan.tp > 1:

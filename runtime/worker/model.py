@@ -204,6 +204,9 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed.weight
         self.recompute = "none"
         """none | selective | full (see :func:`set_recompute`)."""
+        self.recompute_layers: int | None = None
+        """With ``full``: checkpoint only the first this many blocks the model holds (a
+        pipeline stage's, once split); None = every block."""
         self.rope_cos: torch.Tensor
         self.rope_sin: torch.Tensor
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
@@ -248,8 +251,9 @@ class Transformer(nn.Module):
             if self.pos is not None:
                 x = x + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
         rope = self._rope(x.dtype)
-        for layer in self.layers.values():
-            if self.recompute == "full" and self.training:
+        for i, layer in enumerate(self.layers.values()):
+            if (self.recompute == "full" and self.training
+                    and (self.recompute_layers is None or i < self.recompute_layers)):
                 x = checkpoint(layer, x, rope, use_reentrant=False)
             else:
                 x = layer(x, rope)
@@ -272,10 +276,13 @@ def build_model(spec: ModelSpec, seq_len: int, tp: int = 1,
         return Transformer(spec, seq_len, tp)
 
 
-def set_recompute(model: Transformer, mode: str) -> None:
+def set_recompute(model: Transformer, mode: str, num_layers: int | None = None) -> None:
     """Activation recomputation as the plan's ``recompute`` says: ``full`` checkpoints every
-    block (only its input is kept), ``selective`` the core attention only."""
+    block (only its input is kept), or with ``num_layers`` (``plan.recompute_num_layers``) the
+    first that many blocks of the stage, as Megatron's ``--recompute-method block`` does;
+    ``selective`` the core attention only."""
     model.recompute = mode
+    model.recompute_layers = num_layers if mode == "full" else None
     for block in model.layers.values():
         block.attn.selective_recompute = mode == "selective"  # type: ignore[union-attr]
 

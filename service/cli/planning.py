@@ -192,7 +192,7 @@ def print_estimate(est: Estimate, out: TextIO) -> None:
     mem = est.memory
     rows = [
         ("plan", f"{layout}, micro-batch {p.micro_batch_size}, {sched}, "
-                 f"recompute {p.recompute}, ZeRO-{p.zero_stage}"),
+                 f"recompute {p.recompute_text}, ZeRO-{p.zero_stage}"),
         ("GPUs", f"{est.num_gpus} × {est.gpu}" + (f" (pool {p.pool})" if p.pool else "")),
         ("step time", f"{est.step_time_s:,.3f} s"),
         ("tokens/s", f"{est.tokens_per_s:,.0f} ({est.tokens_per_s_per_gpu:,.0f} per GPU)"),

@@ -214,7 +214,9 @@ def _layout(plan: dict[str, Any]) -> str:
     if plan.get("pp", 1) > 1:
         v = plan.get("virtual_stages", 1)
         parts.append(str(plan.get("schedule")) + (f" v{v}" if v and v > 1 else ""))
-    parts.append(f"recompute {plan.get('recompute', 'none')}")
+    parts.append(f"recompute {plan.get('recompute', 'none')}"
+                 + (f" ×{plan['recompute_num_layers']} layers/stage"
+                    if plan.get("recompute_num_layers") else ""))
     if plan.get("zero_stage"):
         parts.append(f"ZeRO-{plan['zero_stage']}")
     return " · ".join(parts)

@@ -583,6 +583,15 @@ def check_megatron(cfg: LaunchConfig, request: EstimateRequest | dict[str, Any])
     want_gran = None if plan.recompute == "none" else plan.recompute
     if gran != want_gran:
         p.append("recompute differs from the plan")
+    # partial recompute: core/recompute.py checkpointed_forward, 'block', recomputes layers
+    # layer_idx < recompute_num_layers of each chunk; 'uniform' recomputes every layer
+    k = plan.recompute_num_layers
+    chunks = stage_layers(model, plan)
+    if gran == "full" and k is not None and k < max(chunks):
+        if (method, rnl) != ("block", k):
+            p.append("partial recompute differs from the plan (want block with its layers)")
+    elif gran == "full" and method == "block" and (rnl or 0) < max(chunks):
+        p.append("block recompute leaves layers the plan recomputes")
     return p
 
 

@@ -77,8 +77,17 @@ EXTRA: dict[str, dict[str, Any]] = {
     "gpipe_uneven_last": _req("llama3-8b", 32, 4096, 1, pp=4, dp=2, schedule="GPipe",
                               layers_per_stage=[8, 8, 8, 8]),
     "moe_zero3_ep": _req("mixtral-8x7b", 64, 4096, 1, dp=8, ep=8, zero_stage=3),
+    # partial recompute: DeepSpeed renders it without a pipeline (the script wraps the first N
+    # blocks), torchtitan refuses it (it wraps every block or every N-th), as does DeepSpeed's
+    # PipelineModule
+    "partial_recompute_dp8": _req("llama3-8b", 64, 4096, 1, dp=8, recompute="full",
+                                  recompute_num_layers=8),
+    "partial_recompute_pp2": _req("llama3-8b", 64, 4096, 1, pp=2, dp=4, schedule="1F1B",
+                                  recompute="full", recompute_num_layers=4),
 }
-"""More plans: every torchtitan schedule, the parallelisms and the MoE refusal of DeepSpeed."""
+"""More plans: every torchtitan schedule, the parallelisms, the MoE refusal of DeepSpeed and
+partial recompute (refused by torchtitan, by DeepSpeed with a pipeline)."""
+PARTIAL = ("partial_recompute_dp8", "partial_recompute_pp2")
 
 SEARCHES = {  # small jobs whose searched plans are checked too (constraints.framework)
     "torchtitan": [("llama3-8b", 1, 64, 4096), ("llama3-70b", 4, 128, 4096)],
@@ -192,7 +201,9 @@ def test_torchtitan_0_3_accepts_every_emitted_config(tmp_path: Path) -> None:
     results = _run_worker("torchtitan", cases, tmp_path)
     bad = {k: v for k, v in results.items() if v != "ok"}
     assert not bad, json.dumps(bad, indent=1)
-    assert len(results) >= 20 and set(refused) <= {"moe_zero3_ep"}, (len(results), refused)
+    assert len(results) >= 20 and set(refused) <= {"moe_zero3_ep", *PARTIAL}, (
+        len(results), refused)
+    assert all("plan.recompute_num_layers" in refused[n] for n in PARTIAL), refused
     print(f"torchtitan 0.3.0 accepted {len(results)} plans; refused {sorted(refused)}")
 
 
@@ -209,6 +220,7 @@ def test_torchtitan_0_2_accepts_every_emitted_config(tmp_path: Path) -> None:
     assert not bad, json.dumps(bad, indent=1)
     # 0.2 runs DDP only alone (parallelize_llama): the zero_stage 0 + tp plan is refused
     assert "hsdp_zero0_tp2" in refused and "DDP has not supported" in refused["hsdp_zero0_tp2"]
+    assert all("plan.recompute_num_layers" in refused[n] for n in PARTIAL), refused
     print(f"torchtitan 0.2.2 accepted {len(results)} plans; refused {sorted(refused)}")
 
 
@@ -229,6 +241,8 @@ def test_deepspeed_accepts_every_emitted_config_and_refuses_moe_with_zero3(
     bad = {k: v for k, v in results.items() if v != "ok"}
     assert not bad, json.dumps(bad, indent=1)
     assert "ZeRO Stage 3" in refused["moe_zero3_ep"]
+    assert "partial_recompute_dp8" in results
+    assert "activation_checkpoint_interval" in refused["partial_recompute_pp2"]
     assert refusals("deepspeed", ALL["moe_zero3_ep"])  # what constraints.framework uses
     assert len(results) >= 8, (len(results), refused)
     print(f"DeepSpeed accepted {len(results)} plans; refused {sorted(refused)}")

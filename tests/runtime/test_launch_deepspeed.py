@@ -79,3 +79,18 @@ def test_refuses_native_moe_with_zero3() -> None:
     assert "ZeRO Stage 3" in refused(moe)["plan.zero_stage"]
     assert refusals("deepspeed", moe) and refusals("deepspeed", {
         **moe, "plan": {"dp": 8, "ep": 8, "zero_stage": 2}}) == []
+
+
+def test_partial_recompute_without_a_pipeline_is_the_scripts_choice() -> None:
+    """Checks: at pp = 1 a partial-recompute plan renders (the training script decides which
+    blocks deepspeed.checkpointing.checkpoint wraps) and the notes say how many; with a
+    pipeline it is refused naming plan.recompute_num_layers (PipelineModule checkpoints every
+    layer in groups of activation_checkpoint_interval)."""
+    r = req(dp=8, recompute="full", recompute_num_layers=5)
+    cfg = render("deepspeed", r)
+    assert check_deepspeed(cfg, r) == []
+    assert "activation_checkpointing" in json.loads(cfg.content)
+    assert any("first 5 of the model's 32 transformer blocks" in n for n in cfg.notes)
+    piped = req(pp=2, dp=4, schedule="1F1B", recompute="full", recompute_num_layers=5)
+    assert "activation_checkpoint_interval" in refused(piped)["plan.recompute_num_layers"]
+    assert refusals("deepspeed", piped)

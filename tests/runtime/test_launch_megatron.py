@@ -204,3 +204,22 @@ def test_a_window_no_shorter_than_the_sequence_is_full_attention() -> None:
     assert "--num-layers" in args_of(req(_hf("phi-3-mini-4k"), seq=1024, dp=64))
     assert "model.sliding_window" in refused(req(_hf("phi-3-mini-4k"), seq=4096, dp=64))
     assert "--qk-layernorm" in args_of(req(_hf("qwen3-8b"), tp=8, dp=8))
+
+
+@pytest.mark.parametrize("plan,want", [
+    ({"pp": 4, "dp": 2, "schedule": "1F1B", "recompute_num_layers": 3}, ("block", "3")),
+    # interleaved: 8 layers per rank, 4 per chunk; N counts per chunk (one TransformerBlock)
+    ({"pp": 4, "dp": 2, "schedule": "Interleaved1F1B", "virtual_stages": 2,
+      "recompute_num_layers": 2}, ("block", "2")),
+    # N = the largest stage's layers is every layer: uniform, one layer per unit
+    ({"pp": 4, "dp": 2, "schedule": "1F1B", "recompute_num_layers": 8}, ("uniform", "1")),
+    ({"dp": 8, "recompute_num_layers": 5}, ("block", "5")),
+])
+def test_partial_recompute_is_the_block_method(plan: dict[str, Any],
+                                               want: tuple[str, str]) -> None:
+    """Checks: recompute_num_layers N is --recompute-method block --recompute-num-layers N
+    (core/recompute.py checkpointed_forward: layer_idx < N of each chunk), and the arguments
+    pass Megatron's rules and the plan check (framework_rules.check_megatron)."""
+    a = args_of(req(recompute="full", **plan))
+    assert a["--recompute-granularity"] == "full"
+    assert (a["--recompute-method"], a["--recompute-num-layers"]) == want

@@ -248,3 +248,18 @@ def test_zero0_without_data_parallelism_is_not_ddp(version: str) -> None:
     par = settings(cfg)["parallelism"]
     assert (par["data_parallel_replicate_degree"], par["data_parallel_shard_degree"]) == (1, 1)
     assert check_torchtitan(cfg, r) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_refuses_partial_recompute(version: str) -> None:
+    """Checks: torchtitan cannot recompute only the first N layers of a stage (0.3: FullAC
+    wraps every block; 0.2: selective_ac_option N is every N-th block): refused naming
+    plan.recompute_num_layers, also for constraints.framework (refusals)."""
+    from runtime.launch import refusals
+
+    r = req(dp=8, recompute="full", recompute_num_layers=4)
+    rule = refused(r, version)["plan.recompute_num_layers"]
+    assert "first 4 layers" in rule
+    assert ("FullAC" in rule) if version == "0.3" else ("_layer_sac_count" in rule)
+    assert any(p.startswith("plan.recompute_num_layers") for p in refusals("torchtitan", r))
+    render("torchtitan", req(dp=8, recompute="full"), version=version)  # plain full is fine

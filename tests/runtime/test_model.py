@@ -92,3 +92,31 @@ def test_forward_backward_on_cpu() -> None:
     loss.backward()
     assert abs(loss.item() - float(torch.log(torch.tensor(float(spec.vocab_size))))) < 0.5
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("num_layers,want", [(None, [2, 2, 2]), (1, [2, 1, 1]),
+                                             (2, [2, 2, 1]), (5, [2, 2, 2])])
+def test_partial_recompute_reruns_only_the_first_blocks_of_the_stage(
+        num_layers: int | None, want: list[int]) -> None:
+    """Checks: with recompute 'full' and recompute_num_layers N the first N blocks of a stage
+    run their forward again in the backward (checkpointed), the others once (Megatron's
+    block method); null = every block; the gradients equal those without recompute."""
+    from runtime.worker.model import set_recompute
+
+    spec = CONFIGS["llama-gqa"]
+    grads = []
+    for mode, n in (("none", None), ("full", num_layers)):
+        model = materialize(build_model(spec, seq_len=16), torch.device("cpu"), torch.float32)
+        set_recompute(model, mode, n)
+        model.train()
+        calls = [0] * spec.num_hidden_layers
+        for i, block in enumerate(model.layers.values()):
+            # a pre-hook: torch's recompute stops early, before a block's forward returns
+            block.register_forward_pre_hook(lambda *_, i=i, c=calls: c.__setitem__(i, c[i] + 1))
+        tokens = torch.randint(0, spec.vocab_size, (2, 16), generator=torch.Generator()
+                               .manual_seed(0))
+        causal_lm_loss(model(tokens), tokens).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        if mode == "full":
+            assert calls == want
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

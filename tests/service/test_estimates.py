@@ -215,12 +215,32 @@ def test_cross_field_rules_reported_together(api: Api, example: dict[str, Any]) 
     ({"virtual_stages": 1}, "plan.virtual_stages"),  # Interleaved1F1B needs >= 2
     ({"schedule": "custom"}, "plan.custom_schedule"),  # custom needs its per-rank actions
     ({"ep": 2}, "plan.ep"),  # dense model
+    # partial recompute: only with full recompute (the example's is selective), and at most
+    # the 4 layers of a chunk (80 layers over pp 4 × 5 virtual stages)
+    ({"recompute_num_layers": 2}, "plan.recompute_num_layers"),
+    ({"recompute": "full", "recompute_num_layers": 5}, "plan.recompute_num_layers"),
 ])
 def test_spec_error_rules(api: Api, example: dict[str, Any], plan: dict[str, Any],
                           field: str) -> None:
     example["plan"].update(plan)
     body = assert_problem(api.post(URL, json=example), 422)
     assert field in fields(body), body
+
+
+def test_partial_recompute_estimate(api: Api, example: dict[str, Any]) -> None:
+    """Checks: recompute_num_layers 2 of the example's 4-layer chunks is accepted and echoed,
+    with a peak between full recompute's and no recompute's."""
+    peaks = []
+    for extra in ({"recompute": "full"}, {"recompute": "full", "recompute_num_layers": 2},
+                  {"recompute": "none"}):
+        example["plan"].update(extra)
+        resp = api.post(URL, json=example)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["plan"].get("recompute_num_layers") == extra.get(
+            "recompute_num_layers")
+        example["plan"].pop("recompute_num_layers", None)
+        peaks.append(resp.json()["memory"]["peak_gib"])
+    assert peaks[0] < peaks[1] < peaks[2]
 
 
 def test_sequence_parallel_at_tp_1_is_a_warning(api: Api, example: dict[str, Any]) -> None:

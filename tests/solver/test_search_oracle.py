@@ -28,13 +28,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costmodel.bulk import SCHEDULE_CODES, Candidates, evaluate_bulk
+from costmodel.bulk import SCHEDULE_CODES, BulkResult, Candidates, evaluate_bulk
 from costmodel.errors import SpecError
 from costmodel.estimate import evaluate, step_time
 from costmodel.specs.presets import get_preset
 from solver import search
 from solver.request import SearchRequest
-from solver.space import enumerate_pool
+from solver.space import enumerate_pool, partial_recompute_candidates
 
 REL = 1e-9
 """Relative tolerance on objective values (both sides run the same floating-point code)."""
@@ -123,7 +123,9 @@ class Fitting:
 
 def fitting(req: SearchRequest) -> Fitting | None:
     """Valid candidates that fit (bulk ``fits`` and peak ≤ max_memory_fraction × capacity) and
-    meet the budget (price × GPUs ≤ max_cost_per_hour)."""
+    meet the budget (price × GPUs ≤ max_cost_per_hour); with the partial-recompute copies the
+    search adds once the enumerated candidates are evaluated
+    (:func:`solver.space.partial_recompute_candidates`)."""
     pool = req.cluster.pools[0]
     cons = req.constraints
     if req.training.precision not in pool.gpu_type.peak_tflops:
@@ -132,8 +134,14 @@ def fitting(req: SearchRequest) -> Fitting | None:
     if len(cands) == 0:
         return None
     bulk = evaluate_bulk(req.model, req.training, pool, cands)
+    cap = pool.gpu_type.memory_bytes * cons.max_memory_fraction
+    extra = partial_recompute_candidates(req.model, cands, bulk.fits & (bulk.peak_bytes <= cap),
+                                         cons)
+    if len(extra):
+        cands = Candidates.concat([cands, extra])
+        bulk = BulkResult.concat([bulk, evaluate_bulk(req.model, req.training, pool, extra)])
     ok = bulk.valid & bulk.fits
-    ok &= bulk.peak_bytes <= pool.gpu_type.memory_bytes * cons.max_memory_fraction
+    ok &= bulk.peak_bytes <= cap
     if cons.max_cost_per_hour is not None:
         gpus = cands.tp * cands.pp * cands.dp * cands.cp
         ok &= pool.price_per_gpu_hour * gpus <= cons.max_cost_per_hour
@@ -438,3 +446,40 @@ def test_bound_is_tight_where_fill_drain_and_hops_decide() -> None:
               for i in sample]
     assert max(ratios) <= 1 + BOUND_SLACK
     assert float(np.median(ratios)) >= 0.97, f"median lb/exact {np.median(ratios):.3f}"
+
+
+def test_partial_recompute_space_matches_brute_force() -> None:
+    """Checks: on Llama-3-8B over 16 H100 under 24 GiB (no recompute rarely fits, full does),
+    the fitting space holds partial-recompute plans; the branch and bound's optimum is at least
+    brute force's over the same space (partial copies included), and every partial plan's
+    even-split bound is ≤ its exact step time."""
+    body = {"model": {"preset": "llama3-8b"},
+            "training": {"global_batch_size": 64, "seq_len": 4096},
+            "cluster": {"pools": [{"name": "p", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                   "nodes": 2}]},
+            "objective": "throughput", "top_k": 1, "time_limit_s": 120.0,
+            "constraints": {"max_memory_fraction": 0.3, "max_pp": 2, "max_micro_batch_size": 2,
+                            "schedules": ["1F1B", "Interleaved1F1B"]}}
+    req, fit = narrowed(body)
+    assert fit is not None
+    partial = [int(i) for i in fit.idx if fit.cands.rc_layers[i] > 0]
+    assert len(partial) >= 50
+    best: tuple[float, Any] | None = None
+    bad = []
+    for i in fit.idx:
+        plan = fit.cands.plan(int(i), pool="p")
+        try:
+            s = step_time(req.model, req.training, req.cluster, plan)
+        except SpecError:
+            continue
+        v = objective(req, s, plan.num_gpus)
+        if best is None or not better_or_equal(req, best[0], v):
+            best = (v, plan)
+        if fit.cands.rc_layers[i] > 0 and fit.lower_bound_even_s[i] * (1 - BOUND_SLACK) > s:
+            bad.append((plan, float(fit.lower_bound_even_s[i]), s))
+    assert not bad, f"{len(bad)} partial-recompute bounds above the exact step, e.g. {bad[0]}"
+    assert best is not None
+    result = search(req)
+    assert result.optimality.status == "optimal"
+    assert better_or_equal(req, result.plans[0].objective_value, best[0]), (
+        result.plans[0].plan, best)
