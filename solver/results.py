@@ -55,8 +55,9 @@ class Explanation(BaseModel):
 
 
 class PlanVariant(BaseModel):
-    """Another simulated plan of the same layout (pool, degrees, micro-batch, recompute) that
-    differs in schedule, virtual stages, ZeRO stage or sequence parallelism, and ranks below."""
+    """Another simulated plan of the same layout (pool, degrees, micro-batch, recompute mode)
+    that differs in schedule, virtual stages, ZeRO stage, sequence parallelism or how many
+    layers per stage a full recompute covers, and ranks below."""
 
     plan: ParallelPlan
     objective_value: float
@@ -65,6 +66,8 @@ class PlanVariant(BaseModel):
     virtual_stages: int
     zero_stage: int
     sequence_parallel: bool
+    recompute_num_layers: int | None = Field(
+        None, description="As plan.recompute_num_layers (None: every layer of the mode).")
 
 
 class PoolBest(BaseModel):

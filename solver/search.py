@@ -494,11 +494,13 @@ def _no_plan_reason(req: SearchRequest, spaces: list[_PoolSpace],
 
 def layout_key(plan: ParallelPlan) -> tuple[object, ...]:
     """What makes two plans different layouts: the pool (GPU type), the degrees, the
-    micro-batch size and recompute (with the layers it covers: a partial recompute of N
-    layers per stage is its own layout). Plans that differ only in schedule, virtual stages,
-    ZeRO stage, sequence parallelism or layer split are variants of one layout."""
+    micro-batch size and the recompute mode. Plans that differ only in schedule, virtual
+    stages, ZeRO stage, sequence parallelism, layer split or how many layers per stage a full
+    recompute covers (``recompute_num_layers``) are variants of one layout: the best is
+    returned, the others are listed in its ``variants`` (partial recompute of N layers would
+    otherwise fill the top k with copies of one layout at N = ¼, ½ and ¾ of a stage)."""
     return (plan.pool, plan.tp, plan.pp, plan.dp, plan.cp, plan.ep, plan.micro_batch_size,
-            plan.recompute, plan.recompute_num_layers)
+            plan.recompute)
 
 
 MAX_VARIANTS = 8
@@ -607,7 +609,8 @@ def _public_variants(objective: str, found: list[tuple[float, ParallelPlan, floa
     itself, whose schedule or split the refinements may have changed, left out)."""
     return [PlanVariant(plan=p, objective_value=_public_value(objective, v),
                         step_time_s=st, schedule=p.schedule, virtual_stages=p.virtual_stages,
-                        zero_stage=p.zero_stage, sequence_parallel=p.sequence_parallel)
+                        zero_stage=p.zero_stage, sequence_parallel=p.sequence_parallel,
+                        recompute_num_layers=p.recompute_num_layers)
             for v, p, st in found if p != best]
 
 
