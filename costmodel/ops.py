@@ -259,12 +259,17 @@ def collective_time(
     intra = dev.link_intra if link_intra is None else link_intra
     net = dev.nic if nic is None else nic
     coll = dev.profile.eff.collectives
-    if not dev.measured and all(np.ndim(x) == 0 for x in (group, nbytes, per_node, intra, net)):
-        # one plan's estimate: the same formula in floats (numpy's per-call overhead was a
+    measured = dev.measured and bool(dev.profile.measurements.collectives)
+    if not measured and all(np.ndim(x) == 0 for x in (group, per_node, intra, net)):
+        # one group (one plan's estimate; its sizes may be per stage): the same formula with
+        # the group's terms in floats (numpy's per-call overhead on one-element arrays was a
         # quarter of a search's simulation time)
-        return np.asarray(_scalar_collective(
-            collective, float(group), float(nbytes), float(per_node),
-            float(intra), float(net), coll))
+        a0, per_byte, half_b = _group_terms(collective, float(group), float(per_node),
+                                            float(intra), float(net), coll)
+        if np.ndim(nbytes) == 0:
+            return np.asarray(a0 + per_byte * (float(nbytes) + half_b) if per_byte else 0.0)
+        sizes = np.asarray(nbytes, dtype=float)
+        return a0 + per_byte * (sizes + half_b) if per_byte else np.zeros_like(sizes)
     n = np.asarray(group, dtype=float)
     k = np.minimum(np.asarray(per_node, dtype=float), n)
     ci, ce = coll["intra_node"], coll["inter_node"]
@@ -276,7 +281,7 @@ def collective_time(
     alpha = np.where(inside, ci.latency_us, ce.latency_us) * 1e-6
     half = np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20
     t = alpha + BUS_FACTOR[collective](n) * (size + half) / busbw
-    if dev.measured:
+    if measured:
         # a measured bus bandwidth already contains latency and the small-message loss:
         # nccl-tests defines it by t = factor · S / busbw
         for link, mask in (("intra_node", inside), ("inter_node", ~inside)):
@@ -287,11 +292,12 @@ def collective_time(
     return np.where(n > 1, t, 0.0)
 
 
-def _scalar_collective(collective: str, n: float, size: float, per_node: float, intra: float,
-                       net: float, coll: Mapping[LinkClass, CollectiveEfficiency]) -> float:
-    """:func:`collective_time` of one group (unmeasured device), term by term the same."""
+def _group_terms(collective: str, n: float, per_node: float, intra: float, net: float,
+                 coll: Mapping[LinkClass, CollectiveEfficiency]) -> tuple[float, float, float]:
+    """:func:`collective_time`'s terms for one group (unmeasured device), term by term the
+    same: t = alpha + per_byte · (size + half); per_byte 0 for a group of one (no time)."""
     if n <= 1:
-        return 0.0
+        return 0.0, 0.0, 0.0
     k = min(per_node, n)
     ci, ce = coll["intra_node"], coll["inter_node"]
     bw_intra = intra * ci.busbw_fraction
@@ -300,7 +306,7 @@ def _scalar_collective(collective: str, n: float, size: float, per_node: float, 
     else:
         busbw, c = min(bw_intra, k * net * ce.busbw_fraction), ce
     factor = 1.0 if collective == "send_recv" else float(BUS_FACTOR[collective](n))
-    return float(c.latency_us * 1e-6 + factor * (size + c.half_bandwidth_MiB * 2**20) / busbw)
+    return c.latency_us * 1e-6, factor / busbw, c.half_bandwidth_MiB * 2**20
 
 
 def members_per_node(stride: Array, size: Array, gpus_per_node: int) -> np.ndarray:

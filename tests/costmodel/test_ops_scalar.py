@@ -30,6 +30,11 @@ def test_scalar_collective_time_equals_the_array_formula(gpu: str) -> None:
         assert np.ndim(scalar) == 0
         assert float(scalar) == pytest.approx(float(array[0]), rel=1e-12, abs=1e-15), (
             coll, n, per, size)
+        # one group, sizes per stage (as dp_comm passes them)
+        sizes = np.array([size, 2 * size + 1.0, 3.0])
+        per_stage = collective_time(coll, n, sizes, per, dev)
+        full = collective_time(coll, np.full(3, n), sizes, np.full(3, per), dev)
+        np.testing.assert_allclose(per_stage, full, rtol=1e-12, atol=1e-15)
     # explicit links, as the p2p of a stage boundary passes them
     got = collective_time("send_recv", 2.0, 1e6, 1.0, dev, link_intra=1e11, nic=2.5e10)
     want = collective_time("send_recv", np.array([2.0]), np.array([1e6]), np.array([1.0]), dev,
