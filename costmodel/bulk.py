@@ -288,12 +288,16 @@ def recomputed_layers(layers: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.nd
 
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
                   profile: CalibrationProfile | None = None, attention: str = "flash",
-                  overlap: bool = True, tp_overlap: bool = False) -> BulkResult:
+                  overlap: bool = True, tp_overlap: bool = False,
+                  rules_checked: bool = False) -> BulkResult:
     """Step time, throughput, MFU, cost and peak memory of every candidate (see the module
     docstring for the pipeline closed forms), every one with ``attention`` (resolved for the
-    request's stack and the pool's GPU) and the stack's FP8 recipe."""
+    request's stack and the pool's GPU) and the stack's FP8 recipe. ``rules_checked``: the
+    caller kept only candidates :func:`valid_mask` accepts (the search's budget does), so
+    the mask is not computed again."""
     prof = profile or default_profile()
-    valid = valid_mask(model, training, pool, c)
+    valid = (np.ones(len(c), dtype=bool) if rules_checked
+             else valid_mask(model, training, pool, c))
     precision = training.precision if training.precision in pool.gpu_type.peak_tflops else "bf16"
     dev = Device.from_pool(pool, precision, prof)
     ex = execution(training.model_copy(update={"precision": precision}), attention,

@@ -181,7 +181,7 @@ def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndar
                         + mem_time(2 * p * G, dev),
                         collective_time("reduce_scatter", group, 2 * p * G, k, dev)
                         + mem_time(4 * p * G, dev), p * G)
-    if dev.measured and dev.profile.measurements.collectives:
+    if dev.measured_collectives:
         # measured bus bandwidths interpolate by size: not affine, no constant term to claim
         c_ag, c_rs = np.zeros_like(c_ag), np.zeros_like(c_rs)
     per_block = np.where(group > 1, 2 * c_ag + c_rs, 0.0)

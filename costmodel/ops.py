@@ -148,6 +148,12 @@ class Device:
         """Whether the profile's measurements apply to this device."""
         return self.profile.gpu in (None, self.name)
 
+    @property
+    def measured_collectives(self) -> bool:
+        """Whether collective times come from the profile's measured bus bandwidths (which
+        interpolate by size) rather than the latency-bandwidth formula."""
+        return self.measured and bool(self.profile.measurements.collectives)
+
 
 def activation_bytes(precision: str) -> float:
     """Bytes of an activation (and compute-weight) element: 2 for bf16 and fp16, and for fp8,
@@ -259,7 +265,7 @@ def collective_time(
     intra = dev.link_intra if link_intra is None else link_intra
     net = dev.nic if nic is None else nic
     coll = dev.profile.eff.collectives
-    measured = dev.measured and bool(dev.profile.measurements.collectives)
+    measured = dev.measured_collectives
     if not measured and all(np.ndim(x) == 0 for x in (group, per_node, intra, net)):
         # one group (one plan's estimate; its sizes may be per stage): the same formula with
         # the group's terms in floats (numpy's per-call overhead on one-element arrays was a

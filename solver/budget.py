@@ -111,7 +111,7 @@ class PoolBudget:
             if parts and self.evaluated and self.over_time():
                 return self.skip_for_time()
             chunk = cands.take(slice(start, start + BULK_CHUNK))
-            part = evaluate_bulk(model, training, pool, chunk, profile)
+            part = evaluate_bulk(model, training, pool, chunk, profile, rules_checked=True)
             if not parts:  # the first chunk tells the pool's bytes per candidate
                 need = (cands.nbytes + part.nbytes * n // max(len(part.valid), 1)
                         + SEARCH_BYTES_PER_CANDIDATE * n)

@@ -160,7 +160,10 @@ class ThresholdModel:
                            for o, v in row.items() if problem.pools[o] == name)
                        <= budgets[name])
             u = self.m.new_bool_var(f"used_{name}")
-            self.m.add_bool_or(on).only_enforce_if(u) if on else self.m.add(u == 0)
+            if on:
+                self.m.add_bool_or(on).only_enforce_if(u)
+            else:
+                self.m.add(u == 0)
             used.append(u)
         self.m.add(sum(used) >= problem.min_pools)
 

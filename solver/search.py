@@ -281,20 +281,7 @@ def _search(req: SearchRequest, progress: Callable[[SearchProgress], None] | Non
     timed_out = bb.timed_out or found.budget.ran_out_of_time
     optimality = _certificate(req, refined, bb.stop_bound, timed_out, bool(found.skipped))
 
-    ranked = explain_plans(req, [(f.value, f.plan, f.estimate) for f in refined],
-                           spaces_caps(found.spaces, req), clock.end)
-    for f, x in zip(refined, ranked, strict=True):
-        x.notes.extend(notes.get(f.order, []))
-    objective = req.objective
-    plans = [RankedPlan(rank=i + 1, plan=f.plan, objective_value=_public_value(objective, f.value),
-                        objective_unit=OBJECTIVE_UNITS[objective],
-                        objective_days=objective_days(objective,
-                                                      _public_value(objective, f.value)),
-                        estimate=f.estimate, explanation=x,
-                        variants=_public_variants(objective,
-                                                  bb.variants.get(layout_key(f.plan), []),
-                                                  f.plan))
-             for i, (f, x) in enumerate(zip(refined, ranked, strict=True))]
+    plans = _ranked_plans(req, refined, found.spaces, clock, notes, bb.variants)
     pareto = _pareto(req, found.spaces, clock.deadline, [(f.plan, f.estimate) for f in refined])
     per_pool = (_best_per_pool(req, found.spaces, bb, order, refined, clock.deadline)
                 if len(found.spaces) > 1 else [])
@@ -657,18 +644,34 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
     return out
 
 
+def _ranked_plans(req: SearchRequest, found: list[Finalist], spaces: list[_PoolSpace],
+                  clock: _Clock, notes: dict[int, list[str]] | None = None,
+                  variants: dict[tuple[object, ...], list[tuple[float, ParallelPlan, float]]]
+                  | None = None) -> list[RankedPlan]:
+    """The returned plans, best first: objective in public units, explanation (with the
+    synthesis ``notes`` by order position) and the simulated ``variants`` of each layout."""
+    objective = req.objective
+    ranked = explain_plans(req, [(f.value, f.plan, f.estimate) for f in found],
+                           spaces_caps(spaces, req), clock.end)
+    out = []
+    for i, (f, x) in enumerate(zip(found, ranked, strict=True)):
+        x.notes.extend((notes or {}).get(f.order, []))
+        value = _public_value(objective, f.value)
+        out.append(RankedPlan(
+            rank=i + 1, plan=f.plan, objective_value=value,
+            objective_unit=OBJECTIVE_UNITS[objective],
+            objective_days=objective_days(objective, value), estimate=f.estimate,
+            explanation=x,
+            variants=_public_variants(objective, (variants or {}).get(layout_key(f.plan), []),
+                                      f.plan)))
+    return out
+
+
 def _result(req: SearchRequest, found: list[Finalist], spaces: list[_PoolSpace], status: str,
             bound: float | None, clock: _Clock, stats: SearchStats) -> SearchResult:
     """A result from plans that only mixed-pool pipelines could provide (no certificate)."""
     objective = req.objective
-    ranked = explain_plans(req, [(f.value, f.plan, f.estimate) for f in found],
-                           spaces_caps(spaces, req), clock.end)
-    plans = [RankedPlan(rank=i + 1, plan=f.plan, objective_value=_public_value(objective, f.value),
-                        objective_unit=OBJECTIVE_UNITS[objective],
-                        objective_days=objective_days(objective,
-                                                      _public_value(objective, f.value)),
-                        estimate=f.estimate, explanation=x)
-             for i, (f, x) in enumerate(zip(found, ranked, strict=True))]
+    plans = _ranked_plans(req, found, spaces, clock)
     best = found[0]
     return SearchResult(
         plans=plans,
