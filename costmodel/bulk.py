@@ -423,7 +423,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         ef, eb, _, _ = zero3_per_microbatch(rank_params / v, rank_layers / v, dp * cp, tp,
                                             rank_layers / v * lf,
                                             rank_layers / v * (li_rank + lw),
-                                            training.precision, dev)
+                                            training.grad_dtype, dev)
         t_rank = t_rank + np.where(is_z3, v * (ef + eb), 0.0)
 
     # pipeline closed forms (module docstring)
@@ -459,12 +459,12 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     rank_expert = rank_params * expert_share
     rank_dense = rank_params - rank_expert
     _, dp_exp = dp_comm(rank_dense, rank_expert, zero, dp, cp, ep, tp, window_f, window_b,
-                        grad_ov, gather_ov, training.precision, dev)
+                        grad_ov, gather_ov, training.grad_dtype, dev)
     opt = optimizer_time(rank_dense, rank_expert, zero, dp, cp, ep, training.optimizer, dev)
     tied = np.where(
         (pp > 1) & model.tie_word_embeddings,
         collective_time("all_reduce", 2.0, model.vocab_size * model.hidden_size / tp
-                        * grad_comm_bytes(training.precision), 1.0, dev), 0.0)
+                        * grad_comm_bytes(training.grad_dtype), 1.0, dev), 0.0)
     serial = dp_exp + opt + tied
     step = pipe + serial
     # lower bound for branch and bound (see BulkResult.lower_bound_s)
@@ -472,7 +472,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     avg_dense = (L * per_layer_dense + emb_params + model.output_params() / tp) / pp
     inf = np.full_like(avg_dense, np.inf)
     _, last_bucket = dp_comm(avg_dense, avg_expert, zero, dp, cp, ep, tp, inf, inf,
-                             np.asarray(True), np.asarray(True), training.precision, dev)
+                             np.asarray(True), np.asarray(True), training.grad_dtype, dev)
     opt_lb = optimizer_time(avg_dense, avg_expert, zero, dp, cp, ep, training.optimizer, dev)
     serial_lb = opt_lb + np.where(zero >= 3, 0.0, last_bucket)
     # any layer partition: pp·v chunks of at least one layer each recompute, under partial
@@ -486,7 +486,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     fill = np.where(single, 0.0, edge.embed_fwd + p1 * chunk_layers * lf)
     t_last_rank = np.where(vshape, blocks_t(last_layers), t_last)
     z3_floor = np.where(is_z3, m * v * zero3_exposure_floor(
-        per_layer_params, dp * cp, tp, training.precision, dev), 0.0)
+        per_layer_params, dp * cp, tp, training.grad_dtype, dev), 0.0)
     lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
     sched_fused = (gpipe | (sched == SCHEDULE_CODES["1F1B"])
                    | (sched == SCHEDULE_CODES["Interleaved1F1B"]))
@@ -530,14 +530,14 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     fewest = np.where(single, L, np.minimum(first_layers, last_layers))
     dp_total_min, _ = dp_comm(fewest * per_layer_dense, fewest * per_layer_expert, zero, dp,
                               cp, ep, tp, inf, inf, np.asarray(True), np.asarray(True),
-                              training.precision, dev)
+                              training.grad_dtype, dev)
     lower_even = np.maximum(lower_even, (m - 1) * (L * per_layer_t - skipped * rc_t) / pp
                             + dp_total_min)
     # ZeRO-3's traffic: every rank moves its parameters twice and its gradients once per
     # micro-batch (vocabulary layers included), and its forward and backward last at least
     # that; the floor of the first, last and a middle rank of the even split
     if np.any(is_z3):
-        z3_traffic = zero3_traffic_floor(per_layer_params, dp * cp, tp, training.precision, dev)
+        z3_traffic = zero3_traffic_floor(per_layer_params, dp * cp, tp, training.grad_dtype, dev)
         busiest = np.maximum(z3_traffic(first_layers, first_params), np.where(
             single, 0.0, z3_traffic(last_layers, np.where(vshape, last_layers
                                                            * per_layer_params, last_params))))
@@ -615,7 +615,8 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     def states(params: np.ndarray, layers: np.ndarray) -> np.ndarray:
         expert = layers * per_layer_expert
         st = state_bytes(params - expert, expert, zero, d_dense, d_exp,
-                         training.optimizer, training.precision, gathered)
+                         training.optimizer, training.precision, gathered,
+                         training.grad_buffer_bytes)
         return (st.weights + st.grads + st.optimizer
                 + params * ex.stack.memory.extra_bytes_per_param)
 

@@ -8,8 +8,8 @@ buckets of max(40M, 1M·dp) parameters while the last micro-batch's backward run
 (``--overlap-grad-reduce``), so all but the last bucket can hide behind that backward; with the
 distributed optimizer the updated parameters are all-gathered bucket by bucket under the next
 step's first forward (``--overlap-param-gather``). Without overlap both are exposed in full.
-Gradients travel in fp32 for bf16 (Megatron's arguments.py sets
-``accumulate_allreduce_grads_in_fp32`` for bf16) and in fp16 for fp16 training.
+Gradients travel in ``training.grad_dtype`` (:attr:`~costmodel.specs.training.TrainingSpec.
+grad_dtype`): fp32 for bf16 unless the request keeps them in bf16, fp16 for fp16 training.
 """
 
 from __future__ import annotations
@@ -29,20 +29,24 @@ weight, gradient and two moments (16 B), writes master and moments (12 B) and th
 (2 B), plus the gradient-norm pass (4 B); SGD with momentum: 12 read + 8 written + 2."""
 
 
-def grad_comm_bytes(precision: str) -> float:
-    return 2.0 if precision == "fp16" else 4.0
+GRAD_DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
+
+
+def grad_comm_bytes(grad_dtype: str) -> float:
+    """Bytes per gradient element on the wire (``training.grad_dtype``)."""
+    return GRAD_DTYPE_BYTES[grad_dtype]
 
 
 def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
             dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray,
             window_f: np.ndarray, window_b: np.ndarray, overlap_grad: np.ndarray,
-            overlap_param: np.ndarray, precision: str, dev: Device
+            overlap_param: np.ndarray, grad_dtype: str, dev: Device
             ) -> tuple[np.ndarray, np.ndarray]:
     """(total, exposed) seconds per step of one rank's gradient reduction and (ZeRO ≥ 1)
     parameter all-gather, for ZeRO stages 0–2 (stage 3 is per micro-batch: see
     :func:`zero3_per_microbatch`). Dense parameters reduce over dp·cp ranks with stride tp in
     Megatron's rank order; routed-expert parameters over dp·cp/ep ranks with stride tp·ep."""
-    gb = grad_comm_bytes(precision)
+    gb = grad_comm_bytes(grad_dtype)
     gpn = dev.gpus_per_node
     coll = dev.profile.eff.collectives
     u_intra = coll["intra_node"].overlap_compute_cost
@@ -77,7 +81,7 @@ def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarra
 
 def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarray,
                          tp: np.ndarray, t_fwd: np.ndarray, t_bwd: np.ndarray,
-                         precision: str, dev: Device, units: np.ndarray | None = None
+                         grad_dtype: str, dev: Device, units: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """FSDP / ZeRO-3 on one rank and micro-batch: parameters all-gathered before each block's
     forward and backward, gradients reduce-scattered after its backward (FSDP's default, no
@@ -100,7 +104,7 @@ def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarr
     n = np.maximum(layers if units is None else units, 1.0)
     # one gather and one reduce-scatter per unit: n messages of params/n, with their copies
     w_unit = params / n * dev.elem_bytes
-    g_unit = params / n * grad_comm_bytes(precision)
+    g_unit = params / n * grad_comm_bytes(grad_dtype)
     ag = n * (collective_time("all_gather", group, w_unit, k, dev) + mem_time(2 * w_unit, dev))
     rs = n * (collective_time("reduce_scatter", group, g_unit, k, dev)
               + mem_time(2 * g_unit, dev))
@@ -118,7 +122,7 @@ def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarr
 
 
 def _zero3_marginals(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
-                     precision: str, dev: Device) -> tuple[np.ndarray, np.ndarray]:
+                     grad_dtype: str, dev: Device) -> tuple[np.ndarray, np.ndarray]:
     """Bandwidth time of one block's parameter gather and gradient reduce-scatter: collective
     time is affine in the message size (:func:`costmodel.ops.collective_time`), so that
     marginal time is ``t(2p) − t(p)`` (no latency term), and n messages carrying P ≥ n·p
@@ -128,7 +132,7 @@ def _zero3_marginals(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray
     E = dev.elem_bytes
     ag = (collective_time("all_gather", group, 2 * p * E, k, dev)
           - collective_time("all_gather", group, p * E, k, dev))
-    gb = grad_comm_bytes(precision)
+    gb = grad_comm_bytes(grad_dtype)
     rs = (collective_time("reduce_scatter", group, 2 * p * gb, k, dev)
           - collective_time("reduce_scatter", group, p * gb, k, dev))
     on = group > 1
@@ -136,17 +140,17 @@ def _zero3_marginals(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray
 
 
 def zero3_exposure_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
-                         precision: str, dev: Device) -> np.ndarray:
+                         grad_dtype: str, dev: Device) -> np.ndarray:
     """A floor under :func:`zero3_per_microbatch`'s exposure of one stage and micro-batch: the
     first block's gather and the last block's reduce-scatter are never hidden, and each takes
     at least the bandwidth time of one block's parameters (:func:`_zero3_marginals`). For
     lower bounds in the search."""
-    ag, rs = _zero3_marginals(layer_params, group, tp, precision, dev)
+    ag, rs = _zero3_marginals(layer_params, group, tp, grad_dtype, dev)
     return ag + rs
 
 
 def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray,
-                        precision: str, dev: Device
+                        grad_dtype: str, dev: Device
                         ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A floor under a rank's time per micro-batch under ZeRO-3 from its traffic alone, as a
     function of the rank's block count and parameters (``floor(blocks, stage_params)``):
@@ -164,7 +168,7 @@ def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndar
     sharding group and little compute per micro-batch this, not compute, bounds the step.
     For lower bounds in the search."""
     k = members_per_node(tp, group, dev.gpus_per_node)
-    E, G = dev.elem_bytes, grad_comm_bytes(precision)
+    E, G = dev.elem_bytes, grad_comm_bytes(grad_dtype)
     p = np.maximum(layer_params, 1.0)
 
     def affine(t1: np.ndarray, t2: np.ndarray, nbytes: np.ndarray

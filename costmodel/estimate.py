@@ -524,7 +524,7 @@ class _Evaluation:
         for idx, pc in self._groups(list(range(n)), self.stage_pc):
             ef[idx], eb[idx], extra["zero3_f"][idx], extra["zero3_b"][idx] = zero3_per_microbatch(
                 params[idx], layers[idx], np.asarray(float(c.plan.dp * c.plan.cp)),
-                np.asarray(float(pc.tp)), tf[idx], ti[idx], c.training.precision, pc.dev,
+                np.asarray(float(pc.tp)), tf[idx], ti[idx], c.training.grad_dtype, pc.dev,
                 units[idx])
         tf += ef
         ti += eb
@@ -764,7 +764,7 @@ class _Evaluation:
             total, exposed = dp_comm(
                 params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"], a["ep"],
                 np.asarray(float(pc.tp)),  # the rank's own tp: DP groups stride tp_s
-                window_f[idx], window_b[idx], grad_ov, gather_ov, c.training.precision,
+                window_f[idx], window_b[idx], grad_ov, gather_ov, c.training.grad_dtype,
                 pc.dev)
             opt = optimizer_time(params[idx, 0], params[idx, 1], a["zero"], a["dp"], a["cp"],
                                  a["ep"], c.training.optimizer, pc.dev)
@@ -834,7 +834,7 @@ class _Evaluation:
             # when their tp differ)
             tp_tied = min(self.tps[0], self.tps[-1])
             tied = _f(collective_time("all_reduce", 2.0, model.vocab_size * self._h() / tp_tied
-                                      * grad_comm_bytes(training.precision), 1.0, c.dev,
+                                      * grad_comm_bytes(training.grad_dtype), 1.0, c.dev,
                                       nic=nic))
         tail = dp_exposed + opt + pair
         crit = int(np.argmax(tail))
@@ -853,7 +853,7 @@ class _Evaluation:
         out = np.zeros(pp)
         if self.n_rep == 1:
             return out
-        gb = grad_comm_bytes(c.training.precision)
+        gb = grad_comm_bytes(c.training.grad_dtype)
         for r in range(pp):
             partner = pp - 1 - r
             same = self._rank_nodes(r) == self._rank_nodes(partner)
@@ -1014,7 +1014,8 @@ class _Evaluation:
                         if plan.zero_stage >= 3 else 0.0)
             st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
                              np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),
-                             c.training.optimizer, c.training.precision, np.asarray(gathered))
+                             c.training.optimizer, c.training.precision, np.asarray(gathered),
+                             c.training.grad_buffer_bytes)
             chunks = [self._stash_bytes(j) for j in mine]
             per_chunk = sum(chunks) / len(chunks) if chunks else 0.0
             held = float(inflight[r]) if r < len(inflight) else 0.0

@@ -119,14 +119,16 @@ class StateBytes:
 
 def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
                 d_dense: np.ndarray, d_expert: np.ndarray, optimizer: str, precision: str,
-                gathered_params: np.ndarray) -> StateBytes:
+                gathered_params: np.ndarray, grad_bytes: float = 4.0) -> StateBytes:
     """Weights, gradients and optimizer states of one rank (see the module docstring).
 
     ``params_*`` are this rank's parameters after TP/PP/EP sharding; ``d_*`` the sizes of the
     groups ZeRO shards over; ``gathered_params`` the parameters ZeRO-3 holds unsharded at once
     (the unit being computed and the one prefetched). fp8 training keeps bf16 weights plus an fp8
     copy (Transformer Engine), one more byte per parameter; fp32 training keeps 4-byte weights
-    that are their own master copy (optimizer states: the moments only).
+    that are their own master copy (optimizer states: the moments only). ``grad_bytes`` is the
+    gradient buffer's bytes per parameter (``training.grad_buffer_bytes``: 4 for fp32 main
+    gradients, 2 where they are kept in bf16).
     """
     opt = OPTIMIZER_STATE_BYTES[optimizer]
     w_bytes = 2.0 + (1.0 if precision == "fp8" else 0.0)
@@ -135,14 +137,14 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
         w_bytes, opt = 4.0, opt - 4.0
     p_all = params_dense + params_expert
     sharded_opt = params_dense * opt / d_dense + params_expert * opt / d_expert
-    sharded_grad = params_dense * 4.0 / d_dense + params_expert * 4.0 / d_expert
+    sharded_grad = params_dense * grad_bytes / d_dense + params_expert * grad_bytes / d_expert
     sharded_w = params_dense * w_bytes / d_dense + params_expert * w_bytes / d_expert
     weights = np.where(zero >= 3, sharded_w + gathered_params * w_bytes, p_all * w_bytes)
     # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
     # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16)
     unit_grads = gathered_params / 2.0 * 2.0
     grads = np.where(zero >= 2, sharded_grad + np.where(zero >= 3, unit_grads, 0.0),
-                     p_all * 4.0)
+                     p_all * grad_bytes)
     optimizer_b = np.where(zero >= 1, sharded_opt, p_all * opt)
     return StateBytes(weights=weights, grads=grads, optimizer=optimizer_b)
 

@@ -90,6 +90,16 @@ class Era:
     """``gpt`` (learned positions, LayerNorm, GELU, biases) or ``llama`` (RoPE, RMSNorm,
     SwiGLU, no biases) where the row does not say."""
     nvl_domain: bool = False
+    grad_reduce_dtype: str | None = None
+    """``training.grad_reduce_dtype`` the source's recipes ran with (None: fp32 main
+    gradients)."""
+    embedding_loss_in_split: bool = False
+    """Megatron's ``account_for_embedding_in_pipeline_split`` and
+    ``account_for_loss_in_pipeline_split``: the embedding and the loss each count as one layer
+    when the layers are split over pp·vpp stages, so the first and the last stage hold one
+    transformer layer fewer (Megatron-Bridge's Llama 3.1 405B recipe sets both:
+    NVIDIA-NeMo/Megatron-Bridge@3594df948093cdb3c5ef4846e5d95f8c4a8584eb
+    ``src/megatron/bridge/recipes/llama/llama31_405b.py`` ``model_config``)."""
 
 
 ERAS = {
@@ -120,7 +130,12 @@ ERAS = {
                "kernels, ALiBi; no biases)", zero_stage=3, attention="triton"),
     "bridge": Era("megatron", None, 128256, 0.0,
                   "Megatron-Bridge / NeMo 2025-26: TE cuDNN attention, all overlaps, "
-                  "distributed optimizer", zero_stage=1, style="llama", nvl_domain=True),
+                  "distributed optimizer, gradients kept and reduced in bf16 (the "
+                  "performance recipes' grad_reduce_in_fp32 = False: NVIDIA-NeMo/Megatron-Bridge"
+                  "@f53a72206fbca886021162530d798b31bd4dc2bf scripts/performance/configs/llama/"
+                  "llama31_llm_pretrain.py set_llama31_common_configs; llama3_llm_pretrain.py "
+                  "likewise)", zero_stage=1, style="llama", nvl_domain=True,
+                  grad_reduce_dtype="bf16", embedding_loss_in_split=True),
 }
 """Software stack of each source group (``training.framework`` at its release)."""
 
@@ -290,8 +305,11 @@ def _candidates(row: dict[str, Any], era: Era, gbs: int, widen: bool = False
         if gbs % (dp * mbs):
             continue
         m = gbs // (dp * mbs)
+        split = pipeline_split(L, pp, v, era)
+        if split is False:
+            continue
         if v > 1:
-            if L % (pp * v) or m % max(1, m // pp):
+            if m % max(1, m // pp):
                 continue
             sched = "Interleaved1F1B"
         else:
@@ -301,9 +319,27 @@ def _candidates(row: dict[str, Any], era: Era, gbs: int, widen: bool = False
             virtual_stages=v, recompute=rc, sequence_parallel=sp and tp > 1,
             zero_stage=zero, overlap_grad_reduce=True, overlap_param_gather=True,
             tp_comm_overlap=tp > 1, attention=era.attention,
-            zero3_unit=era.zero3_unit,
+            zero3_unit=era.zero3_unit, layers_per_stage=split,
         ))
     return plans
+
+
+def pipeline_split(layers: int, pp: int, vpp: int, era: Era) -> list[int] | bool | None:
+    """How the source's framework splits ``layers`` over pp·vpp stages: None for meshplan's
+    even-as-possible split (an exact one where vpp > 1), the per-stage layer counts where the
+    embedding and the loss count as layers (:attr:`Era.embedding_loss_in_split`), False where
+    the framework refuses the split (Megatron-Core interleaving: the layers, with the embedding
+    and the loss where counted, divisible by pp·vpp)."""
+    stages = pp * vpp
+    if layers % stages == 0:
+        return None
+    if era.embedding_loss_in_split and (layers + 2) % stages == 0:
+        each = (layers + 2) // stages
+        split = [each] * stages
+        split[0] -= 1
+        split[-1] -= 1
+        return split if min(split) >= 1 else False
+    return None if vpp == 1 else False
 
 
 EXCLUDED_DEEPSPEED_ZERO3 = (
@@ -397,7 +433,7 @@ def validate_row(index: int, file: str, row: dict[str, Any],
     cluster = Cluster(pools=[GPUPool(name="p", gpu=gpu, gpus_per_node=per_node, nodes=nodes)])
     training = TrainingSpec(global_batch_size=gbs, seq_len=seq, precision=precision,
                             framework=era.framework, framework_version=era.version,
-                            fp8_recipe=recipe)
+                            fp8_recipe=recipe, grad_reduce_dtype=era.grad_reduce_dtype)
     notes.append(execution(training, era.attention, gpu_type).describe())
     results: list[tuple[ParallelPlan, Estimate]] = []
     errors: list[str] = []

@@ -55,7 +55,8 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     p_layer = np.asarray(model.block_param_split()[0] / plan.tp)
     st = state_bytes(p_layer, np.zeros_like(p_layer), np.asarray(plan.zero_stage),
                      np.asarray(d), np.asarray(d), req.training.optimizer,
-                     req.training.precision, np.zeros_like(p_layer))
+                     req.training.precision, np.zeros_like(p_layer),
+                     req.training.grad_buffer_bytes)
     state = float(np.asarray(st.weights + st.grads + st.optimizer))
     stack = get_stack(req.training.framework, req.training.framework_version)
     usable = usable_bytes(pool.gpu_type.memory_bytes, prof, stack) - float(

@@ -47,6 +47,12 @@ class TrainingSpec(BaseModel):
         None, description="With precision fp8: delayed (Transformer Engine delayed scaling), "
         "tensorwise or rowwise (torchao Float8), mxfp8 (block-scaled, Blackwell); null = the "
         "stack's default recipe.", examples=["delayed"])
+    grad_reduce_dtype: Literal["fp32", "bf16"] | None = Field(
+        None, description="Data type of the gradient buffers and of their data-parallel "
+        "reduction: null = fp32 main gradients (Megatron-Core's default for bf16 and fp8, "
+        "torchtitan's and FSDP2's reduce_dtype float32; fp16 training reduces in fp16); 'bf16' "
+        "halves both (Megatron --grad-reduce-in-bf16, as Megatron-Bridge's performance recipes "
+        "run; FSDP2 reduce_dtype bfloat16). Needs precision bf16 or fp8.", examples=["bf16"])
 
     reliability: ReliabilitySpec | None = Field(
         None, description="Failure rate, restart time, checkpoint bandwidth and recovery "
@@ -65,12 +71,32 @@ class TrainingSpec(BaseModel):
         if self.fp8_recipe is not None and self.precision != "fp8":
             problems.append(FieldProblem(
                 "training.fp8_recipe", f"needs precision 'fp8' (got {self.precision!r})"))
+        if self.grad_reduce_dtype == "bf16" and self.precision not in ("bf16", "fp8"):
+            problems.append(FieldProblem(
+                "training.grad_reduce_dtype",
+                f"'bf16' needs precision 'bf16' or 'fp8' (got {self.precision!r})"))
         if self.framework_version is not None and self.framework is None:
             problems.append(FieldProblem("training.framework_version",
                                          "needs training.framework (whose release it names)"))
         if problems:
             raise SpecError(problems)
         return self
+
+    @property
+    def grad_dtype(self) -> str:
+        """What the gradients are reduced in: ``training.grad_reduce_dtype``, or fp16 for fp16
+        training and fp32 otherwise (Megatron's arguments.py sets
+        ``accumulate_allreduce_grads_in_fp32`` for bf16)."""
+        if self.grad_reduce_dtype is not None:
+            return self.grad_reduce_dtype
+        return "fp16" if self.precision == "fp16" else "fp32"
+
+    @property
+    def grad_buffer_bytes(self) -> float:
+        """Bytes per parameter of the gradient buffer the optimizer reads: 4 (fp32 main
+        gradients, also for fp16 training's fp32 accumulation) unless the gradients are kept
+        and reduced in bf16 (``grad_reduce_dtype: bf16``)."""
+        return 2.0 if self.grad_reduce_dtype == "bf16" else 4.0
 
     @property
     def tokens_per_step(self) -> int:

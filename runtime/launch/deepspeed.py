@@ -56,6 +56,11 @@ def render_deepspeed(job: Job) -> LaunchConfig:
     r.check(training.precision != "fp8", "training.precision",
             "a ds_config trains in bf16 or fp16 (deepspeed/runtime/config.py: bf16 / fp16 "
             "sections); fp8 needs Transformer Engine in the model")
+    r.check(training.grad_reduce_dtype != "bf16", "training.grad_reduce_dtype",
+            "DeepSpeed's communication_data_type changes only what the reduction sends; its "
+            "bf16 optimizer still accumulates fp32 gradients (data_types.grad_accum_dtype "
+            "defaults to fp32), so the bf16 gradient memory meshplan estimated is not what "
+            "DeepSpeed holds: use grad_reduce_dtype null or fp32")
     r.check(plan.ep == 1 or plan.zero_stage < 3, "plan.zero_stage",
             "DeepSpeed's native MoE (deepspeed.moe.layer.MoE, expert parallelism) is not "
             "supported with ZeRO Stage 3 (deepspeed/runtime/engine.py: 'MoE not supported with "

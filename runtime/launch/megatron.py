@@ -314,6 +314,9 @@ def render_megatron(job: Job) -> LaunchConfig:
         par.append(("--bf16", None))
         if training.precision == "fp8":
             par.append(("--fp8-format", "hybrid"))
+        if training.grad_reduce_dtype == "bf16":
+            # main gradients kept and reduced in bf16 (megatron/training/arguments.py)
+            par.append(("--grad-reduce-in-bf16", None))
     if plan.recompute == "selective":
         par.append(("--recompute-granularity", "selective"))
     elif plan.recompute == "full":

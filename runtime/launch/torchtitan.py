@@ -194,6 +194,10 @@ def render_torchtitan(job: Job) -> LaunchConfig:
             f"(torchtitan {rel.release}, "
             + ("config/configs.py, TrainingConfig)" if rel.python_configs
                else "config/job_config.py, Training)"))
+    r.check(training.grad_reduce_dtype != "bf16", "training.grad_reduce_dtype",
+            f"torchtitan {rel.release} reduces gradients in float32 only: "
+            "training.mixed_precision_reduce is Literal['float32'] (torchtitan 0.3.0 "
+            "config/configs.py); use grad_reduce_dtype null or fp32")
     k = plan.recompute_num_layers
     r.check(k is None, "plan.recompute_num_layers",
             f"torchtitan {rel.release} cannot recompute only the first {k} layers of each "

@@ -225,10 +225,14 @@ def apply_tp_block(block: nn.Module, tp_mesh: Any, sequence_parallel: bool) -> N
     parallelize_module(block, tp_mesh, plan)
 
 
-def apply_fsdp(model: Transformer, dp_mesh: Any, zero_stage: int, env: Env) -> None:
+def apply_fsdp(model: Transformer, dp_mesh: Any, zero_stage: int, env: Env,
+               reduce_bf16: bool = False) -> None:
+    """FSDP2 over the dp mesh; on a GPU bf16 parameters and gradients reduced in fp32, or in
+    bf16 with ``reduce_bf16`` (``training.grad_reduce_dtype: bf16``)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+    reduce = torch.bfloat16 if reduce_bf16 else torch.float32
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=reduce) \
         if env.is_cuda else MixedPrecisionPolicy()
     reshard = zero_stage >= 3
     for block in model.layers.values():
@@ -248,7 +252,7 @@ def apply_ddp(model: nn.Module, dp_group: Any, dp: int, env: Env) -> nn.Module:
 
 def build(env: Env, spec: ModelSpec, seq_len: int, plan: ParallelPlan, stages: StageSplit,
           micro_batches: int, schedule_csv: str | None = None, seed: int = 0,
-          recompute: str = "none") -> Layout:
+          recompute: str = "none", reduce_bf16: bool = False) -> Layout:
     """This rank's stages of ``spec``, laid out per ``plan`` (see the module docstring)."""
     mesh = make_mesh(env, plan)
     pp_rank = mesh["pp"].get_local_rank() if mesh is not None else 0
@@ -270,7 +274,7 @@ def build(env: Env, spec: ModelSpec, seq_len: int, plan: ParallelPlan, stages: S
             if plan.zero_stage == 0:
                 wrapped = apply_ddp(m, mesh["dp"].get_group(), plan.dp, env)
             else:
-                apply_fsdp(m, mesh["dp"], plan.zero_stage, env)
+                apply_fsdp(m, mesh["dp"], plan.zero_stage, env, reduce_bf16)
                 autocast = False
         elif env.is_cuda:
             autocast = True

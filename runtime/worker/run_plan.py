@@ -90,6 +90,11 @@ def check_layout(prepared: list[PreparedPlan], world_size: int) -> list[str]:
     for p in prepared:
         for rule in unsupported(p.req.plan, p.req.model, world_size):
             problems.append(f"{p.path}: {rule}")
+        plan = p.req.plan
+        if p.req.training.grad_reduce_dtype == "bf16" and plan.dp > 1 and plan.zero_stage == 0:
+            problems.append(f"{p.path}: training.grad_reduce_dtype: bf16 gradient reduction "
+                            "runs with FSDP2 (zero_stage >= 1); the worker's DDP reduces in "
+                            "the parameters' dtype")
     return problems
 
 
@@ -137,7 +142,8 @@ def _run_one(env: wdist.Env, p: PreparedPlan, opts: RunOptions) -> _Measured:
         m = num_microbatches(training, plan)
     torch.manual_seed(opts.seed)
     layout = build(env, model, training.seq_len, plan, stages, m, opts.schedule_csv,
-                   opts.seed, plan.recompute)
+                   opts.seed, plan.recompute,
+                   reduce_bf16=training.grad_reduce_dtype == "bf16")
     opt = torch.optim.AdamW([{"params": g} for g in layout.param_groups()], lr=opts.lr,
                             fused=True)
     mb = plan.micro_batch_size

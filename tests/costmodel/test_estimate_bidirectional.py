@@ -75,7 +75,7 @@ def test_replica_pair_allreduce(schedule: str, v: int) -> None:
     st = ev.step()
     pp = 4
     for r in range(pp):
-        nbytes = sum(ev._rank_params(r)) * grad_comm_bytes("bf16")
+        nbytes = sum(ev._rank_params(r)) * grad_comm_bytes("fp32")
         same = ev._rank_nodes(r) == ev._rank_nodes(pp - 1 - r)
         assert not same  # tp·cp·dp = 16 GPUs per rank: two nodes each
         expected = float(collective_time("all_reduce", 2.0, nbytes, 1.0, ev.c.dev))
@@ -93,7 +93,7 @@ def test_pair_inside_a_node_is_cheaper() -> None:
     ev = evaluation(request("Chimera", 1, tp=2, dp=1, sequence_parallel=False))
     assert ev._rank_nodes(0) == ev._rank_nodes(3)
     pair = ev.step().pair
-    nbytes = sum(ev._rank_params(0)) * grad_comm_bytes("bf16")
+    nbytes = sum(ev._rank_params(0)) * grad_comm_bytes("fp32")
     inside = float(collective_time("all_reduce", 2.0, nbytes, 2.0, ev.c.dev))
     across = float(collective_time("all_reduce", 2.0, nbytes, 1.0, ev.c.dev))
     assert pair[0] == pytest.approx(inside)

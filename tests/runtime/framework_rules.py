@@ -389,7 +389,7 @@ MEGATRON_FLAGS_WITHOUT_VALUE = {
     "--disable-bias-linear", "--add-qkv-bias", "--sequence-parallel", "--bf16", "--fp16",
     "--use-distributed-optimizer", "--overlap-grad-reduce", "--overlap-param-gather",
     "--tp-comm-overlap", "--multi-latent-attention", "--moe-router-enable-expert-bias",
-    "--no-overlap-p2p-communication", "--qk-layernorm",
+    "--no-overlap-p2p-communication", "--qk-layernorm", "--grad-reduce-in-bf16",
 }
 
 
