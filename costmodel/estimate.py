@@ -476,7 +476,7 @@ class _Evaluation:
             tw[last] += _f(e.head_bwd_weight)
         if c.plan.zero_stage >= 3 and c.plan.dp * c.plan.cp > 1:
             self._zero3_exposure(tf, ti, extra)
-        if c.plan.activation_offload > 0:
+        if c.plan.activation_offload > 0 or c.plan.activation_offload_layers:
             self._offload_exposure(tf, ti, extra)
         return tf, ti, tw, extra
 
@@ -541,14 +541,15 @@ class _Evaluation:
 
     def _offload_exposure(self, tf: np.ndarray, ti: np.ndarray,
                           extra: dict[str, np.ndarray]) -> None:
-        """PipeOffload (Wan et al. 2025): the offloaded fraction of a micro-batch's stash goes to
-        host memory after its forward and returns before its backward over PCIe, overlapped
-        with compute; the excess is exposed."""
-        c = self.c
+        """The offloaded part of a micro-batch's stash goes to host memory during its forward and
+        returns before its backward over the GPU's host link (PCIe, or NVLink-C2C on Grace
+        superchips), overlapped with the stage's compute; the excess is exposed. The part is
+        PipeOffload's fraction (Wan et al. 2025, ``plan.activation_offload``) plus the layers
+        of a layer-wise offload (``plan.activation_offload_layers``, Megatron-Core's CPU
+        offloading: each layer's activations leave while the next layer computes)."""
         for j in range(len(self.layers)):
-            # one direction of the stage's GPU's host link
-            link = self.stage_pc[j].pool.gpu_type.pcie_GBps * 1e9 / 2
-            stash = self._stash_bytes(j) * c.plan.activation_offload
+            link = self.stage_pc[j].pool.gpu_type.host_GBps_per_direction * 1e9
+            stash = self._stash_bytes(j) * self._offloaded_share(j)
             t = stash / link
             ef = max(0.0, t - tf[j])
             eb = max(0.0, t - ti[j])
@@ -556,6 +557,12 @@ class _Evaluation:
             ti[j] += eb
             extra["offload_f"][j] = ef
             extra["offload_b"][j] = eb
+
+    def _offloaded_share(self, j: int) -> float:
+        """Share of stage j's stash of one micro-batch that travels to host memory."""
+        plan = self.c.plan
+        n = plan.activation_offload_layers or 0
+        return min(1.0, plan.activation_offload + min(n, self.layers[j]) / max(1, self.layers[j]))
 
     def _block_activation(self, s: Shard, moe: bool) -> float:
         """:func:`block_activation_bytes` of one shard, once per (shard, block kind): stages on
@@ -1020,6 +1027,12 @@ class _Evaluation:
             per_chunk = sum(chunks) / len(chunks) if chunks else 0.0
             held = float(inflight[r]) if r < len(inflight) else 0.0
             keep = 1.0 - plan.activation_offload
+            if plan.activation_offload_layers:
+                # layer-wise offload: every micro-batch's offloaded layers are on the host but
+                # the one being copied (Transformer Engine double-buffers one layer)
+                rank_layers = max(1, sum(self.layers[j] for j in mine))
+                away = max(0, min(plan.activation_offload_layers, rank_layers) - 1)
+                per_chunk *= 1.0 - away / rank_layers
             acts = per_chunk * (max(0.0, held - 1.0) * keep + min(held, 1.0)) + per_block_full
             logits = 0.0
             if plan.vocab_placement == "split" and plan.pp > 1:

@@ -321,7 +321,33 @@ def _candidates(row: dict[str, Any], era: Era, gbs: int, widen: bool = False
             tp_comm_overlap=tp > 1, attention=era.attention,
             zero3_unit=era.zero3_unit, layers_per_stage=split,
         ))
+    offload = cpu_offload_layers(row)
+    if offload is not None and pp == 1:
+        # the recipe's own setting: offload without recompute (Megatron allows no other)
+        plans += [p.model_copy(update={"recompute": "none", "activation_offload_layers": offload})
+                  for p in plans if p.recompute == rc_opts[0]]
     return plans
+
+
+BRIDGE_CPU_OFFLOAD = {("GB300-288GB", "bf16"): 30, ("GB300-288GB", "fp8"): 20,
+                      ("GB200-186GB", "bf16"): 20, ("GB200-186GB", "fp8"): 40,
+                      ("B200-SXM-180GB", "fp8"): 5}
+"""Layers whose activations Megatron-Bridge's Llama 3 70B Megatron-FSDP performance recipes
+offload to host memory (``cpu_offloading_num_layers``), by GPU and precision (FP8 = the FP8-CS
+recipe; MXFP8 recipes run a pipeline instead): NVIDIA-NeMo/Megatron-Bridge@3dafb00ae7041e3a0d0
+ec598eed055c0a7887ae4 ``scripts/performance/configs/llama/llama3_workload_base_configs.py``
+(``LLAMA3_70B_PRETRAIN_CONFIG_{GPU}_{BF16,FP8_CS}_V1/V2``). The table rows do not say it."""
+
+
+def cpu_offload_layers(row: dict[str, Any]) -> int | None:
+    """The recipe's layer-wise activation offload for a Megatron-Bridge Llama 3 70B FSDP row
+    (:data:`BRIDGE_CPU_OFFLOAD`), or None."""
+    par = row["parallel"]
+    if row["group"] != "bridge" or not par.get("fsdp") or "70B" not in row["model"]["name"]:
+        return None
+    gpu = GPU_NAMES.get(row["gpu"]["type"], row["gpu"]["type"])
+    prec = "bf16" if "BF16" in str(row.get("precision") or "").upper() else "fp8"
+    return BRIDGE_CPU_OFFLOAD.get((gpu, prec))
 
 
 def pipeline_split(layers: int, pp: int, vpp: int, era: Era) -> list[int] | bool | None:
@@ -450,7 +476,9 @@ def validate_row(index: int, file: str, row: dict[str, Any],
             notes.append("the stated (unsure) config does not fit or is invalid: plausible "
                          "micro-batch sizes and recompute settings evaluated instead")
     if not results:
-        res.skipped = "no valid plan: " + ("; ".join(sorted(set(errors)))[:200] or "none")
+        res.skipped = "no valid plan: " + ("; ".join(sorted(set(errors)))[:200] or (
+            "the stated layers cannot be split over pp·vpp stages as the framework splits "
+            "them (pipeline_split)"))
         return res
     fitting = [(p, e) for p, e in results if e.fits]
     pool = fitting or results

@@ -70,3 +70,20 @@ def holds(rules: Sequence[Rule]) -> Any:
     for ok, _ in rules:
         out = out & ok
     return bool(out) if np.ndim(out) == 0 else np.asarray(out, dtype=bool)
+
+
+def activation_offload_layers(model: ModelSpec, pp: int, recompute: str,
+                              layers: int | None) -> list[Rule]:
+    """Layer-wise CPU activation offload of ``layers`` transformer layers [Megatron-Core
+    ``TransformerConfig.__post_init__`` (megatron/core/transformer/transformer_config.py):
+    ``cpu_offloading_num_layers`` in [0, num_layers), no pipeline parallelism with CPU
+    offloading, not with activation recomputation]."""
+    if layers is None:
+        return []
+    L = model.num_hidden_layers
+    return [(layers < L, lambda: f"activation_offload_layers={layers} must be below "
+             f"num_hidden_layers={L}"),
+            (pp == 1, lambda: f"layer-wise activation offload runs without pipeline "
+             f"parallelism (Megatron-Core); this plan has pp={pp}"),
+            (recompute == "none", lambda: "layer-wise activation offload does not run with "
+             f"activation recomputation (Megatron-Core); this plan has recompute={recompute!r}")]

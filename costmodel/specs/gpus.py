@@ -39,6 +39,9 @@ class GPUType:
     sm_count: int
     aliases: tuple[str, ...]
     source: str
+    host_link_GBps: float | None = None
+    """GPU–host-memory link, bidirectional aggregate, where it is not the PCIe link (Grace
+    superchips: NVLink-C2C). None = ``pcie_GBps``."""
     nvlink_domain: int | None = None
     """GPUs that share one NVLink fabric when it spans more than a node (GB200/GB300 NVL72:
     72); a pool of such GPUs may set ``gpus_per_node`` up to it. None = the node."""
@@ -46,6 +49,11 @@ class GPUType:
     @property
     def memory_bytes(self) -> float:
         return self.memory_gib * 2**30
+
+    @property
+    def host_GBps_per_direction(self) -> float:
+        """One direction of the link activations are offloaded over (half the aggregate)."""
+        return (self.host_link_GBps or self.pcie_GBps) / 2
 
     def peak_flops(self, precision: str) -> float:
         """Peak FLOP/s at ``precision``; raises if the GPU has no such tensor cores."""
@@ -83,6 +91,8 @@ def _build(name: str, raw: dict[str, Any]) -> GPUType:
         nic_Gbps=float(raw["nic_Gbps"]) / per, pcie_GBps=float(raw["pcie_GBps"]) / per,
         sm_count=int(raw["sm_count"]) // per,
         aliases=tuple(raw.get("aliases", ())), source=raw["source"],
+        host_link_GBps=(float(raw["host_link_GBps"]) / per if raw.get("host_link_GBps")
+                        else None),
         nvlink_domain=raw.get("nvlink_domain"),
     )
 

@@ -87,6 +87,14 @@ class ParallelPlan(BaseModel):
         0.0, ge=0.0, le=1.0, description="Fraction of stashed activations kept in host memory "
         "between forward and backward (PipeOffload, Wan et al. 2025)."
     )
+    activation_offload_layers: PositiveInt | None = Field(
+        None, description="Layer-wise activation offload within a micro-batch: the stashed "
+        "activations of the first N transformer layers go to host memory during the forward "
+        "and come back ahead of their backward, overlapped with the other layers' compute "
+        "(Megatron-Core --cpu-offloading --cpu-offloading-num-layers N, Transformer Engine's "
+        "CPU offload context; what Megatron-Bridge's Grace-Blackwell FSDP recipes run). As "
+        "Megatron-Core allows it: pp 1, recompute 'none', N below num_hidden_layers. null = "
+        "none.")
     overlap_grad_reduce: bool = Field(True, description="Megatron --overlap-grad-reduce.")
     overlap_param_gather: bool = Field(True, description="Megatron --overlap-param-gather.")
     tp_comm_overlap: bool = Field(False, description="Megatron/TE --tp-comm-overlap.")

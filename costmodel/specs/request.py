@@ -196,6 +196,8 @@ def check_plan(model: ModelSpec, training: TrainingSpec, cluster: Cluster,
     _check_rules(c, "training.global_batch_size",
                  degrees.batch(training.global_batch_size, plan.dp, plan.micro_batch_size))
     _check_rules(c, "plan.cp", degrees.context_parallel(training.seq_len, plan.cp))
+    _check_rules(c, "plan.activation_offload_layers", degrees.activation_offload_layers(
+        model, plan.pp, plan.recompute, plan.activation_offload_layers))
     _check_rules(c, "plan.ep", degrees.expert_parallel(model, plan.dp, plan.cp, plan.ep))
     if plan.node_order is not None and plan.stages is None:
         units = pipeline_node_units(plan, pool.gpus_per_node)

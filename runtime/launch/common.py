@@ -28,6 +28,8 @@ def refuse_common(job: Job, r: Refusals, framework: str) -> None:
       per-stage tp); these frameworks build one process mesh with one tp for all stages.
     * ``plan.activation_offload`` — PipeOffload's fractional offload of stashed activations has
       no switch in any of them.
+    * ``plan.activation_offload_layers`` — Megatron-Core's layer-wise CPU activation offload,
+      outside Megatron-LM.
     * ``plan.vocab_placement = "split"`` — vocabulary parallelism over the pipeline ranks
       (Yeung et al. 2024) lives in a fork; each framework keeps the embedding on the first
       stage and the LM head on the last.
@@ -40,6 +42,10 @@ def refuse_common(job: Job, r: Refusals, framework: str) -> None:
     r.check(plan.activation_offload == 0.0, "plan.activation_offload",
             f"{framework} has no switch to keep a fraction of stashed activations in host "
             f"memory (PipeOffload); this plan offloads {plan.activation_offload:g}")
+    if framework != "Megatron-LM":
+        r.check(plan.activation_offload_layers is None, "plan.activation_offload_layers",
+                f"{framework} has no layer-wise CPU activation offload (Megatron-Core's "
+                "--cpu-offloading-num-layers); use the megatron format or no offload")
     r.check(plan.vocab_placement == "end_stages", "plan.vocab_placement",
             f"{framework} keeps the embedding on the first and the LM head on the last pipeline "
             "stage; vocabulary parallelism over all pipeline ranks ('split') is not in it")

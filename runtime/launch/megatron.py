@@ -329,6 +329,11 @@ def render_megatron(job: Job) -> LaunchConfig:
         else:  # every layer: each one its own recompute unit
             par += [("--recompute-granularity", "full"), ("--recompute-method", "uniform"),
                     ("--recompute-num-layers", "1")]
+    if plan.activation_offload_layers:
+        # Transformer Engine's CPU offload of the first N layers' activations (check_plan holds
+        # Megatron-Core's rules: pp 1, no recompute, N < num_layers)
+        par += [("--cpu-offloading", None),
+                ("--cpu-offloading-num-layers", str(plan.activation_offload_layers))]
     if plan.zero_stage >= 1:
         par.append(("--use-distributed-optimizer", None))
         if plan.zero_stage == 2:

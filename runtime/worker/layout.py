@@ -79,6 +79,9 @@ def unsupported(plan: ParallelPlan, model: ModelSpec, world_size: int) -> list[s
         out.append("plan.vocab_placement: only end_stages is run by the worker")
     if plan.activation_offload > 0:
         out.append("plan.activation_offload: not run by the worker")
+    if plan.activation_offload_layers:
+        out.append("plan.activation_offload_layers: not run by the worker (Megatron-Core's "
+                   "CPU offload)")
     if plan.tp_comm_overlap:
         out.append("plan.tp_comm_overlap: not run by the worker (no userbuffers)")
     if plan.tp > 1 and plan.dp > 1 and plan.zero_stage == 0:

@@ -390,6 +390,7 @@ MEGATRON_FLAGS_WITHOUT_VALUE = {
     "--use-distributed-optimizer", "--overlap-grad-reduce", "--overlap-param-gather",
     "--tp-comm-overlap", "--multi-latent-attention", "--moe-router-enable-expert-bias",
     "--no-overlap-p2p-communication", "--qk-layernorm", "--grad-reduce-in-bf16",
+    "--cpu-offloading",
 }
 
 
