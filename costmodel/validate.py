@@ -122,9 +122,14 @@ ERAS = {
     "vtrain_multi": Era("deepspeed", "2021", 50257, 0.1,
                         "Megatron-DeepSpeed (vTrain, multi-node): fp16, unfused attention, full "
                         "recompute, 1F1B"),
-    "bigscience_bench": Era("deepspeed", "2021", 250880, 0.0,
+    "bigscience_bench": Era("deepspeed", "2021", 250880, 0.1,
                             "Megatron-DeepSpeed (BigScience 2021-22): unfused attention, ZeRO-1, "
-                            "activation checkpointing", zero_stage=1),
+                            "activation checkpointing, Megatron's default dropout 0.1 on hidden "
+                            "states and attention probabilities (the tr11 README: 'The default "
+                            "Megatron-LM dropout settings are inherited', bigscience-workshop/"
+                            "bigscience@9e64edec2ad1fb9263bf39ba616a84ff64b4d947 "
+                            "train/tr11-176B-ml/README.md; its slurm scripts set no dropout flag)",
+                            zero_stage=1),
     "mpt": Era("fsdp", None, 50368, 0.0,
                "llm-foundry 2023 (FSDP FULL_SHARD, flash attention through its Triton/flash "
                "kernels, ALiBi; no biases)", zero_stage=3, attention="triton"),

@@ -94,7 +94,7 @@ def test_dev_groups_mape_guard(results) -> None:  # type: ignore[no-untyped-def]
     for g, bound in (("mpt", 0.11), ("vtrain_multi", 0.12), ("bridge", 0.10)):
         assert groups[g]["mape"] <= bound, (g, groups[g])
     # single-iteration snapshots (its notes); rows that contradict themselves are excluded
-    assert groups["bigscience_bench"]["mape"] <= 0.24
+    assert groups["bigscience_bench"]["mape"] <= 0.21
 
 
 def test_gemm_derating_holds_leave_one_source_out(fit) -> None:  # type: ignore[no-untyped-def]
