@@ -12,7 +12,8 @@ its time limit.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ortools.sat.python import cp_model
 
@@ -20,6 +21,42 @@ from costmodel import interrupt
 
 WATCH_EVERY_S = 0.05
 """How often the watcher thread polls the cancellation check during a solve."""
+
+Status = Literal["optimal", "feasible", "infeasible", "unknown"]
+"""What a model's answer is, in the same four words for every CP-SAT model of the search:
+``optimal`` (proven), ``feasible`` (a solution, not proven best), ``infeasible`` (proven to
+have none), ``unknown`` (none found within the time limit)."""
+
+FOUND: tuple[Status, ...] = ("optimal", "feasible")
+"""The statuses that come with a solution."""
+
+_NAMES: dict[Any, Status] = {
+    cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible",
+    cp_model.INFEASIBLE: "infeasible", cp_model.UNKNOWN: "unknown"}
+
+
+def status_of(code: Any, model: cp_model.CpModel, what: str) -> Status:
+    """CP-SAT's status code as a :data:`Status`. ``MODEL_INVALID`` is a bug in the model
+    builder, never an answer: it raises with CP-SAT's own validation message, naming ``what``
+    model it was."""
+    if code == cp_model.MODEL_INVALID:
+        raise RuntimeError(f"invalid {what} model: {model.validate()}")
+    return _NAMES.get(code, "unknown")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SolveResult:
+    """What every CP-SAT model's result says beside its own answer: the :data:`Status`, the
+    relative ``gap`` between the answer and the model's proven bound (0 when proven optimal;
+    ``None`` without an answer or a bound), why there is no answer (``explanation``) and the
+    seconds spent (``wall_time_s``, not part of equality). Each model's result adds its
+    answer and its bound in that model's unit (seconds, Gb/s); the fields here are keyword-only
+    so that those come first."""
+
+    status: Status
+    gap: float | None
+    explanation: str | None = None
+    wall_time_s: float = field(default=0.0, compare=False)
 
 
 def solve(model: cp_model.CpModel, *, time_limit_s: float, seed: int = 0, num_workers: int = 1,

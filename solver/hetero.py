@@ -21,11 +21,12 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
 from solver import cpsat
+from solver.cpsat import SolveResult, Status
 
 MIB = 2.0**20
 
@@ -90,16 +91,12 @@ def _budgets(problem: HeteroProblem) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class HeteroResult:
+class HeteroResult(SolveResult):
     pools: tuple[str, ...] | None
     """Pool of each stage, in model order (None when infeasible)."""
     layers: tuple[int, ...] | None
     max_stage_time: float | None
-    status: str
     bound: float | None
-    gap: float | None
-    explanation: str | None = None
-    wall_time_s: float = field(default=0.0, compare=False)
     tps: tuple[int, ...] | None = None
     """Tensor-parallel degree of each stage (when the problem gives ``tps``)."""
 
@@ -232,6 +229,13 @@ def _precheck(problem: HeteroProblem) -> str | None:
     return None
 
 
+def _none(status: Status, why: str, t0: float) -> HeteroResult:
+    """A result without an assignment: ``status`` and why, timed from ``t0``."""
+    return HeteroResult(pools=None, layers=None, max_stage_time=None, bound=None,
+                        status=status, gap=None, explanation=why,
+                        wall_time_s=time.perf_counter() - t0)
+
+
 def solve_hetero(problem: HeteroProblem, time_limit_s: float = 2.0, seed: int = 0,
                  num_workers: int = 1) -> HeteroResult:
     """The assignment whose slowest stage is fastest, by bisection over the thresholds the
@@ -247,13 +251,12 @@ def solve_hetero(problem: HeteroProblem, time_limit_s: float = 2.0, seed: int = 
     deadline = t0 + max(0.01, time_limit_s)
     why = _precheck(problem)
     if why is not None:
-        return HeteroResult(None, None, None, "infeasible", None, None, why,
-                            time.perf_counter() - t0)
+        return _none("infeasible", why, t0)
     mem = [[_memory_layers(problem, s, o) for o in range(len(problem.pools))]
            for s in range(problem.pp)]
     ts = _thresholds(problem, mem)
 
-    def probe(i: int, hint: tuple[int, ...] | None) -> tuple[str, tuple[int, ...] | None]:
+    def probe(i: int, hint: tuple[int, ...] | None) -> tuple[Status, tuple[int, ...] | None]:
         cap = _capacities(problem, mem, ts[i])
         if any(max(row) < 1 for row in cap):
             return "infeasible", None
@@ -262,20 +265,18 @@ def solve_hetero(problem: HeteroProblem, time_limit_s: float = 2.0, seed: int = 
             model.hint(hint)
         solver, code = cpsat.solve(model.m, time_limit_s=max(0.01, deadline - time.perf_counter()),
                                    seed=seed, num_workers=num_workers)
-        if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        status = cpsat.status_of(code, model.m, "stage assignment")
+        if status in cpsat.FOUND:
             return "feasible", model.options(solver)
-        return ("infeasible" if code == cp_model.INFEASIBLE else "unknown"), None
+        return status, None
 
     if not ts:
-        return HeteroResult(None, None, None, "infeasible", None, None,
-                            "no stage fits a layer in the memory of any pool's GPU",
-                            time.perf_counter() - t0)
+        return _none("infeasible", "no stage fits a layer in the memory of any pool's GPU", t0)
     verdict, best = probe(len(ts) - 1, None)
     if best is None:
         why = ("no assignment fits every stage's memory on its GPU within the pools' GPUs"
                if verdict == "infeasible" else "no assignment found within the time limit")
-        return HeteroResult(None, None, None, "infeasible" if verdict == "infeasible"
-                            else "unknown", None, None, why, time.perf_counter() - t0)
+        return _none("infeasible" if verdict == "infeasible" else "unknown", why, t0)
     lo, hi = -1, len(ts) - 1  # ts[lo] infeasible (or none), ts[hi] feasible with `best`
     decided = True
     while hi - lo > 1:

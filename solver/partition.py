@@ -59,19 +59,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
 from costmodel.specs.request import rank_layer_split
 from solver import cpsat
+from solver.cpsat import FOUND, SolveResult, Status, status_of
 
 TIME_RESOLUTION = 10**6
 """Integer time units per ``layer_time`` in the CP-SAT model (see the module docstring)."""
 
 GIB = float(1 << 30)
 
-Status = str  # "optimal" | "feasible" | "infeasible" | "unknown"
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class PartitionProblem:
 
 
 @dataclass(frozen=True)
-class PartitionResult:
+class PartitionResult(SolveResult):
     """``layers`` is ``None`` exactly when no split was found (infeasible or unknown).
 
     ``bound`` is a proven lower bound on the optimal ``max_rank_time`` in seconds (the scaled
@@ -151,11 +151,7 @@ class PartitionResult:
 
     layers: tuple[int, ...] | None
     max_rank_time: float | None
-    status: Status
     bound: float | None
-    gap: float | None
-    explanation: str | None
-    wall_time_s: float = field(default=0.0, compare=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,22 +491,20 @@ def solve_partition(problem: PartitionProblem, time_limit_s: float = 2.0, seed: 
     hint = _heuristic_hint(problem, data)
     pm = PartitionModel(data)
     pm.add_hint(hint)
-    solver, status = pm.solve(time_limit_s, seed, num_workers)
+    solver, code = pm.solve(time_limit_s, seed, num_workers)
+    status = status_of(code, pm.model, "partition")
 
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if status in FOUND:
         incumbent = [int(solver.value(v)) for v in pm.rank_layers]
         counts = _closest_to_even(data, _scaled_max(data, incumbent))
         layers = _spread_over_stages(data, counts)
-        name: Status = "optimal" if status == cp_model.OPTIMAL else "feasible"
-        return _result(problem, data, layers, name, solver.best_objective_bound,
+        return _result(problem, data, layers, status, solver.best_objective_bound,
                        time.perf_counter() - start)
-    if status == cp_model.INFEASIBLE:  # the pre-checks are complete: this would be a bug
+    if status == "infeasible":  # the pre-checks are complete: this would be a bug
         return PartitionResult(layers=None, max_rank_time=None, status="infeasible", bound=None,
                                gap=None, explanation="CP-SAT proved the model infeasible although"
                                " the layer-count and memory pre-checks passed",
                                wall_time_s=time.perf_counter() - start)
-    if status == cp_model.MODEL_INVALID:
-        raise RuntimeError(f"invalid partition model: {pm.model.validate()}")
     # UNKNOWN: no solution within the time limit; the hint is feasible by construction
     trivial = max(data.layer_units * a + f
                   for a, f in zip(data.rank_lo, data.fixed_units, strict=True))

@@ -88,13 +88,14 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from ortools.sat.python import cp_model
 
 from solver import cpsat
+from solver.cpsat import FOUND, SolveResult, Status, status_of
 
 MAX_MODEL_ARCS = 20_000
 """A CP-SAT probe whose usable nodes have more links ``>= τ`` (counted both ways) than this
@@ -112,7 +113,6 @@ GREEDY_MIN_STARTS = 4
 MIN_PROBE_S = 0.005
 """A CP-SAT probe needs at least this much of the time limit left to be worth starting."""
 
-Status = str  # "optimal" | "feasible" | "infeasible" | "unknown"
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -219,7 +219,7 @@ class PlacementProblem:
 
 
 @dataclass(frozen=True)
-class PlacementResult:
+class PlacementResult(SolveResult):
     """``nodes[t * k + i]`` is the node at step ``t`` of path ``i`` (pipeline order); ``None``
     exactly when no placement was found (infeasible or unknown).
 
@@ -232,14 +232,10 @@ class PlacementResult:
 
     nodes: tuple[int, ...] | None
     bottleneck_Gbps: float | None
-    status: Status
     bound_Gbps: float | None
-    gap: float | None
     naive_bottleneck_Gbps: float | None
-    explanation: str | None
     total_Gbps: float | None = None
     total_status: Status | None = None
-    wall_time_s: float = field(default=0.0, compare=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -829,12 +825,11 @@ def _cp_probe(data: _PlacementData, probe: _Probe, hint: tuple[int, ...] | None,
         if hint is not None:
             tm.add_hint(hint)
         left = end - time.perf_counter()
-        solver, status = tm.solve(left / 2 if tm.chain else left, seed, num_workers)
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        solver, code = tm.solve(left / 2 if tm.chain else left, seed, num_workers)
+        status = status_of(code, tm.model, "placement")
+        if status in FOUND:
             return tm.nodes(solver), "found"
-        if status == cp_model.MODEL_INVALID:
-            raise RuntimeError(f"invalid placement model: {tm.model.validate()}")
-        if status == cp_model.INFEASIBLE and not tm.chain:
+        if status == "infeasible" and not tm.chain:
             return None, "infeasible"
     return None, "timeout"
 
@@ -888,13 +883,14 @@ def _tie_break(data: _PlacementData, nodes: tuple[int, ...], deadline: float, se
     tm = ThresholdModel(data, probe)
     tm.add_total_objective()
     tm.add_hint(best)
-    solver, status = tm.solve(deadline - time.perf_counter(), seed, num_workers)
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    solver, code = tm.solve(deadline - time.perf_counter(), seed, num_workers)
+    status = status_of(code, tm.model, "placement")
+    if status in FOUND:
         found = _canonical(data, tm.nodes(solver))
         if (_bottleneck(data, found) >= probe.tau
                 and _total(data, found) >= _total(data, best)):
             best = found
-        if status == cp_model.OPTIMAL and probe.exact:
+        if status == "optimal" and probe.exact:
             return best, "optimal"
     return best, "feasible"
 
@@ -975,6 +971,7 @@ def solve_placement(problem: PlacementProblem, time_limit_s: float = 2.0, seed: 
                       + (" (CP-SAT saw only the best-connected nodes)" if state.restricted
                          else ""))
 
+    total_status: Status
     best, total_status = _canonical(data, state.best), "feasible"
     if tie_break:
         best, total_status = _tie_break(data, best, deadline, seed, num_workers)

@@ -72,7 +72,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from ortools.sat.python import cp_model
@@ -87,6 +87,7 @@ from costmodel.pipeline.schedules import (
 )
 from costmodel.pipeline.simulator import SimResult, simulate, simulate_named
 from solver import cpsat
+from solver.cpsat import FOUND, SolveResult, status_of
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -108,7 +109,6 @@ GREEDY_SHARE = 0.3
 """After this share of the time limit no further greedy tie rule is tried (the first always
 runs); the rest of the time is CP-SAT's."""
 
-Status = Literal["optimal", "feasible", "infeasible", "unknown"]
 Op = tuple[str, int, int]
 """(kind, stage, micro-batch) of an action in the model."""
 
@@ -704,7 +704,7 @@ class _Progress(cp_model.CpSolverSolutionCallback):
 
 
 @dataclass(frozen=True)
-class SynthesisResult:
+class SynthesisResult(SolveResult):
     """The schedule found, with how it was found.
 
     * ``actions``: per rank, the compute actions in order (``None`` when infeasible);
@@ -730,30 +730,21 @@ class SynthesisResult:
     step_time: float | None
     bubble_fraction: float | None
     peak_inflight: tuple[int, ...] | None
-    status: Status
     objective_s: float | None
     bound_s: float | None
-    gap: float | None
     hint: str | None
     hint_step_time: float | None
     hint_source: str | None
     named: tuple[NamedOutcome, ...]
     unit_s: float
     limits: tuple[int, ...]
-    explanation: str | None = None
     first_better_s: float | None = None
-    wall_time_s: float = field(default=0.0, compare=False)
 
     @property
     def improved(self) -> bool:
         """Whether the answer is faster than the best named schedule within the limit."""
         return (self.source != "named" and self.step_time is not None
                 and (self.hint_step_time is None or self.step_time < self.hint_step_time))
-
-
-_STATUS: dict[object, Status] = {
-    cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible",
-    cp_model.INFEASIBLE: "infeasible", cp_model.UNKNOWN: "unknown"}
 
 
 def synthesize_schedule(problem: SynthesisProblem, time_limit_s: float = 5.0, seed: int = 0,
@@ -814,18 +805,16 @@ def synthesize_schedule(problem: SynthesisProblem, time_limit_s: float = 5.0, se
     sm.add_hint(hint_starts, hint_units)
     progress = _Progress(t0, named_units, first_better)
     budget = max(0.0, time_limit_s - (time.perf_counter() - t0))
-    solver, status = sm.solve(budget, seed, num_workers, progress, deterministic_time)
-    st = _STATUS.get(status, "unknown")
-    if status == cp_model.MODEL_INVALID:
-        raise RuntimeError(f"invalid schedule model: {sm.model.validate()}")
+    solver, code = sm.solve(budget, seed, num_workers, progress, deterministic_time)
+    st = status_of(code, sm.model, "schedule")
 
     objective_s = bound_s = None
     candidate: list[list[Action]] | None = None
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if st in FOUND:
         candidate = sm.extract(solver)
         objective_s = solver.objective_value * unit
         bound_s = max(0.0, solver.best_objective_bound * unit - data.excess_s)
-    elif status == cp_model.INFEASIBLE:  # the pre-check is complete: this would be a bug
+    elif st == "infeasible":  # the pre-check is complete: this would be a bug
         return SynthesisResult(
             actions=None, source="none", step_time=None, bubble_fraction=None,
             peak_inflight=None, status="infeasible", objective_s=None, bound_s=None, gap=None,

@@ -62,3 +62,27 @@ def test_a_cancel_stops_a_solve_long_before_its_time_limit() -> None:
 def test_a_solve_without_a_check_is_not_interrupted() -> None:
     _, status = cpsat.solve(job_shop(), time_limit_s=0.5)
     assert status == cp_model.FEASIBLE  # ran to its limit: nothing stopped it early
+
+
+def test_status_of_names_every_answer_and_raises_on_an_invalid_model() -> None:
+    m = job_shop(6, 4)
+    assert cpsat.status_of(cp_model.OPTIMAL, m, "job shop") == "optimal"
+    assert cpsat.status_of(cp_model.FEASIBLE, m, "job shop") == "feasible"
+    assert cpsat.status_of(cp_model.INFEASIBLE, m, "job shop") == "infeasible"
+    assert cpsat.status_of(cp_model.UNKNOWN, m, "job shop") == "unknown"
+    bad = cp_model.CpModel()
+    bad.proto.variables.add().domain.extend([5, 3])  # lower end above upper: not a domain
+    _, code = cpsat.solve(bad, time_limit_s=1.0)
+    assert code == cp_model.MODEL_INVALID
+    with pytest.raises(RuntimeError, match="invalid job shop model: var #0"):
+        cpsat.status_of(code, bad, "job shop")
+
+def test_the_four_models_results_share_one_base() -> None:
+    from solver.hetero import HeteroResult
+    from solver.partition import PartitionResult
+    from solver.placement import PlacementResult
+    from solver.schedule_synthesis import SynthesisResult
+    for result in (HeteroResult, PartitionResult, PlacementResult, SynthesisResult):
+        assert issubclass(result, cpsat.SolveResult)
+        names = {f for f in result.__dataclass_fields__}
+        assert {"status", "gap", "explanation", "wall_time_s"} <= names
