@@ -35,6 +35,7 @@ import numpy as np
 
 from costmodel.data_parallel import (
     dp_comm,
+    dp_groups,
     grad_comm_bytes,
     optimizer_time,
     zero3_exposure_floor,
@@ -286,6 +287,28 @@ def recomputed_layers(layers: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.nd
     return np.where(k > 0, part, layers)
 
 
+class _Rows:
+    """The candidates where ``mask`` holds, for terms that only those need (ZeRO-3's
+    per-micro-batch traffic, ZeRO 0-2's per-step reduction): their inputs taken at those rows
+    (:meth:`of`) and the result put back with 0 elsewhere (:meth:`scatter`). The formulas are
+    elementwise, so the values are those of ``np.where(mask, f(all rows), 0)`` without
+    computing the other rows (a quarter to three quarters of a pool's candidates each)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.shape = mask.shape
+        self.idx = np.flatnonzero(mask)
+        self.any = len(self.idx) > 0
+
+    def of(self, x: Any) -> Any:
+        """``x`` at the rows (a scalar as it is)."""
+        return np.broadcast_to(x, self.shape)[self.idx] if np.ndim(x) else x
+
+    def scatter(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.shape)
+        out[self.idx] = values
+        return out
+
+
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
                   profile: CalibrationProfile | None = None, attention: str = "flash",
                   overlap: bool = True, tp_overlap: bool = False,
@@ -417,14 +440,16 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # hide the gathers behind more compute (the vocabulary layers), exposure is never negative
     t_rank_base = t_rank
     is_z3 = zero >= 3
-    if np.any(is_z3):
+    z3 = _Rows(is_z3)  # the ZeRO-3 terms are computed on those candidates only
+    if z3.any:
         # per chunk, as the estimate does per stage: each chunk's first gather and last
         # reduce-scatter are exposed
-        ef, eb, _, _ = zero3_per_microbatch(rank_params / v, rank_layers / v, dp * cp, tp,
-                                            rank_layers / v * lf,
-                                            rank_layers / v * (li_rank + lw),
+        zv, z_layers = z3.of(v), z3.of(rank_layers) / z3.of(v)
+        ef, eb, _, _ = zero3_per_microbatch(z3.of(rank_params) / zv, z_layers, z3.of(dp * cp),
+                                            z3.of(tp), z_layers * z3.of(lf),
+                                            z_layers * (z3.of(li_rank) + z3.of(lw)),
                                             training.grad_dtype, dev)
-        t_rank = t_rank + np.where(is_z3, v * (ef + eb), 0.0)
+        t_rank = t_rank + z3.scatter(zv * (ef + eb))
 
     # pipeline closed forms (module docstring)
     chunk = t_rank / v
@@ -458,8 +483,21 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     window_b = t_rank - window_f
     rank_expert = rank_params * expert_share
     rank_dense = rank_params - rank_expert
-    _, dp_exp = dp_comm(rank_dense, rank_expert, zero, dp, cp, ep, tp, window_f, window_b,
-                        grad_ov, gather_ov, training.grad_dtype, dev)
+    # ZeRO 0-2 reduce once per step (ZeRO-3 per micro-batch, above): on those candidates only,
+    # over groups built once for the step's reduction and the two lower bounds below
+    z02 = _Rows(zero < 3)
+    z02_groups = dp_groups(z02.of(dp), z02.of(cp), z02.of(ep), z02.of(tp), dev)
+
+    def dp_02(dense: np.ndarray, expert: np.ndarray, wf: np.ndarray, wb: np.ndarray,
+              grad_overlap: Any, gather_overlap: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`dp_comm` (total, exposed) of the ZeRO 0-2 candidates, 0 for ZeRO-3's."""
+        tot, exp = dp_comm(z02.of(dense), z02.of(expert), z02.of(zero), z02.of(dp),
+                           z02.of(cp), z02.of(ep), z02.of(tp), z02.of(wf), z02.of(wb),
+                           z02.of(grad_overlap), z02.of(gather_overlap), training.grad_dtype,
+                           dev, z02_groups)
+        return z02.scatter(tot), z02.scatter(exp)
+
+    _, dp_exp = dp_02(rank_dense, rank_expert, window_f, window_b, grad_ov, gather_ov)
     opt = optimizer_time(rank_dense, rank_expert, zero, dp, cp, ep, training.optimizer, dev)
     tied = np.where(
         (pp > 1) & model.tie_word_embeddings,
@@ -471,8 +509,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     avg_expert = L * per_layer_expert / pp
     avg_dense = (L * per_layer_dense + emb_params + model.output_params() / tp) / pp
     inf = np.full_like(avg_dense, np.inf)
-    _, last_bucket = dp_comm(avg_dense, avg_expert, zero, dp, cp, ep, tp, inf, inf,
-                             np.asarray(True), np.asarray(True), training.grad_dtype, dev)
+    _, last_bucket = dp_02(avg_dense, avg_expert, inf, inf, True, True)
     opt_lb = optimizer_time(avg_dense, avg_expert, zero, dp, cp, ep, training.optimizer, dev)
     serial_lb = opt_lb + np.where(zero >= 3, 0.0, last_bucket)
     # any layer partition: pp·v chunks of at least one layer each recompute, under partial
@@ -485,8 +522,9 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     chunk_layers = np.floor(base / v)
     fill = np.where(single, 0.0, edge.embed_fwd + p1 * chunk_layers * lf)
     t_last_rank = np.where(vshape, blocks_t(last_layers), t_last)
-    z3_floor = np.where(is_z3, m * v * zero3_exposure_floor(
-        per_layer_params, dp * cp, tp, training.grad_dtype, dev), 0.0)
+    z3_floor = z3.scatter(z3.of(m) * z3.of(v) * zero3_exposure_floor(
+        z3.of(per_layer_params), z3.of(dp * cp), z3.of(tp), training.grad_dtype, dev)
+    ) if z3.any else 0.0
     lower_even = np.maximum(m * t_rank_base, fill + m * t_last_rank) + z3_floor + serial_lb
     sched_fused = (gpipe | (sched == SCHEDULE_CODES["1F1B"])
                    | (sched == SCHEDULE_CODES["Interleaved1F1B"]))
@@ -528,22 +566,23 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # L·per_layer_t/pp and every rank holds at least `fewest` blocks (collective time grows
     # with the message). Over slow networks this, not compute, bounds the step.
     fewest = np.where(single, L, np.minimum(first_layers, last_layers))
-    dp_total_min, _ = dp_comm(fewest * per_layer_dense, fewest * per_layer_expert, zero, dp,
-                              cp, ep, tp, inf, inf, np.asarray(True), np.asarray(True),
-                              training.grad_dtype, dev)
+    dp_total_min, _ = dp_02(fewest * per_layer_dense, fewest * per_layer_expert, inf, inf,
+                            True, True)
     lower_even = np.maximum(lower_even, (m - 1) * (L * per_layer_t - skipped * rc_t) / pp
                             + dp_total_min)
     # ZeRO-3's traffic: every rank moves its parameters twice and its gradients once per
     # micro-batch (vocabulary layers included), and its forward and backward last at least
     # that; the floor of the first, last and a middle rank of the even split
-    if np.any(is_z3):
-        z3_traffic = zero3_traffic_floor(per_layer_params, dp * cp, tp, training.grad_dtype, dev)
-        busiest = np.maximum(z3_traffic(first_layers, first_params), np.where(
-            single, 0.0, z3_traffic(last_layers, np.where(vshape, last_layers
-                                                           * per_layer_params, last_params))))
+    if z3.any:
+        z3_traffic = zero3_traffic_floor(z3.of(per_layer_params), z3.of(dp * cp), z3.of(tp),
+                                         training.grad_dtype, dev)
+        z_last, z_mid = z3.of(last_layers), z3.of(mid_layers)
+        busiest = np.maximum(z3_traffic(z3.of(first_layers), z3.of(first_params)), np.where(
+            z3.of(single), 0.0, z3_traffic(z_last, np.where(
+                z3.of(vshape), z_last * z3.of(per_layer_params), z3.of(last_params)))))
         busiest = np.maximum(busiest, np.where(
-            pp >= 3, z3_traffic(mid_layers, mid_layers * per_layer_params), 0.0))
-        lower_even = np.maximum(lower_even, np.where(is_z3, m * busiest, 0.0) + serial_lb)
+            z3.of(pp) >= 3, z3_traffic(z_mid, z_mid * z3.of(per_layer_params)), 0.0))
+        lower_even = np.maximum(lower_even, z3.scatter(z3.of(m) * busiest) + serial_lb)
 
     # memory: the first rank (most in-flight micro-batches), the second (the most blocks with
     # nearly as many in flight) and the last (logits)

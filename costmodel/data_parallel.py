@@ -15,10 +15,18 @@ grad_dtype`): fp32 for bf16 unless the request keeps them in bf16, fp16 for fp16
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from costmodel.ops import Device, collective_time, mem_time, members_per_node
+from costmodel.ops import (
+    Device,
+    GroupLinks,
+    collective_time,
+    group_links,
+    mem_time,
+    members_per_node,
+)
 
 MEGATRON_BUCKET_PARAMS = 40_000_000
 """Megatron-Core DDP bucket size: max(40M, 1M × dp) parameters."""
@@ -37,38 +45,69 @@ def grad_comm_bytes(grad_dtype: str) -> float:
     return GRAD_DTYPE_BYTES[grad_dtype]
 
 
-def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
-            dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray,
-            window_f: np.ndarray, window_b: np.ndarray, overlap_grad: np.ndarray,
-            overlap_param: np.ndarray, grad_dtype: str, dev: Device
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """(total, exposed) seconds per step of one rank's gradient reduction and (ZeRO ≥ 1)
-    parameter all-gather, for ZeRO stages 0–2 (stage 3 is per micro-batch: see
-    :func:`zero3_per_microbatch`). Dense parameters reduce over dp·cp ranks with stride tp in
-    Megatron's rank order; routed-expert parameters over dp·cp/ep ranks with stride tp·ep."""
-    gb = grad_comm_bytes(grad_dtype)
+def _links(group: np.ndarray, per_node: np.ndarray, dev: Device) -> GroupLinks | None:
+    """The groups' link terms, computed once for the several collectives over the same
+    groups, where the groups are candidate arrays; ``None`` for one group (one plan's
+    estimate), whose collectives take :func:`costmodel.ops.collective_time`'s float path."""
+    return group_links(group, per_node, dev) if np.ndim(group) else None
+
+
+@dataclass(frozen=True)
+class DPGroups:
+    """The gradient-reduction groups of one rank (or of candidate arrays), in Megatron's rank
+    order: dense parameters over dp·cp ranks with stride tp, routed-expert parameters over
+    dp·cp/ep ranks with stride tp·ep. Per kind: the group size, its members per node, the
+    link terms (:class:`costmodel.ops.GroupLinks`, for candidate arrays) and the profile's
+    overlap compute cost of its link class. Built once by :func:`dp_groups` for the several
+    reductions of the same candidates."""
+
+    dense: tuple[np.ndarray, np.ndarray, GroupLinks | None, np.ndarray]
+    expert: tuple[np.ndarray, np.ndarray, GroupLinks | None, np.ndarray]
+
+
+def dp_groups(dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray, dev: Device
+              ) -> DPGroups:
+    """:class:`DPGroups` of these degrees."""
     gpn = dev.gpus_per_node
     coll = dev.profile.eff.collectives
     u_intra = coll["intra_node"].overlap_compute_cost
     u_inter = coll["inter_node"].overlap_compute_cost
+    d = dp * cp
+
+    def kind(group: np.ndarray, stride: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, GroupLinks | None, np.ndarray]:
+        k = members_per_node(stride, group, gpn)
+        return group, k, _links(group, k, dev), np.where(k >= group, u_intra, u_inter)
+
+    return DPGroups(dense=kind(d, tp), expert=kind(d / ep, tp * ep))
+
+
+def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
+            dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray,
+            window_f: np.ndarray, window_b: np.ndarray, overlap_grad: np.ndarray,
+            overlap_param: np.ndarray, grad_dtype: str, dev: Device,
+            groups: DPGroups | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(total, exposed) seconds per step of one rank's gradient reduction and (ZeRO ≥ 1)
+    parameter all-gather, for ZeRO stages 0–2 (stage 3 is per micro-batch: see
+    :func:`zero3_per_microbatch`), over the ranks of :class:`DPGroups` (``groups``: those of
+    ``dp``, ``cp``, ``ep``, ``tp`` already built)."""
+    gb = grad_comm_bytes(grad_dtype)
+    g = dp_groups(dp, cp, ep, tp, dev) if groups is None else groups
     total = np.zeros(np.broadcast(params_dense, zero, dp).shape)
     exposed = np.zeros_like(total)
-    d = dp * cp
-    for params, group, stride in ((params_dense, d, tp), (params_expert, d / ep, tp * ep)):
+    for params, (group, k, links, u) in ((params_dense, g.dense), (params_expert, g.expert)):
         active = (params > 0) & (group > 1) & (zero < 3)
         if not np.any(active):
             continue
-        k = members_per_node(stride, group, gpn)
         safe = np.maximum(params, 1.0)
         bucket = np.minimum(1.0, np.maximum(MEGATRON_BUCKET_PARAMS, 1e6 * group) / safe)
-        ar = collective_time("all_reduce", group, params * gb, k, dev)
-        rs = collective_time("reduce_scatter", group, params * gb, k, dev)
-        ag = collective_time("all_gather", group, params * dev.elem_bytes, k, dev)
+        ar = collective_time("all_reduce", group, params * gb, k, dev, links=links)
+        rs = collective_time("reduce_scatter", group, params * gb, k, dev, links=links)
+        ag = collective_time("all_gather", group, params * dev.elem_bytes, k, dev, links=links)
         grad = np.where(zero == 0, ar, rs)
         gather = np.where(zero == 0, 0.0, ag)
         # overlapped parts still cost compute: the profile's overlap_compute_cost (Calculon's
         # processor_usage) of the hidden time, per link class
-        u = np.where(k >= group, u_intra, u_inter)
         hid_g = np.minimum(grad * (1 - bucket), window_b)
         hid_a = np.minimum(gather * (1 - bucket), window_f)
         eg = np.where(overlap_grad, np.maximum(grad * bucket, grad - window_b) + u * hid_g, grad)
@@ -105,8 +144,10 @@ def zero3_per_microbatch(params: np.ndarray, layers: np.ndarray, group: np.ndarr
     # one gather and one reduce-scatter per unit: n messages of params/n, with their copies
     w_unit = params / n * dev.elem_bytes
     g_unit = params / n * grad_comm_bytes(grad_dtype)
-    ag = n * (collective_time("all_gather", group, w_unit, k, dev) + mem_time(2 * w_unit, dev))
-    rs = n * (collective_time("reduce_scatter", group, g_unit, k, dev)
+    links = _links(group, k, dev)
+    ag = n * (collective_time("all_gather", group, w_unit, k, dev, links=links)
+              + mem_time(2 * w_unit, dev))
+    rs = n * (collective_time("reduce_scatter", group, g_unit, k, dev, links=links)
               + mem_time(2 * g_unit, dev))
     coll = dev.profile.eff.collectives
     u = np.where(k >= group, coll["intra_node"].overlap_compute_cost,
@@ -130,11 +171,12 @@ def _zero3_marginals(layer_params: np.ndarray, group: np.ndarray, tp: np.ndarray
     k = members_per_node(tp, group, dev.gpus_per_node)
     p = layer_params
     E = dev.elem_bytes
-    ag = (collective_time("all_gather", group, 2 * p * E, k, dev)
-          - collective_time("all_gather", group, p * E, k, dev))
+    links = _links(group, k, dev)
+    ag = (collective_time("all_gather", group, 2 * p * E, k, dev, links=links)
+          - collective_time("all_gather", group, p * E, k, dev, links=links))
     gb = grad_comm_bytes(grad_dtype)
-    rs = (collective_time("reduce_scatter", group, 2 * p * gb, k, dev)
-          - collective_time("reduce_scatter", group, p * gb, k, dev))
+    rs = (collective_time("reduce_scatter", group, 2 * p * gb, k, dev, links=links)
+          - collective_time("reduce_scatter", group, p * gb, k, dev, links=links))
     on = group > 1
     return np.where(on, np.maximum(ag, 0.0), 0.0), np.where(on, np.maximum(rs, 0.0), 0.0)
 
@@ -170,6 +212,7 @@ def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndar
     k = members_per_node(tp, group, dev.gpus_per_node)
     E, G = dev.elem_bytes, grad_comm_bytes(grad_dtype)
     p = np.maximum(layer_params, 1.0)
+    links = _links(group, k, dev)
 
     def affine(t1: np.ndarray, t2: np.ndarray, nbytes: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -177,13 +220,14 @@ def zero3_traffic_floor(layer_params: np.ndarray, group: np.ndarray, tp: np.ndar
         const = np.maximum(t1 - slope * nbytes, 0.0)  # c
         return const, slope
 
-    c_ag, s_ag = affine(collective_time("all_gather", group, p * E, k, dev)
+    c_ag, s_ag = affine(collective_time("all_gather", group, p * E, k, dev, links=links)
                         + mem_time(2 * p * E, dev),
-                        collective_time("all_gather", group, 2 * p * E, k, dev)
+                        collective_time("all_gather", group, 2 * p * E, k, dev, links=links)
                         + mem_time(4 * p * E, dev), p * E)
-    c_rs, s_rs = affine(collective_time("reduce_scatter", group, p * G, k, dev)
+    c_rs, s_rs = affine(collective_time("reduce_scatter", group, p * G, k, dev, links=links)
                         + mem_time(2 * p * G, dev),
-                        collective_time("reduce_scatter", group, 2 * p * G, k, dev)
+                        collective_time("reduce_scatter", group, 2 * p * G, k, dev,
+                                        links=links)
                         + mem_time(4 * p * G, dev), p * G)
     if dev.measured_collectives:
         # measured bus bandwidths interpolate by size: not affine, no constant term to claim

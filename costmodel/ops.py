@@ -246,6 +246,41 @@ def flash_attention_time(flops_fwd: Array, dev: Device, kernel: str, head_dim: f
     return fwd, bwd
 
 
+@dataclass(frozen=True)
+class GroupLinks:
+    """The link terms of process groups (arrays over candidates) that every collective over
+    them shares: :func:`collective_time`'s ``α``, ``S½`` and maximal bus bandwidth, and
+    whether each group stays inside a node. Computed once by :func:`group_links` and passed
+    to the collectives of one set of groups (a reduction and a gather over the same ranks)."""
+
+    n: np.ndarray
+    inside: np.ndarray
+    alpha: np.ndarray
+    half: np.ndarray
+    busbw: np.ndarray
+
+
+def group_links(group: Array, per_node: Array, dev: Device, link_intra: Array | None = None,
+                nic: Array | None = None) -> GroupLinks:
+    """:class:`GroupLinks` of groups of ``group`` devices, ``per_node`` of them in each node:
+    inside one node the device link; across nodes NCCL's rings/trees are bound by the NICs of
+    the group's members in a node (``per_node · nic``, rail-optimised fabric as in DGX
+    SuperPOD) and by the device link."""
+    intra = dev.link_intra if link_intra is None else link_intra
+    net = dev.nic if nic is None else nic
+    coll = dev.profile.eff.collectives
+    n = np.asarray(group, dtype=float)
+    k = np.minimum(np.asarray(per_node, dtype=float), n)
+    ci, ce = coll["intra_node"], coll["inter_node"]
+    inside = k >= n
+    bw_intra = np.asarray(intra, dtype=float) * ci.busbw_fraction
+    bw_inter = np.minimum(bw_intra, k * net * ce.busbw_fraction)
+    return GroupLinks(
+        n=n, inside=inside, alpha=np.where(inside, ci.latency_us, ce.latency_us) * 1e-6,
+        half=np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20,
+        busbw=np.where(inside, bw_intra, bw_inter))
+
+
 def collective_time(
     collective: str,
     group: Array,
@@ -254,43 +289,37 @@ def collective_time(
     dev: Device,
     link_intra: Array | None = None,
     nic: Array | None = None,
+    links: GroupLinks | None = None,
 ) -> np.ndarray:
     """Time of one collective over ``group`` devices, ``per_node`` of them in each node.
 
-    Bus bandwidth: inside one node the device link; across nodes NCCL's rings/trees are bound
-    by the NICs of the group's members in a node (``per_node · nic``, rail-optimised fabric as
-    in DGX SuperPOD) and by the device link. ``nbytes`` is nccl-tests' message size (the full
-    buffer of all-reduce, the gathered output of all-gather, the input of reduce-scatter).
+    Bus bandwidth: see :func:`group_links` (``links``: those terms already computed for these
+    groups). ``nbytes`` is nccl-tests' message size (the full buffer of all-reduce, the
+    gathered output of all-gather, the input of reduce-scatter).
     """
     intra = dev.link_intra if link_intra is None else link_intra
     net = dev.nic if nic is None else nic
-    coll = dev.profile.eff.collectives
     measured = dev.measured_collectives
-    if not measured and all(np.ndim(x) == 0 for x in (group, per_node, intra, net)):
+    if links is None and not measured and all(
+            np.ndim(x) == 0 for x in (group, per_node, intra, net)):
         # one group (one plan's estimate; its sizes may be per stage): the same formula with
         # the group's terms in floats (numpy's per-call overhead on one-element arrays was a
         # quarter of a search's simulation time)
         a0, per_byte, half_b = _group_terms(collective, float(group), float(per_node),
-                                            float(intra), float(net), coll)
+                                            float(intra), float(net),
+                                            dev.profile.eff.collectives)
         if np.ndim(nbytes) == 0:
             return np.asarray(a0 + per_byte * (float(nbytes) + half_b) if per_byte else 0.0)
         sizes = np.asarray(nbytes, dtype=float)
         return a0 + per_byte * (sizes + half_b) if per_byte else np.zeros_like(sizes)
-    n = np.asarray(group, dtype=float)
-    k = np.minimum(np.asarray(per_node, dtype=float), n)
-    ci, ce = coll["intra_node"], coll["inter_node"]
-    inside = k >= n
-    bw_intra = np.asarray(intra, dtype=float) * ci.busbw_fraction
-    bw_inter = np.minimum(bw_intra, k * net * ce.busbw_fraction)
-    busbw = np.where(inside, bw_intra, bw_inter)
+    g = group_links(group, per_node, dev, intra, net) if links is None else links
+    n = g.n
     size = np.asarray(nbytes, dtype=float)
-    alpha = np.where(inside, ci.latency_us, ce.latency_us) * 1e-6
-    half = np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20
-    t = alpha + BUS_FACTOR[collective](n) * (size + half) / busbw
+    t = g.alpha + BUS_FACTOR[collective](n) * (size + g.half) / g.busbw
     if measured:
         # a measured bus bandwidth already contains latency and the small-message loss:
         # nccl-tests defines it by t = factor · S / busbw
-        for link, mask in (("intra_node", inside), ("inter_node", ~inside)):
+        for link, mask in (("intra_node", g.inside), ("inter_node", ~g.inside)):
             if np.any(mask):
                 meas = dev.profile.collective_busbw(collective, link, int(np.max(n)), size)
                 if meas is not None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from costmodel.kernels import attention_rates
-from costmodel.ops import BUS_FACTOR, Device, collective_time
+from costmodel.ops import BUS_FACTOR, Device, collective_time, group_links
 from costmodel.profile import default_profile
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.gpus import catalog
@@ -40,6 +40,19 @@ def test_scalar_collective_time_equals_the_array_formula(gpu: str) -> None:
     want = collective_time("send_recv", np.array([2.0]), np.array([1e6]), np.array([1.0]), dev,
                            link_intra=1e11, nic=2.5e10)
     assert float(got) == pytest.approx(float(want[0]), rel=1e-12)
+
+
+def test_link_terms_computed_once_give_the_same_times_exactly() -> None:
+    """The bulk path builds a set of groups' link terms once for its reduction, gather and
+    reduce-scatter (group_links): the times are those computed from scratch, to the bit."""
+    dev = device("H100-SXM-80GB")
+    n = np.array([1.0, 2.0, 8.0, 16.0, 64.0, 512.0])
+    per = np.array([1.0, 2.0, 8.0, 4.0, 8.0, 1.0])
+    size = np.array([0.0, 4096.0, 2.0**26, 1e9, 3e7, 5e5])
+    links = group_links(n, per, dev)
+    for coll in BUS_FACTOR:
+        np.testing.assert_array_equal(collective_time(coll, n, size, per, dev, links=links),
+                                      collective_time(coll, n, size, per, dev))
 
 
 def test_memoised_attention_rates_equal_the_computed_ones_and_are_read_only() -> None:
