@@ -486,15 +486,15 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # ZeRO 0-2 reduce once per step (ZeRO-3 per micro-batch, above): on those candidates only,
     # over groups built once for the step's reduction and the two lower bounds below
     z02 = _Rows(zero < 3)
-    z02_groups = dp_groups(z02.of(dp), z02.of(cp), z02.of(ep), z02.of(tp), dev)
+    zero_z, dp_z, cp_z, ep_z, tp_z = (z02.of(x) for x in (zero, dp, cp, ep, tp))
+    z02_groups = dp_groups(dp_z, cp_z, ep_z, tp_z, dev)
 
     def dp_02(dense: np.ndarray, expert: np.ndarray, wf: np.ndarray, wb: np.ndarray,
               grad_overlap: Any, gather_overlap: Any) -> tuple[np.ndarray, np.ndarray]:
         """:func:`dp_comm` (total, exposed) of the ZeRO 0-2 candidates, 0 for ZeRO-3's."""
-        tot, exp = dp_comm(z02.of(dense), z02.of(expert), z02.of(zero), z02.of(dp),
-                           z02.of(cp), z02.of(ep), z02.of(tp), z02.of(wf), z02.of(wb),
-                           z02.of(grad_overlap), z02.of(gather_overlap), training.grad_dtype,
-                           dev, z02_groups)
+        tot, exp = dp_comm(z02.of(dense), z02.of(expert), zero_z, dp_z, cp_z, ep_z, tp_z,
+                           z02.of(wf), z02.of(wb), z02.of(grad_overlap),
+                           z02.of(gather_overlap), training.grad_dtype, dev, z02_groups)
         return z02.scatter(tot), z02.scatter(exp)
 
     _, dp_exp = dp_02(rank_dense, rank_expert, window_f, window_b, grad_ov, gather_ov)
