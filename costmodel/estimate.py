@@ -664,11 +664,15 @@ class _Evaluation:
             gather = _f(collective_time("all_gather", c.plan.tp, nbytes * c.plan.tp,
                                         min(c.plan.tp, gpn), c.dev))
         memo: dict[tuple[bool, float | None], float] = {}
+        nodes: dict[int, list[int]] = {}  # per pipeline rank: its chunks' boundaries share it
         for j in range(n - 1):
             ra, rb = self.all_ranks[j], self.all_ranks[j + 1]
             if ra == rb or (j + 1) % per_replica == 0:
                 continue
-            na, nb = self._rank_nodes(ra), self._rank_nodes(rb)
+            for r in (ra, rb):
+                if r not in nodes:
+                    nodes[r] = self._rank_nodes(r)
+            na, nb = nodes[ra], nodes[rb]
             same = na == nb
             nic = None
             if matrix is not None and not same:
