@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -46,6 +46,7 @@ from costmodel.results import Estimate
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.plan import ParallelPlan
 from costmodel.specs.request import parse
+from solver.best_first import BestFirst
 from solver.budget import ENUMERATION_SHARE, PoolBudget
 from solver.custom_schedule import deadline_for_synthesis, note, synthesize_for
 from solver.explain import explain_plans, infeasibility
@@ -372,10 +373,10 @@ def _without_fitting_plans(req: SearchRequest, found: _Enumerated, clock: _Clock
 
 
 def _optimistic_order(req: SearchRequest, spaces: list[_PoolSpace]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, BestFirst]:
     """Stage 2: every fitting plan's optimistic objective (its step time's lower bound, and
     goodput at that bound), across pools: (values, pool index, candidate index, the order
-    that sorts them best first, ties in candidate order)."""
+    that reads them best first, ties in candidate order)."""
     objective = req.objective
     opt_vals, sp_idx, c_idx = [], [], []
     for k, sp in enumerate(spaces):
@@ -392,7 +393,7 @@ def _optimistic_order(req: SearchRequest, spaces: list[_PoolSpace]
         c_idx.append(sp.ok)
     optimistic = np.concatenate(opt_vals)
     return (optimistic, np.concatenate(sp_idx), np.concatenate(c_idx),
-            np.argsort(optimistic, kind="stable"))
+            BestFirst(optimistic))
 
 
 def _refine(req: SearchRequest, bb: _BranchAndBound, deadline: float,
@@ -529,7 +530,7 @@ class _BranchAndBound:
         vs.sort(key=lambda t: t[0])
         del vs[MAX_VARIANTS:]
 
-    def run(self, order: np.ndarray, k: int,
+    def run(self, order: Iterable[int], k: int,
             report: Callable[..., None] | None = None) -> list[Finalist]:
         """The k best layouts among the positions ``order`` (best first); also records them in
         ``self.top`` when called for the whole space."""
@@ -602,7 +603,7 @@ def _public_variants(objective: str, found: list[tuple[float, ParallelPlan, floa
 
 
 def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndBound,
-                   order: np.ndarray, refined: list[Finalist],
+                   order: BestFirst, refined: list[Finalist],
                    deadline: float) -> list[PoolBest]:
     """The best plan of every pool that can run the job: from the result where a pool's plan
     is in it, else a branch and bound over that pool's candidates alone (k = 1)."""
@@ -617,7 +618,8 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
             if time.perf_counter() > deadline:
                 continue  # past the limit: only the pools the result already has
             if by_pool is None:  # each pool's positions, in the global order
-                grouped = order[np.argsort(bb.which[order], kind="stable")]
+                whole = order.array()
+                grouped = whole[np.argsort(bb.which[whole], kind="stable")]
                 counts = np.bincount(bb.which, minlength=len(spaces))
                 by_pool = np.split(grouped, np.cumsum(counts)[:-1])
             sub = by_pool[k]
