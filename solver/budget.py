@@ -125,8 +125,11 @@ class PoolBudget:
             self.enumerated[key] += len(added)
             for start in range(0, len(added), BULK_CHUNK):
                 poll()
+                # copies of valid plans with N within the rule's limit: valid by construction
+                # (test_partial_candidates_only_where_only_full_recompute_fits checks it)
                 parts.append(evaluate_bulk(model, training, pool,
-                                           added.take(slice(start, start + BULK_CHUNK)), profile))
+                                           added.take(slice(start, start + BULK_CHUNK)), profile,
+                                           rules_checked=True))
             cands = Candidates.concat([cands, added])
             bulk = BulkResult.concat(parts)
             need = cands.nbytes + bulk.nbytes + SEARCH_BYTES_PER_CANDIDATE * n
