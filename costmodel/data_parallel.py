@@ -15,13 +15,14 @@ grad_dtype`): fp32 for bf16 unless the request keeps them in bf16, fp16 for fp16
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from costmodel.ops import (
     Device,
     GroupLinks,
+    affine_terms,
     collective_time,
     group_links,
     mem_time,
@@ -52,17 +53,39 @@ def _links(group: np.ndarray, per_node: np.ndarray, dev: Device) -> GroupLinks |
     return group_links(group, per_node, dev) if np.ndim(group) else None
 
 
+@dataclass
+class DPGroup:
+    """One kind of gradient-reduction group (of one rank, or of candidate arrays): its size,
+    its members per node, the link terms (:class:`costmodel.ops.GroupLinks`, for candidate
+    arrays) and the profile's overlap compute cost of its link class."""
+
+    size: np.ndarray
+    per_node: np.ndarray
+    links: GroupLinks | None
+    overlap_cost: np.ndarray
+    _affine: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def time(self, collective: str, nbytes: np.ndarray, dev: Device) -> np.ndarray:
+        """:func:`costmodel.ops.collective_time` over these groups; for candidate arrays on an
+        unmeasured device from its affine terms, computed once per collective."""
+        if self.links is None or dev.measured_collectives:
+            return collective_time(collective, self.size, nbytes, self.per_node, dev,
+                                   links=self.links)
+        if collective not in self._affine:
+            self._affine[collective] = affine_terms(collective, self.links)
+        a, b = self._affine[collective]
+        return a + b * nbytes
+
+
 @dataclass(frozen=True)
 class DPGroups:
     """The gradient-reduction groups of one rank (or of candidate arrays), in Megatron's rank
     order: dense parameters over dp·cp ranks with stride tp, routed-expert parameters over
-    dp·cp/ep ranks with stride tp·ep. Per kind: the group size, its members per node, the
-    link terms (:class:`costmodel.ops.GroupLinks`, for candidate arrays) and the profile's
-    overlap compute cost of its link class. Built once by :func:`dp_groups` for the several
+    dp·cp/ep ranks with stride tp·ep. Built once by :func:`dp_groups` for the several
     reductions of the same candidates."""
 
-    dense: tuple[np.ndarray, np.ndarray, GroupLinks | None, np.ndarray]
-    expert: tuple[np.ndarray, np.ndarray, GroupLinks | None, np.ndarray]
+    dense: DPGroup
+    expert: DPGroup
 
 
 def dp_groups(dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray, dev: Device
@@ -74,10 +97,9 @@ def dp_groups(dp: np.ndarray, cp: np.ndarray, ep: np.ndarray, tp: np.ndarray, de
     u_inter = coll["inter_node"].overlap_compute_cost
     d = dp * cp
 
-    def kind(group: np.ndarray, stride: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, GroupLinks | None, np.ndarray]:
+    def kind(group: np.ndarray, stride: np.ndarray) -> DPGroup:
         k = members_per_node(stride, group, gpn)
-        return group, k, _links(group, k, dev), np.where(k >= group, u_intra, u_inter)
+        return DPGroup(group, k, _links(group, k, dev), np.where(k >= group, u_intra, u_inter))
 
     return DPGroups(dense=kind(d, tp), expert=kind(d / ep, tp * ep))
 
@@ -95,15 +117,16 @@ def dp_comm(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarra
     g = dp_groups(dp, cp, ep, tp, dev) if groups is None else groups
     total = np.zeros(np.broadcast(params_dense, zero, dp).shape)
     exposed = np.zeros_like(total)
-    for params, (group, k, links, u) in ((params_dense, g.dense), (params_expert, g.expert)):
+    for params, kind in ((params_dense, g.dense), (params_expert, g.expert)):
+        group, u = kind.size, kind.overlap_cost
         active = (params > 0) & (group > 1) & (zero < 3)
         if not np.any(active):
             continue
         safe = np.maximum(params, 1.0)
         bucket = np.minimum(1.0, np.maximum(MEGATRON_BUCKET_PARAMS, 1e6 * group) / safe)
-        ar = collective_time("all_reduce", group, params * gb, k, dev, links=links)
-        rs = collective_time("reduce_scatter", group, params * gb, k, dev, links=links)
-        ag = collective_time("all_gather", group, params * dev.elem_bytes, k, dev, links=links)
+        ar = kind.time("all_reduce", params * gb, dev)
+        rs = kind.time("reduce_scatter", params * gb, dev)
+        ag = kind.time("all_gather", params * dev.elem_bytes, dev)
         grad = np.where(zero == 0, ar, rs)
         gather = np.where(zero == 0, 0.0, ag)
         # overlapped parts still cost compute: the profile's overlap_compute_cost (Calculon's

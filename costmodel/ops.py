@@ -305,17 +305,17 @@ def collective_time(
         # one group (one plan's estimate; its sizes may be per stage): the same formula with
         # the group's terms in floats (numpy's per-call overhead on one-element arrays was a
         # quarter of a search's simulation time)
-        a0, per_byte, half_b = _group_terms(collective, float(group), float(per_node),
-                                            float(intra), float(net),
-                                            dev.profile.eff.collectives)
+        a0, per_byte = _group_terms(collective, float(group), float(per_node), float(intra),
+                                    float(net), dev.profile.eff.collectives)
         if np.ndim(nbytes) == 0:
-            return np.asarray(a0 + per_byte * (float(nbytes) + half_b) if per_byte else 0.0)
+            return np.asarray(a0 + per_byte * float(nbytes) if per_byte else 0.0)
         sizes = np.asarray(nbytes, dtype=float)
-        return a0 + per_byte * (sizes + half_b) if per_byte else np.zeros_like(sizes)
+        return a0 + per_byte * sizes if per_byte else np.zeros_like(sizes)
     g = group_links(group, per_node, dev, intra, net) if links is None else links
     n = g.n
     size = np.asarray(nbytes, dtype=float)
-    t = g.alpha + BUS_FACTOR[collective](n) * (size + g.half) / g.busbw
+    a, b = affine_terms(collective, g)
+    t = a + b * size
     if measured:
         # a measured bus bandwidth already contains latency and the small-message loss:
         # nccl-tests defines it by t = factor · S / busbw
@@ -327,12 +327,21 @@ def collective_time(
     return np.where(n > 1, t, 0.0)
 
 
+def affine_terms(collective: str, g: GroupLinks) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of :func:`collective_time` over the groups ``g`` on an unmeasured device:
+    ``t = α + factor(n) · (S + S½) / busbw = a + b · S``, 0 for a group of one. Affine in the
+    message size, so several collectives over the same groups compute these once."""
+    on = g.n > 1
+    b = np.where(on, BUS_FACTOR[collective](g.n) / g.busbw, 0.0)
+    return np.where(on, g.alpha + b * g.half, 0.0), b
+
+
 def _group_terms(collective: str, n: float, per_node: float, intra: float, net: float,
-                 coll: Mapping[LinkClass, CollectiveEfficiency]) -> tuple[float, float, float]:
-    """:func:`collective_time`'s terms for one group (unmeasured device), term by term the
-    same: t = alpha + per_byte · (size + half); per_byte 0 for a group of one (no time)."""
+                 coll: Mapping[LinkClass, CollectiveEfficiency]) -> tuple[float, float]:
+    """:func:`affine_terms` for one group (unmeasured device), term by term the same:
+    t = a + b · size; b = 0 for a group of one (no time)."""
     if n <= 1:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0
     k = min(per_node, n)
     ci, ce = coll["intra_node"], coll["inter_node"]
     bw_intra = intra * ci.busbw_fraction
@@ -341,7 +350,8 @@ def _group_terms(collective: str, n: float, per_node: float, intra: float, net: 
     else:
         busbw, c = min(bw_intra, k * net * ce.busbw_fraction), ce
     factor = 1.0 if collective == "send_recv" else float(BUS_FACTOR[collective](n))
-    return c.latency_us * 1e-6, factor / busbw, c.half_bandwidth_MiB * 2**20
+    b = factor / busbw
+    return c.latency_us * 1e-6 + b * (c.half_bandwidth_MiB * 2**20), b
 
 
 def members_per_node(stride: Array, size: Array, gpus_per_node: int) -> np.ndarray:

@@ -72,3 +72,28 @@ def test_memoised_attention_rates_equal_the_computed_ones_and_are_read_only() ->
     faster = dataclasses.replace(h100, peak_tflops={k: 2 * v for k, v in h100.peak_tflops.items()})
     assert float(attention_rates("flash2", faster, 128.0, 4096.0).fwd) > float(
         attention_rates("flash2", h100, 128.0, 4096.0).fwd)
+
+
+def test_affine_terms_and_dp_groups_give_collective_time_exactly() -> None:
+    """The data-parallel reductions of a set of candidates take each collective's affine
+    terms once (DPGroup.time): the times are collective_time's, to the bit, groups of one
+    included (no time)."""
+    from costmodel.data_parallel import dp_groups
+    from costmodel.ops import affine_terms
+
+    dev = device("H100-SXM-80GB")
+    n = np.array([1.0, 2.0, 8.0, 16.0, 64.0, 512.0])
+    per = np.array([1.0, 2.0, 8.0, 4.0, 8.0, 1.0])
+    size = np.array([0.0, 4096.0, 2.0**26, 1e9, 3e7, 5e5])
+    links = group_links(n, per, dev)
+    for coll in BUS_FACTOR:
+        a, b = affine_terms(coll, links)
+        np.testing.assert_array_equal(a + b * size, collective_time(coll, n, size, per, dev))
+    assert a[0] == b[0] == 0.0
+    ones = np.ones_like(n)
+    groups = dp_groups(n, ones, ones, np.ones_like(n), dev)
+    k = groups.dense.per_node
+    for coll in ("all_reduce", "reduce_scatter", "all_gather"):
+        for _ in range(2):  # computed, then taken from the group's cache
+            np.testing.assert_array_equal(groups.dense.time(coll, size, dev),
+                                          collective_time(coll, n, size, k, dev))
