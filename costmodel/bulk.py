@@ -52,7 +52,7 @@ from costmodel.memory import (
     fit_codes,
     logits_bytes,
     overhead_bytes,
-    state_bytes,
+    state_coefficients,
     usable_bytes,
     zero3_gathered_params,
 )
@@ -309,6 +309,40 @@ class _Rows:
         return out
 
 
+DISTINCT_TABLE_MAX = 1 << 22
+"""Largest code space :func:`_distinct_rows` indexes with a lookup table (32 MiB of int64)."""
+
+
+def _distinct_rows(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of non-negative integer columns, in lexicographic order, as floats
+    (one column per row of the result), and each input row's index among them.
+
+    Rows are coded in mixed radix (each column's max + 1), which keeps the lexicographic
+    order; where the code space is small (the search's degrees and sizes) a lookup table
+    gives the distinct codes and the inverse in linear time, else :func:`numpy.unique`."""
+    radix = [int(col.max()) + 1 if len(col) else 1 for col in cols]
+    code = np.zeros(len(cols[0]), dtype=np.int64)
+    for col, r in zip(cols, radix, strict=True):
+        code = code * r + col
+    space = int(np.prod(radix, dtype=object))
+    if space <= DISTINCT_TABLE_MAX:
+        present = np.zeros(space, dtype=bool)
+        present[code] = True
+        codes = np.flatnonzero(present)
+        lut = np.empty(space, dtype=np.int64)
+        lut[codes] = np.arange(len(codes))
+        inv = lut[code]
+    else:
+        codes, inv = np.unique(code, return_inverse=True)
+        inv = inv.reshape(-1)
+    out = np.empty((len(cols), len(codes)))
+    rest = codes.copy()
+    for j in range(len(cols) - 1, -1, -1):  # decode, last column first
+        out[j] = rest % radix[j]
+        rest //= radix[j]
+    return out, inv
+
+
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
                   profile: CalibrationProfile | None = None, attention: str = "flash",
                   overlap: bool = True, tp_overlap: bool = False,
@@ -335,12 +369,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     # Per-layer physics depends only on (mbs, tp, cp, ep, sp, recompute): evaluate each
     # distinct combination once and gather (the same formulas, far fewer array elements).
     cols = [np.asarray(x, dtype=np.int64) for x in (c.mbs, c.tp, c.cp, c.ep, c.sp, c.recompute)]
-    code = np.zeros(len(c), dtype=np.int64)
-    for col in cols:  # mixed-radix code of the six small integers (each < 2**10)
-        code = code * 1024 + col
-    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
-    inv = inv.reshape(-1)
-    uniq = np.stack([col[first].astype(float) for col in cols])
+    uniq, inv = _distinct_rows(cols)
     ush = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
                    b=uniq[0], tp=uniq[1], cp=uniq[2],
                    ep=uniq[3], sp=uniq[4].astype(bool), rc=uniq[5].astype(np.int64), flash=flash,
@@ -651,13 +680,16 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     d_dense = dp * cp
     d_exp = np.maximum(1.0, dp * cp / ep)
 
+    # weights + gradients + optimizer states + the stack's extras, per parameter once: a
+    # rank's bytes are params · (dense rate + extra) + its expert params · (expert − dense
+    # rate) + the ZeRO-3 gathered unit
+    per = state_coefficients(zero, d_dense, d_exp, training.optimizer, training.precision,
+                             gathered, training.grad_buffer_bytes).summed()
+    per_param = per.dense + ex.stack.memory.extra_bytes_per_param
+    per_expert = per_layer_expert * (per.expert - per.dense)
+
     def states(params: np.ndarray, layers: np.ndarray) -> np.ndarray:
-        expert = layers * per_layer_expert
-        st = state_bytes(params - expert, expert, zero, d_dense, d_exp,
-                         training.optimizer, training.precision, gathered,
-                         training.grad_buffer_bytes)
-        return (st.weights + st.grads + st.optimizer
-                + params * ex.stack.memory.extra_bytes_per_param)
+        return params * per_param + layers * per_expert + per.fixed
 
     peak_first = states(np.where(single, rank_params, first_params),
                         np.where(single, L, first_layers)) + act_first

@@ -117,6 +117,62 @@ class StateBytes:
     optimizer: np.ndarray
 
 
+@dataclass
+class PerParam:
+    """Bytes of one state kind as ``dense · params_dense + expert · params_expert + fixed``."""
+
+    dense: np.ndarray
+    expert: np.ndarray
+    fixed: np.ndarray
+
+    def of(self, params_dense: np.ndarray, params_expert: np.ndarray) -> np.ndarray:
+        return params_dense * self.dense + params_expert * self.expert + self.fixed
+
+
+@dataclass
+class StateCoefficients:
+    """:func:`state_bytes` per parameter: the ZeRO sharding and dtypes of one set of
+    candidates, applied to any parameter counts of theirs (a rank's, a stage's)."""
+
+    weights: PerParam
+    grads: PerParam
+    optimizer: PerParam
+
+    def bytes(self, params_dense: np.ndarray, params_expert: np.ndarray) -> StateBytes:
+        return StateBytes(weights=self.weights.of(params_dense, params_expert),
+                          grads=self.grads.of(params_dense, params_expert),
+                          optimizer=self.optimizer.of(params_dense, params_expert))
+
+    def summed(self) -> PerParam:
+        """Weights + gradients + optimizer states per parameter (for totals only)."""
+        w, g, o = self.weights, self.grads, self.optimizer
+        return PerParam(dense=w.dense + g.dense + o.dense, expert=w.expert + g.expert + o.expert,
+                        fixed=w.fixed + g.fixed + o.fixed)
+
+
+def state_coefficients(zero: np.ndarray, d_dense: np.ndarray, d_expert: np.ndarray,
+                       optimizer: str, precision: str, gathered_params: np.ndarray,
+                       grad_bytes: float = 4.0) -> StateCoefficients:
+    """The bytes per parameter of :func:`state_bytes` (see there)."""
+    opt = OPTIMIZER_STATE_BYTES[optimizer]
+    w_bytes = 2.0 + (1.0 if precision == "fp8" else 0.0)
+    if precision == "fp32":
+        # plain fp32 training: the fp32 weights are the master copy (no separate 4 B copy)
+        w_bytes, opt = 4.0, opt - 4.0
+    z = np.asarray(zero)
+    z1, z2, z3 = z >= 1, z >= 2, z >= 3
+
+    def sharded(when: np.ndarray, b: float, fixed: np.ndarray | float = 0.0) -> PerParam:
+        return PerParam(dense=np.where(when, b / d_dense, b),
+                        expert=np.where(when, b / d_expert, b), fixed=np.where(z3, fixed, 0.0))
+
+    # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
+    # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16)
+    return StateCoefficients(weights=sharded(z3, w_bytes, gathered_params * w_bytes),
+                             grads=sharded(z2, grad_bytes, gathered_params / 2.0 * 2.0),
+                             optimizer=sharded(z1, opt))
+
+
 def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
                 d_dense: np.ndarray, d_expert: np.ndarray, optimizer: str, precision: str,
                 gathered_params: np.ndarray, grad_bytes: float = 4.0) -> StateBytes:
@@ -128,25 +184,11 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
     copy (Transformer Engine), one more byte per parameter; fp32 training keeps 4-byte weights
     that are their own master copy (optimizer states: the moments only). ``grad_bytes`` is the
     gradient buffer's bytes per parameter (``training.grad_buffer_bytes``: 4 for fp32 main
-    gradients, 2 where they are kept in bf16).
+    gradients, 2 where they are kept in bf16). ZeRO-1 shards the optimizer states, ZeRO-2 also
+    the gradients, ZeRO-3 also the weights (:func:`state_coefficients`).
     """
-    opt = OPTIMIZER_STATE_BYTES[optimizer]
-    w_bytes = 2.0 + (1.0 if precision == "fp8" else 0.0)
-    if precision == "fp32":
-        # plain fp32 training: the fp32 weights are the master copy (no separate 4 B copy)
-        w_bytes, opt = 4.0, opt - 4.0
-    p_all = params_dense + params_expert
-    sharded_opt = params_dense * opt / d_dense + params_expert * opt / d_expert
-    sharded_grad = params_dense * grad_bytes / d_dense + params_expert * grad_bytes / d_expert
-    sharded_w = params_dense * w_bytes / d_dense + params_expert * w_bytes / d_expert
-    weights = np.where(zero >= 3, sharded_w + gathered_params * w_bytes, p_all * w_bytes)
-    # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
-    # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16)
-    unit_grads = gathered_params / 2.0 * 2.0
-    grads = np.where(zero >= 2, sharded_grad + np.where(zero >= 3, unit_grads, 0.0),
-                     p_all * grad_bytes)
-    optimizer_b = np.where(zero >= 1, sharded_opt, p_all * opt)
-    return StateBytes(weights=weights, grads=grads, optimizer=optimizer_b)
+    return state_coefficients(zero, d_dense, d_expert, optimizer, precision, gathered_params,
+                              grad_bytes).bytes(params_dense, params_expert)
 
 
 def zero3_gathered_params(model: ModelSpec, unit: str, tp: np.ndarray) -> np.ndarray:
