@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -150,6 +151,11 @@ class StateCoefficients:
                         fixed=w.fixed + g.fixed + o.fixed)
 
 
+def _pick(when: bool, a: float, b: float) -> np.ndarray:
+    """:func:`numpy.where` of one element, in floats."""
+    return np.asarray(a if when else b)
+
+
 def state_coefficients(zero: np.ndarray, d_dense: np.ndarray, d_expert: np.ndarray,
                        optimizer: str, precision: str, gathered_params: np.ndarray,
                        grad_bytes: float = 4.0) -> StateCoefficients:
@@ -159,17 +165,22 @@ def state_coefficients(zero: np.ndarray, d_dense: np.ndarray, d_expert: np.ndarr
     if precision == "fp32":
         # plain fp32 training: the fp32 weights are the master copy (no separate 4 B copy)
         w_bytes, opt = 4.0, opt - 4.0
-    z = np.asarray(zero)
-    z1, z2, z3 = z >= 1, z >= 2, z >= 3
+    args: tuple[Any, ...] = (zero, d_dense, d_expert, gathered_params)
+    # one plan's rank: the same rule in floats (numpy's per-call cost on 0-d arrays was most
+    # of an estimate's memory report); candidate arrays: elementwise
+    scalar = all(np.ndim(x) == 0 for x in args)
+    zero_, dd, de, gathered = (float(x) for x in args) if scalar else args
+    pick: Any = _pick if scalar else np.where
+    z1, z2, z3 = zero_ >= 1, zero_ >= 2, zero_ >= 3
 
-    def sharded(when: np.ndarray, b: float, fixed: np.ndarray | float = 0.0) -> PerParam:
-        return PerParam(dense=np.where(when, b / d_dense, b),
-                        expert=np.where(when, b / d_expert, b), fixed=np.where(z3, fixed, 0.0))
+    def sharded(when: Any, b: float, fixed: Any = 0.0) -> PerParam:
+        return PerParam(dense=pick(when, b / dd, b), expert=pick(when, b / de, b),
+                        fixed=pick(z3, fixed, 0.0))
 
     # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
     # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16)
-    return StateCoefficients(weights=sharded(z3, w_bytes, gathered_params * w_bytes),
-                             grads=sharded(z2, grad_bytes, gathered_params / 2.0 * 2.0),
+    return StateCoefficients(weights=sharded(z3, w_bytes, gathered * w_bytes),
+                             grads=sharded(z2, grad_bytes, gathered / 2.0 * 2.0),
                              optimizer=sharded(z1, opt))
 
 

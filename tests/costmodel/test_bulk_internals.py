@@ -44,3 +44,17 @@ def test_state_coefficients_total_is_the_sum_of_state_bytes(precision: str) -> N
                      np.array([8.0, 8.0]), np.ones(2), "adamw", "bf16", np.zeros(2))
     total = st.weights + st.grads + st.optimizer
     np.testing.assert_allclose(total, [18e9, 6e9 + 12e9 / 8])
+
+
+def test_state_bytes_of_one_rank_in_floats_equal_the_array_rule() -> None:
+    zero = np.array([0.0, 1.0, 2.0, 3.0])
+    d = np.array([1.0, 8.0, 16.0, 64.0])
+    gathered = np.array([0.0, 0.0, 0.0, 3.1e8])
+    dense, expert = np.array([7e9, 1.3e9, 2e8, 5.5e9]), np.array([0.0, 4e9, 1e7, 2e9])
+    arr = state_bytes(dense, expert, zero, d, d / 2, "adamw", "fp8", gathered, 2.0)
+    for i in range(len(zero)):
+        one = state_bytes(np.asarray(dense[i]), np.asarray(expert[i]), np.asarray(zero[i]),
+                          np.asarray(d[i]), np.asarray(d[i] / 2), "adamw", "fp8",
+                          np.asarray(gathered[i]), 2.0)
+        for kind in ("weights", "grads", "optimizer"):
+            assert float(getattr(one, kind)) == float(getattr(arr, kind)[i]), (kind, i)
