@@ -8,11 +8,17 @@ import itertools
 import numpy as np
 import pytest
 
+from costmodel.data_parallel import dp_groups
 from costmodel.kernels import attention_rates
-from costmodel.ops import BUS_FACTOR, Device, collective_time, group_links
+from costmodel.ops import BUS_FACTOR, Device, affine_terms, collective_time, group_links
 from costmodel.profile import default_profile
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.gpus import catalog
+
+GROUPS = (np.array([1.0, 2.0, 8.0, 16.0, 64.0, 512.0]),  # group sizes, groups of one included
+          np.array([1.0, 2.0, 8.0, 4.0, 8.0, 1.0]),      # members per node
+          np.array([0.0, 4096.0, 2.0**26, 1e9, 3e7, 5e5]))  # message bytes
+"""Candidate-array groups the link-term tests share."""
 
 
 def device(gpu: str) -> Device:
@@ -46,9 +52,7 @@ def test_link_terms_computed_once_give_the_same_times_exactly() -> None:
     """The bulk path builds a set of groups' link terms once for its reduction, gather and
     reduce-scatter (group_links): the times are those computed from scratch, to the bit."""
     dev = device("H100-SXM-80GB")
-    n = np.array([1.0, 2.0, 8.0, 16.0, 64.0, 512.0])
-    per = np.array([1.0, 2.0, 8.0, 4.0, 8.0, 1.0])
-    size = np.array([0.0, 4096.0, 2.0**26, 1e9, 3e7, 5e5])
+    n, per, size = GROUPS
     links = group_links(n, per, dev)
     for coll in BUS_FACTOR:
         np.testing.assert_array_equal(collective_time(coll, n, size, per, dev, links=links),
@@ -78,13 +82,8 @@ def test_affine_terms_and_dp_groups_give_collective_time_exactly() -> None:
     """The data-parallel reductions of a set of candidates take each collective's affine
     terms once (DPGroup.time): the times are collective_time's, to the bit, groups of one
     included (no time)."""
-    from costmodel.data_parallel import dp_groups
-    from costmodel.ops import affine_terms
-
     dev = device("H100-SXM-80GB")
-    n = np.array([1.0, 2.0, 8.0, 16.0, 64.0, 512.0])
-    per = np.array([1.0, 2.0, 8.0, 4.0, 8.0, 1.0])
-    size = np.array([0.0, 4096.0, 2.0**26, 1e9, 3e7, 5e5])
+    n, per, size = GROUPS
     links = group_links(n, per, dev)
     for coll in BUS_FACTOR:
         a, b = affine_terms(coll, links)
