@@ -669,7 +669,11 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     act_first = np.where(single, acts(all_layers) + emb_act + work(all_layers) + logit_b,
                          act_first)
     act_last = acts(last_layers) * infl_last + work(last_layers) + logit_b
-    act_second = acts(mid_layers) * infl_second + work(mid_layers)
+    # ... and with a V-shape schedule every rank but the first holds two chunks of blocks and
+    # no vocabulary layers, with about the first rank's in-flight count: on pp 2 that is the
+    # last rank, with the even split's last-rank layers
+    second_layers = np.where(pp >= 3, mid_layers, last_layers)
+    act_second = acts(second_layers) * infl_second + work(second_layers)
     # the activation formulas count bf16 elements; fp32 keeps twice the bytes
     act_first = act_first * (dev.elem_bytes / ELEM)
     act_last = act_last * (dev.elem_bytes / ELEM)
@@ -694,8 +698,8 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     peak_first = states(np.where(single, rank_params, first_params),
                         np.where(single, L, first_layers)) + act_first
     peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
-    peak_second = np.where(single | vshape | (pp < 3), 0.0,
-                           states(mid_layers * per_layer_params, mid_layers) + act_second)
+    peak_second = np.where(single | (~vshape & (pp < 3)), 0.0,
+                           states(second_layers * per_layer_params, second_layers) + act_second)
     peak = np.maximum(np.maximum(peak_first, peak_last), peak_second) + over
     usable = usable_bytes(dev.memory_bytes, prof, ex.stack)
     fits = fit_codes(peak, usable) < 2  # fits or tight: memory_verdict's rule

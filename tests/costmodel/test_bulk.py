@@ -103,3 +103,26 @@ def test_mfu_and_cost_are_consistent(bulk) -> None:  # type: ignore[no-untyped-d
     tokens = TRAINING.tokens_per_step
     assert np.allclose(bulk.tokens_per_s[ok] * bulk.step_time_s[ok], tokens)
     assert np.all((bulk.mfu[ok] > 0) & (bulk.mfu[ok] < 1))
+
+
+@pytest.mark.parametrize("schedule", ["ZBVZeroBubble", "DualPipeV"])
+def test_bulk_memory_of_v_shapes_counts_the_middle_ranks(schedule: str) -> None:
+    """With a V-shape schedule every rank but the first holds two chunks of blocks; when the
+    even split gives the middle ranks more blocks (Llama-3-405B's 126 layers over 64 chunks),
+    they, not the first rank, are the peak. The bulk filter once counted the first rank only
+    (83 GiB against the estimate's 99) and let plans through that the estimate turned down,
+    which kept a 5 s search past its limit."""
+    model = get_preset("llama3-405b")
+    training = TrainingSpec(global_batch_size=2048, seq_len=8192)
+    pool = GPUPool(name="h100", gpu="H100-SXM-80GB", gpus_per_node=8, nodes=256)
+    plans = [GRID.plan(0).model_copy(update={
+        "pool": "h100", "tp": tp, "pp": 32, "dp": dp, "cp": cp, "micro_batch_size": 1,
+        "schedule": schedule, "virtual_stages": 2, "recompute": "none", "zero_stage": 2,
+        "sequence_parallel": False, "layers_per_stage": None})
+        for tp, dp, cp in ((2, 4, 4), (4, 4, 2))]
+    got = evaluate_bulk(model, training, pool, Candidates.from_plans(plans))
+    for i, plan in enumerate(plans):
+        est = evaluate(model, training, Cluster(pools=[pool]), plan)
+        ranks = [s.total_gib for s in est.memory.per_stage]
+        assert max(ranks) > ranks[0]  # the case: a middle rank is the peak
+        assert got.peak_gib[i] == pytest.approx(est.memory.peak_gib, rel=0.02), plan
