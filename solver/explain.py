@@ -101,6 +101,37 @@ def _time_profile(est: Estimate) -> str:
     return ", ".join(parts) + f", MFU {100 * est.mfu:.1f}%"
 
 
+_PER_STEP_COST = ("cost", "cost_to_train")
+"""Objectives proportional to step time × GPUs × price: two plans on different GPU counts or
+prices compare in the objective's own unit, not in seconds per step."""
+
+
+def objective_parts(objective: str, value: float, est: Estimate) -> dict[str, float]:
+    """Each :data:`_ADDITIVE` breakdown part of ``est`` in the unit the two plans of
+    :func:`runner_up` are compared in. ``cost`` and ``cost_to_train`` are proportional to the
+    step time at a plan's GPU count and price (``$/h / 3600 · step / tokens per step``; to
+    train, over the goodput share too), so a part's share of the objective is
+    ``part_s · |value| / step_time_s``, its seconds' share of the step: a plan on twice the
+    GPUs pays each of its seconds twice. ``throughput`` and ``time_to_train`` fix the tokens
+    per step, whatever the GPUs: seconds per step."""
+    b = est.breakdown.model_dump()
+    if objective in _PER_STEP_COST and est.step_time_s > 0:
+        scale = abs(value) / est.step_time_s
+        return {k: b[k] * scale for k in _ADDITIVE}
+    return {k: b[k] for k in _ADDITIVE}
+
+
+def _part_text(objective: str, d: float) -> str:
+    """A difference of :func:`objective_parts`, three significant digits with its unit."""
+    if objective == "cost":
+        return f"${d:.3g}/M tokens"
+    if objective == "cost_to_train":
+        return f"${d:,.0f} to train" if d >= 100 else f"${d:.3g} to train"
+    if d >= 0.1:
+        return f"{d:.3f} s per step"
+    return f"{d * 1e3:.3g} ms per step" if d >= 1e-3 else f"{d * 1e6:.3g} µs per step"
+
+
 def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
               b: tuple[float, ParallelPlan, Estimate]) -> str:
     """Why plan b ranks below plan a: objective difference and the component that differs
@@ -111,14 +142,13 @@ def runner_up(req: SearchRequest, a: tuple[float, ParallelPlan, Estimate],
     worse = {"throughput": "lower throughput", "cost": "higher cost per token",
              "time_to_train": "longer time to train", "cost_to_train": "higher cost to train"}[
         name]
-    da, db = ea.breakdown.model_dump(), eb.breakdown.model_dump()
-    # only the parts that add up to the step time (communication that overlaps is inside them)
-    diffs = sorted(((db[k] - da[k], k) for k in _ADDITIVE), reverse=True)
+    ca, cb = objective_parts(name, va, ea), objective_parts(name, vb, eb)
+    diffs = sorted(((cb[k] - ca[k], k) for k in _ADDITIVE), reverse=True)
     reason = ""
     if diffs and diffs[0][0] > 0:
         d, k = diffs[0]
-        reason = f"; most of it is {_BREAKDOWN_LABELS[k]} (+{d:.3f} s per step)"
-    if name in ("cost", "cost_to_train") and eb.cost_per_hour != ea.cost_per_hour:
+        reason = f"; most of it is {_BREAKDOWN_LABELS[k]} (+{_part_text(name, d)})"
+    if name in _PER_STEP_COST and eb.cost_per_hour != ea.cost_per_hour:
         reason += f"; ${eb.cost_per_hour:,.2f}/hour against ${ea.cost_per_hour:,.2f}"
     changed = [f"{k} {getattr(pa, k)}→{getattr(pb, k)}" for k in (
         "pool", "tp", "pp", "dp", "cp", "ep", "micro_batch_size", "schedule", "virtual_stages",
