@@ -628,7 +628,9 @@ def _best_per_pool(req: SearchRequest, spaces: list[_PoolSpace], bb: _BranchAndB
                 continue
             val, plan, est = found[0].value, found[0].plan, found[0].estimate
         rel = ""
-        if winner is not None:
+        if winner is not None and mine and mine[0] is winner:
+            rel = "the winner"
+        elif winner is not None:
             w = winner.estimate
             rel = f"{est.tokens_per_s / w.tokens_per_s:.0%} of the winner's tokens/s"
             if w.cost_per_million_tokens > 0:

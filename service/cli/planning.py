@@ -140,11 +140,54 @@ def print_search(result: Any, out: TextIO, *, search_id: str | None = None,
         print(f"    binding: {rp.explanation.binding_constraint}", file=out)
         if rp.explanation.vs_runner_up:
             print(f"    vs next: {rp.explanation.vs_runner_up}", file=out)
+        if rp.variants:
+            shown = "; ".join(f"{_variant(v)} {_value(v.objective_value, rp.objective_unit)}"
+                              for v in rp.variants[:VARIANTS_SHOWN])
+            more = len(rp.variants) - VARIANTS_SHOWN
+            print(f"    variants: {shown}" + (f" (+{more} more in --json)" if more > 0 else ""),
+                  file=out)
+    pools = getattr(result, "best_per_pool", None) or []
+    if len(pools) > 1:
+        print("best per pool:", file=out)
+        for pb in pools:
+            gbs = f", global batch {pb.global_batch_size}" if pb.global_batch_size else ""
+            print(f"  {describe(pb.plan)} ({pb.gpu}){gbs}", file=out)
+            extra = ("" if pb.objective_unit in ("tokens/s", "$/M tokens")
+                     else f", {_value(pb.objective_value, pb.objective_unit)}")
+            print(f"    {pb.tokens_per_s:,.0f} tokens/s, ${pb.cost_per_million_tokens:.4f}/M "
+                  f"tokens{extra}; {pb.vs_winner}", file=out)
     s = result.stats
     print(f"searched {s.candidates:,} plans ({s.fitting:,} fit), simulated {s.simulated}, "
           f"{s.elapsed_s:.2f} s", file=out)
     for k in getattr(s, "skipped_pools", None) or []:
         print(f"    pool {k.pool} not searched: {k.reason}", file=out)
+
+
+VARIANTS_SHOWN = 3
+"""Variants of a plan's layout listed in the table (all of them are in ``--json``)."""
+
+
+def _variant(v: Any) -> str:
+    """What a variant changes of its plan's layout, in :func:`solver.explain.describe`'s
+    words."""
+    parts = [v.schedule + (f"×{v.virtual_stages}" if v.virtual_stages > 1 else ""),
+             f"ZeRO-{v.zero_stage}"]
+    if v.sequence_parallel:
+        parts.append("SP")
+    if v.recompute_num_layers:
+        parts.append(f"recompute[{v.recompute_num_layers}]")
+    return " ".join(parts)
+
+
+def _value(value: float, unit: str) -> str:
+    """An objective value with its unit (``objective_unit``)."""
+    if unit == "tokens/s":
+        return f"{abs(value):,.0f} tokens/s"
+    if unit == "$/M tokens":
+        return f"${value:.4f}/M tokens"
+    if unit == "$":
+        return f"${value:,.0f}"
+    return f"{value:.6g} {unit}".rstrip()
 
 
 def _estimate_local(data: Any) -> Estimate:

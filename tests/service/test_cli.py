@@ -373,6 +373,36 @@ def test_plan_invalid_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "training.train_tokens" in capsys.readouterr().err
 
 
+def test_plan_table_shows_each_pools_best_and_the_variants(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With several pools the table ends with the best plan of every pool and what it gives
+    against the winner (issue 12: 'the user never sees what the A100 pool would give'), and a
+    plan with simulated variants of its layout lists them; both as in --json."""
+    req = {**SMALL_SEARCH, "objective": "cost",
+           "cluster": {"pools": [
+               {"name": "h100", "gpu": "H100", "nodes": 2, "price_per_gpu_hour": 2.0},
+               {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1,
+                "price_per_gpu_hour": 1.2}]}}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(req))
+    assert main(["plan", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert main(["plan", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert {pb["pool"] for pb in result["best_per_pool"]} == {"h100", "a100"}
+    section = table.split("best per pool:\n", 1)[1]
+    for pb in result["best_per_pool"]:
+        assert f"  {pb['pool']}: tp={pb['plan']['tp']} " in section
+        assert f"({pb['gpu']})" in section and pb["vs_winner"] in section
+        assert f"${pb['cost_per_million_tokens']:.4f}/M tokens" in section
+    assert "the winner" in section and "of the winner's tokens/s" in section
+    with_variants = [p for p in result["plans"] if p["variants"]]
+    assert with_variants, "no plan with variants: the test no longer covers them"
+    assert table.count("    variants: ") == len(with_variants)
+    first = with_variants[0]["variants"][0]
+    assert f"${first['objective_value']:.4f}/M tokens" in table
+
+
 class _ClosedPipe(io.StringIO):
     def write(self, s: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")

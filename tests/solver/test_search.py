@@ -668,7 +668,11 @@ def test_best_per_pool_with_several_pools() -> None:
     for pb in res.best_per_pool:
         assert pb.plan.pool == pb.pool and pb.objective_unit == "$/M tokens"
         assert pb.objective_value >= winner.objective_value * (1 - 1e-9)  # cost: lower wins
-        assert "of the winner's tokens/s" in pb.vs_winner
+        # the winner's own pool names it; the others say what they give relative to it
+        if pb.pool == winner.plan.pool:
+            assert pb.vs_winner == "the winner" and pb.plan == winner.plan
+        else:
+            assert "of the winner's tokens/s" in pb.vs_winner
     single = search(body(top_k=1))
     assert single.best_per_pool == []
 
@@ -681,7 +685,8 @@ def test_best_per_pool_without_prices() -> None:
     res = search(body(pools=free, top_k=1))
     assert {pb.pool for pb in res.best_per_pool} == {"h100", "a100"}
     for pb in res.best_per_pool:
-        assert pb.vs_winner.endswith("of the winner's tokens/s")
+        assert pb.vs_winner == "the winner" if pb.pool == res.plans[0].plan.pool else (
+            pb.vs_winner.endswith("of the winner's tokens/s"))
     mixed = [pool("h100", "H100-SXM-80GB", nodes=2, price=0), pool("a100", "A100-SXM-80GB", nodes=1,
                                                            price=1.29)]
     res = search(body(pools=mixed, top_k=1))
