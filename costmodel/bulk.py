@@ -212,6 +212,18 @@ class BulkResult:
                   for f in fields(cls) if f.name != "usable_bytes"}
         return cls(**arrays, usable_bytes=parts[0].usable_bytes)
 
+    def with_rows(self, idx: np.ndarray, rows: BulkResult) -> BulkResult:
+        """These results with those of candidates ``idx`` replaced by ``rows`` (their
+        evaluation on their own: :func:`evaluate_bulk`'s ``fitting_only``)."""
+        out = {}
+        for f in fields(self):
+            if f.name == "usable_bytes":
+                continue
+            a = getattr(self, f.name).copy()
+            a[idx] = getattr(rows, f.name)
+            out[f.name] = a
+        return BulkResult(**out, usable_bytes=self.usable_bytes)
+
     def repriced(self, c: Candidates, pool: GPUPool) -> BulkResult:
         """These results for a pool of the same hardware at ``pool``'s price (step times and
         memory do not depend on the price)."""
@@ -346,12 +358,37 @@ def _distinct_rows(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
                   profile: CalibrationProfile | None = None, attention: str = "flash",
                   overlap: bool = True, tp_overlap: bool = False,
-                  rules_checked: bool = False) -> BulkResult:
+                  rules_checked: bool = False, fitting_only: bool = False) -> BulkResult:
     """Step time, throughput, MFU, cost and peak memory of every candidate (see the module
     docstring for the pipeline closed forms), every one with ``attention`` (resolved for the
     request's stack and the pool's GPU) and the stack's FP8 recipe. ``rules_checked``: the
     caller kept only candidates :func:`valid_mask` accepts (the search's budget does), so
-    the mask is not computed again."""
+    the mask is not computed again.
+
+    ``fitting_only``: the times of the candidates that do not fit are not computed, as a
+    search drops those for their memory alone (about 70 % of a large pool's valid ones):
+    memory of all first, then everything of those that fit, whose values are the same as in
+    a full evaluation (each formula is elementwise); the others keep their memory, validity
+    and price, with an infinite step time and bounds and no throughput."""
+    def run(cands: Candidates, checked: bool, memory_only: bool) -> BulkResult:
+        return _evaluate(model, training, pool, cands, profile, attention, overlap, tp_overlap,
+                         checked, memory_only)
+
+    if not fitting_only:
+        return run(c, rules_checked, False)
+    mem = run(c, rules_checked, True)
+    idx = np.flatnonzero(mem.fits)
+    if len(idx) == len(c):
+        return run(c, True, False)
+    return mem.with_rows(idx, run(c.take(idx), True, False))
+
+
+def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candidates,
+              profile: CalibrationProfile | None, attention: str, overlap: bool,
+              tp_overlap: bool, rules_checked: bool, memory_only: bool) -> BulkResult:
+    """:func:`evaluate_bulk` of ``c``, in phases: the layout of each plan (layers and
+    parameters per rank), its memory, and (unless ``memory_only``) its step time and
+    bounds."""
     prof = profile or default_profile()
     valid = (np.ones(len(c), dtype=bool) if rules_checked
              else valid_mask(model, training, pool, c))
@@ -374,9 +411,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
                    b=uniq[0], tp=uniq[1], cp=uniq[2],
                    ep=uniq[3], sp=uniq[4].astype(bool), rc=uniq[5].astype(np.int64), flash=flash,
                    tp_overlap=tp_overlap)
-    sh = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
-                  b=f64["mbs"], tp=tp, cp=cp, ep=ep,
-                  sp=c.sp.astype(bool), rc=c.recompute, flash=flash, tp_overlap=tp_overlap)
+    # ---- layout: each plan's blocks, layers and parameters per rank
     L = float(model.num_hidden_layers)
     n_moe = float(model.num_moe_layers)
     n_dense = L - n_moe
@@ -391,14 +426,12 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         total = sum(w * np.broadcast_to(getattr(b, attr), ushape) for w, b, _ in blocks)
         return np.asarray(total)[inv]
 
-    lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")
     # partial recompute (plan.recompute_num_layers = k > 0): a rank recomputes only the first
     # k layers of each chunk; every other layer skips the recompute forward (the block cost's
     # ``recompute`` share of bwd_input) and keeps the stash of recompute 'none' (kept_blocks)
     k_rc = np.asarray(c.rc_layers, dtype=float)
     partial = k_rc > 0
     any_partial = bool(np.any(partial))
-    rc_t = np.where(partial, per_layer("recompute"), 0.0)
     ush_kept = ush
     if any_partial:
         ush_kept = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
@@ -411,8 +444,6 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
         if not any_partial:
             return np.asarray(0.0)
         return layers - recomputed_layers(layers, v, k_rc)
-    uedge = edge_cost(model, ush, dev)
-    edge = EdgeCost(**{k: np.broadcast_to(v, ushape)[inv] for k, v in vars(uedge).items()})
     m = training.global_batch_size / np.maximum(dp * f64["mbs"], 1.0)
     sched = c.schedule
     vshape = (sched == SCHEDULE_CODES["ZBVZeroBubble"]) | (sched == SCHEDULE_CODES["DualPipeV"])
@@ -424,32 +455,11 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     mid_layers = base + (extra > 0)
     first_layers = np.where(pp <= 2, base + (extra > 0), base + (extra >= pp - 1))
     last_layers = np.where(pp == 1, L, base)
-    per_layer_t = lf + li + lw
-    emb = edge.embed_fwd + edge.embed_bwd
-    head = edge.head_fwd + edge.head_bwd_input + edge.head_bwd_weight
     single = pp == 1
-    # the blocks' time of a rank with n layers: n·(f + i + w), less the recompute of the
-    # layers partial recompute leaves alone
-    def blocks_t(layers: np.ndarray) -> np.ndarray:
-        return layers * per_layer_t - unrecomputed(layers) * rc_t
-
-    t_first = blocks_t(first_layers) + emb + np.where(vshape | single, head, 0.0)
-    t_last = blocks_t(last_layers) + head
-    t_mid = np.where(pp >= 3, blocks_t(mid_layers), 0.0)
-    t_all = np.where(single, blocks_t(np.full_like(pp, L)), 0.0)
-    t_rank = np.where(single, t_all + emb + head,
-                      np.maximum(np.maximum(t_first, np.where(vshape, 0.0, t_last)), t_mid))
     rank_layers = np.where(single, L, np.maximum(np.maximum(first_layers, last_layers),
                                                  np.where(pp >= 3, mid_layers, 0.0)))
-    # the busiest rank's input-gradient time per layer (its mean over the rank's layers)
-    li_rank = li - unrecomputed(rank_layers) / np.maximum(rank_layers, 1.0) * rc_t
-    # sum over ranks of one micro-batch's work (the even split: `extra` ranks of base + 1
-    # layers, the others of base, rank_layer_split)
-    skipped = np.where(single, unrecomputed(np.full_like(pp, L)),
-                       extra * unrecomputed(base + 1) + (pp - extra) * unrecomputed(base))
-    sum_ranks = L * per_layer_t - skipped * rc_t + emb + head
 
-    # ZeRO-3: per micro-batch gathers / reduce-scatters folded into the rank time
+    # parameters per layer and per rank
     lp_dense, lp_moe_shared, lp_routed = (float(x) for x in model.block_param_split())
     # routed experts shard over ep as well and reduce over dp·cp/ep ranks: kept apart
     per_layer_dense = (n_dense * lp_dense + n_moe * lp_moe_shared) / L / tp
@@ -465,6 +475,139 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     rank_params = np.where(single, L * per_layer_params + emb_params + out_params,
                            np.maximum(np.maximum(first_params, np.where(vshape, 0.0, last_params)),
                                       mid_layers * per_layer_params))
+    p1 = pp - 1.0
+    gpipe = sched == SCHEDULE_CODES["GPipe"]
+
+    # ---- memory: the first rank (most in-flight micro-batches), the second (the most blocks with
+    # nearly as many in flight) and the last (logits)
+    act_layer = np.asarray(sum(w * block_activation_bytes(model, ush, moe)
+                               for w, _, moe in blocks))[inv]
+    working = np.max(np.stack([np.broadcast_to(block_working_bytes(model, ush, moe), ushape)
+                               for _, _, moe in blocks]), axis=0)[inv]
+    # partial recompute: the layers left alone stash what recompute 'none' stashes, and their
+    # backward's transient peak (gradient buffers) counts where a rank has any of them
+    act_kept = act_layer
+    working_kept = working
+    if any_partial:
+        act_kept = np.asarray(sum(w * block_activation_bytes(model, ush_kept, moe)
+                                  for w, _, moe in blocks))[inv]
+        working_kept = np.max(np.stack([
+            np.broadcast_to(block_working_bytes(model, ush_kept, moe), ushape)
+            for _, _, moe in blocks]), axis=0)[inv]
+
+    def acts(layers: np.ndarray) -> np.ndarray:
+        """Stash of one micro-batch on a rank's ``layers`` blocks."""
+        return layers * act_layer + unrecomputed(layers) * (act_kept - act_layer)
+
+    def work(layers: np.ndarray) -> np.ndarray:
+        """The rank's transient backward peak of one block."""
+        return np.where(unrecomputed(layers) > 0, np.maximum(working, working_kept), working)
+    inter_sched = ((sched == SCHEDULE_CODES["Interleaved1F1B"])
+                   | (sched == SCHEDULE_CODES["InterleavedZeroBubble"]))
+    # in-flight micro-batches in whole-rank units (torch's warm-up counts, in chunks / v)
+    warm = np.where(sched == SCHEDULE_CODES["Interleaved1F1B"], 2.0, 1.0)
+    infl_first = np.select(
+        [gpipe, sched == SCHEDULE_CODES["1F1B"], inter_sched,
+         sched == SCHEDULE_CODES["ZBVZeroBubble"]],
+        [m, np.minimum(pp, m),
+         np.minimum(m * v, (v - 1) * pp + warm * p1 + 1) / v, pp],
+        default=pp + 0.5)  # DualPipeV: 2p + 1 half-size chunks on rank 0 (simulator)
+    # zero-bubble schedules keep activations until the delayed W: about as many on every rank
+    infl_last = np.select(
+        [gpipe, sched == SCHEDULE_CODES["1F1B"], sched == SCHEDULE_CODES["Interleaved1F1B"]],
+        [m, np.ones_like(m), np.minimum(m * v, (v - 1) * pp + 1) / v],
+        default=infl_first)
+    # the second rank: one warm-up micro-batch fewer than the first, but no vocabulary
+    # layers, so with an embedding-aware split (fewer blocks on the end stages) it can hold
+    # more (Llama-3-405B on pp 64: 2 blocks × 63 in flight against 1 × 64)
+    infl_second = np.select(
+        [gpipe, sched == SCHEDULE_CODES["1F1B"], inter_sched],
+        [m, np.minimum(pp - 1, m),
+         np.minimum(m * v, (v - 1) * pp + warm * (p1 - 1) + 1) / v],
+        default=infl_first)
+    infl_first = np.where(single, 1.0, infl_first)
+    emb_act = np.broadcast_to(embedding_activation_bytes(model, ush), ushape)[inv]
+    logit_b = np.broadcast_to(logits_bytes(model, ush), ushape)[inv]
+    all_layers = np.full_like(pp, L)
+    act_first = (acts(first_layers) + emb_act) * infl_first + work(first_layers) + np.where(
+        vshape | single, logit_b, 0.0)
+    act_first = np.where(single, acts(all_layers) + emb_act + work(all_layers) + logit_b,
+                         act_first)
+    act_last = acts(last_layers) * infl_last + work(last_layers) + logit_b
+    # ... and with a V-shape schedule every rank but the first holds two chunks of blocks and
+    # no vocabulary layers, with about the first rank's in-flight count: on pp 2 that is the
+    # last rank, with the even split's last-rank layers
+    second_layers = np.where(pp >= 3, mid_layers, last_layers)
+    act_second = acts(second_layers) * infl_second + work(second_layers)
+    # the activation formulas count bf16 elements; fp32 keeps twice the bytes
+    act_first = act_first * (dev.elem_bytes / ELEM)
+    act_last = act_last * (dev.elem_bytes / ELEM)
+    act_second = act_second * (dev.elem_bytes / ELEM)
+    n_groups = (1.0 + (tp > 1) + (pp > 1) + (dp > 1) + (cp > 1) + (ep > 1))
+    over = overhead_bytes(prof, n_groups)
+    gathered = np.where(zero >= 3, zero3_gathered_params(model, "block", tp), 0.0)
+    d_dense = dp * cp
+    d_exp = np.maximum(1.0, dp * cp / ep)
+
+    # weights + gradients + optimizer states + the stack's extras, per parameter once: a
+    # rank's bytes are params · (dense rate + extra) + its expert params · (expert − dense
+    # rate) + the ZeRO-3 gathered unit
+    per = state_coefficients(zero, d_dense, d_exp, training.optimizer, training.precision,
+                             gathered, training.grad_buffer_bytes).summed()
+    per_param = per.dense + ex.stack.memory.extra_bytes_per_param
+    per_expert = per_layer_expert * (per.expert - per.dense)
+
+    def states(params: np.ndarray, layers: np.ndarray) -> np.ndarray:
+        return params * per_param + layers * per_expert + per.fixed
+
+    peak_first = states(np.where(single, rank_params, first_params),
+                        np.where(single, L, first_layers)) + act_first
+    peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
+    peak_second = np.where(single | (~vshape & (pp < 3)), 0.0,
+                           states(second_layers * per_layer_params, second_layers) + act_second)
+    peak = np.maximum(np.maximum(peak_first, peak_last), peak_second) + over
+    usable = usable_bytes(dev.memory_bytes, prof, ex.stack)
+    fits = fit_codes(peak, usable) < 2  # fits or tight: memory_verdict's rule
+    gpus = tp * pp * dp * cp
+    if memory_only:
+        none = np.full(len(c), np.inf)
+        price, cost_m = _prices(pool, gpus, np.zeros(len(c)))
+        return BulkResult(valid=valid, step_time_s=none, tokens_per_s=np.zeros(len(c)),
+                          mfu=np.zeros(len(c)), peak_bytes=peak, fits=fits & valid,
+                          cost_per_hour=price, cost_per_million_tokens=cost_m,
+                          pipeline_s=none, dp_exposed_s=np.zeros(len(c)),
+                          lower_bound_s=none, lower_bound_even_s=none, usable_bytes=usable)
+
+    # ---- step time and bounds
+    sh = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+                  b=f64["mbs"], tp=tp, cp=cp, ep=ep,
+                  sp=c.sp.astype(bool), rc=c.recompute, flash=flash, tp_overlap=tp_overlap)
+    lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")
+    rc_t = np.where(partial, per_layer("recompute"), 0.0)
+    uedge = edge_cost(model, ush, dev)
+    edge = EdgeCost(**{k: np.broadcast_to(v, ushape)[inv] for k, v in vars(uedge).items()})
+    per_layer_t = lf + li + lw
+    emb = edge.embed_fwd + edge.embed_bwd
+    head = edge.head_fwd + edge.head_bwd_input + edge.head_bwd_weight
+    # the blocks' time of a rank with n layers: n·(f + i + w), less the recompute of the
+    # layers partial recompute leaves alone
+    def blocks_t(layers: np.ndarray) -> np.ndarray:
+        return layers * per_layer_t - unrecomputed(layers) * rc_t
+
+    t_first = blocks_t(first_layers) + emb + np.where(vshape | single, head, 0.0)
+    t_last = blocks_t(last_layers) + head
+    t_mid = np.where(pp >= 3, blocks_t(mid_layers), 0.0)
+    t_all = np.where(single, blocks_t(np.full_like(pp, L)), 0.0)
+    t_rank = np.where(single, t_all + emb + head,
+                      np.maximum(np.maximum(t_first, np.where(vshape, 0.0, t_last)), t_mid))
+    # the busiest rank's input-gradient time per layer (its mean over the rank's layers)
+    li_rank = li - unrecomputed(rank_layers) / np.maximum(rank_layers, 1.0) * rc_t
+    # sum over ranks of one micro-batch's work (the even split: `extra` ranks of base + 1
+    # layers, the others of base, rank_layer_split)
+    skipped = np.where(single, unrecomputed(np.full_like(pp, L)),
+                       extra * unrecomputed(base + 1) + (pp - extra) * unrecomputed(base))
+    sum_ranks = L * per_layer_t - skipped * rc_t + emb + head
+
     # the busiest rank's time without ZeRO-3 exposure, for the lower bounds: the estimate may
     # hide the gathers behind more compute (the vocabulary layers), exposure is never negative
     t_rank_base = t_rank
@@ -485,7 +628,6 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     cf = rank_layers / v * lf
     ci = rank_layers / v * li_rank
     cw = rank_layers / v * lw
-    p1 = pp - 1.0
     one_f_one_b = (m - 1) * t_rank + sum_ranks
     interleaved = m * t_rank + (sum_ranks - t_rank) / v
     zb_bubble = np.maximum(cf + ci - cw, np.maximum(np.maximum(cf, ci), cw))
@@ -503,7 +645,6 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
     nbytes = sh.tokens * model.hidden_size * dev.elem_bytes / tp
     p2p = collective_time("send_recv", 2.0, nbytes, np.where(inter, 1.0, 2.0), dev)
     extra_mb = np.maximum(0.0, m - pp)
-    gpipe = sched == SCHEDULE_CODES["GPipe"]
     pipe = pipe + np.where(single, 0.0, 2 * p1 * p2p + np.where(gpipe, 0.0,
                                                                    2 * p1 / pp * p2p * extra_mb))
 
@@ -613,98 +754,7 @@ def evaluate_bulk(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Ca
             z3.of(pp) >= 3, z3_traffic(z_mid, z_mid * z3.of(per_layer_params)), 0.0))
         lower_even = np.maximum(lower_even, z3.scatter(z3.of(m) * busiest) + serial_lb)
 
-    # memory: the first rank (most in-flight micro-batches), the second (the most blocks with
-    # nearly as many in flight) and the last (logits)
-    act_layer = np.asarray(sum(w * block_activation_bytes(model, ush, moe)
-                               for w, _, moe in blocks))[inv]
-    working = np.max(np.stack([np.broadcast_to(block_working_bytes(model, ush, moe), ushape)
-                               for _, _, moe in blocks]), axis=0)[inv]
-    # partial recompute: the layers left alone stash what recompute 'none' stashes, and their
-    # backward's transient peak (gradient buffers) counts where a rank has any of them
-    act_kept = act_layer
-    working_kept = working
-    if any_partial:
-        act_kept = np.asarray(sum(w * block_activation_bytes(model, ush_kept, moe)
-                                  for w, _, moe in blocks))[inv]
-        working_kept = np.max(np.stack([
-            np.broadcast_to(block_working_bytes(model, ush_kept, moe), ushape)
-            for _, _, moe in blocks]), axis=0)[inv]
 
-    def acts(layers: np.ndarray) -> np.ndarray:
-        """Stash of one micro-batch on a rank's ``layers`` blocks."""
-        return layers * act_layer + unrecomputed(layers) * (act_kept - act_layer)
-
-    def work(layers: np.ndarray) -> np.ndarray:
-        """The rank's transient backward peak of one block."""
-        return np.where(unrecomputed(layers) > 0, np.maximum(working, working_kept), working)
-    inter_sched = ((sched == SCHEDULE_CODES["Interleaved1F1B"])
-                   | (sched == SCHEDULE_CODES["InterleavedZeroBubble"]))
-    # in-flight micro-batches in whole-rank units (torch's warm-up counts, in chunks / v)
-    warm = np.where(sched == SCHEDULE_CODES["Interleaved1F1B"], 2.0, 1.0)
-    infl_first = np.select(
-        [gpipe, sched == SCHEDULE_CODES["1F1B"], inter_sched,
-         sched == SCHEDULE_CODES["ZBVZeroBubble"]],
-        [m, np.minimum(pp, m),
-         np.minimum(m * v, (v - 1) * pp + warm * p1 + 1) / v, pp],
-        default=pp + 0.5)  # DualPipeV: 2p + 1 half-size chunks on rank 0 (simulator)
-    # zero-bubble schedules keep activations until the delayed W: about as many on every rank
-    infl_last = np.select(
-        [gpipe, sched == SCHEDULE_CODES["1F1B"], sched == SCHEDULE_CODES["Interleaved1F1B"]],
-        [m, np.ones_like(m), np.minimum(m * v, (v - 1) * pp + 1) / v],
-        default=infl_first)
-    # the second rank: one warm-up micro-batch fewer than the first, but no vocabulary
-    # layers, so with an embedding-aware split (fewer blocks on the end stages) it can hold
-    # more (Llama-3-405B on pp 64: 2 blocks × 63 in flight against 1 × 64)
-    infl_second = np.select(
-        [gpipe, sched == SCHEDULE_CODES["1F1B"], inter_sched],
-        [m, np.minimum(pp - 1, m),
-         np.minimum(m * v, (v - 1) * pp + warm * (p1 - 1) + 1) / v],
-        default=infl_first)
-    infl_first = np.where(single, 1.0, infl_first)
-    emb_act = np.broadcast_to(embedding_activation_bytes(model, ush), ushape)[inv]
-    logit_b = np.broadcast_to(logits_bytes(model, ush), ushape)[inv]
-    all_layers = np.full_like(pp, L)
-    act_first = (acts(first_layers) + emb_act) * infl_first + work(first_layers) + np.where(
-        vshape | single, logit_b, 0.0)
-    act_first = np.where(single, acts(all_layers) + emb_act + work(all_layers) + logit_b,
-                         act_first)
-    act_last = acts(last_layers) * infl_last + work(last_layers) + logit_b
-    # ... and with a V-shape schedule every rank but the first holds two chunks of blocks and
-    # no vocabulary layers, with about the first rank's in-flight count: on pp 2 that is the
-    # last rank, with the even split's last-rank layers
-    second_layers = np.where(pp >= 3, mid_layers, last_layers)
-    act_second = acts(second_layers) * infl_second + work(second_layers)
-    # the activation formulas count bf16 elements; fp32 keeps twice the bytes
-    act_first = act_first * (dev.elem_bytes / ELEM)
-    act_last = act_last * (dev.elem_bytes / ELEM)
-    act_second = act_second * (dev.elem_bytes / ELEM)
-    n_groups = (1.0 + (tp > 1) + (pp > 1) + (dp > 1) + (cp > 1) + (ep > 1))
-    over = overhead_bytes(prof, n_groups)
-    gathered = np.where(zero >= 3, zero3_gathered_params(model, "block", tp), 0.0)
-    d_dense = dp * cp
-    d_exp = np.maximum(1.0, dp * cp / ep)
-
-    # weights + gradients + optimizer states + the stack's extras, per parameter once: a
-    # rank's bytes are params · (dense rate + extra) + its expert params · (expert − dense
-    # rate) + the ZeRO-3 gathered unit
-    per = state_coefficients(zero, d_dense, d_exp, training.optimizer, training.precision,
-                             gathered, training.grad_buffer_bytes).summed()
-    per_param = per.dense + ex.stack.memory.extra_bytes_per_param
-    per_expert = per_layer_expert * (per.expert - per.dense)
-
-    def states(params: np.ndarray, layers: np.ndarray) -> np.ndarray:
-        return params * per_param + layers * per_expert + per.fixed
-
-    peak_first = states(np.where(single, rank_params, first_params),
-                        np.where(single, L, first_layers)) + act_first
-    peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
-    peak_second = np.where(single | (~vshape & (pp < 3)), 0.0,
-                           states(second_layers * per_layer_params, second_layers) + act_second)
-    peak = np.maximum(np.maximum(peak_first, peak_last), peak_second) + over
-    usable = usable_bytes(dev.memory_bytes, prof, ex.stack)
-    fits = fit_codes(peak, usable) < 2  # fits or tight: memory_verdict's rule
-
-    gpus = tp * pp * dp * cp
     tokens = float(training.tokens_per_step)
     step = np.where(valid, step, np.inf)
     tps = tokens / step

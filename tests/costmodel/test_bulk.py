@@ -126,3 +126,22 @@ def test_bulk_memory_of_v_shapes_counts_the_middle_ranks(schedule: str) -> None:
         ranks = [s.total_gib for s in est.memory.per_stage]
         assert max(ranks) > ranks[0]  # the case: a middle rank is the peak
         assert got.peak_gib[i] == pytest.approx(est.memory.peak_gib, rel=0.02), plan
+
+
+def test_fitting_only_costs_the_plans_that_fit_as_a_full_evaluation_does(bulk) -> None:  # type: ignore[no-untyped-def]
+    """``fitting_only`` (the search's budget): the plans that fit get exactly the full
+    evaluation's figures, every plan keeps its memory, validity and price, and the others
+    have no step time (the search drops them for memory alone, never reads their times)."""
+    fit_only = evaluate_bulk(MODEL, TRAINING, POOL, GRID, fitting_only=True)
+    fits = bulk.fits
+    assert 0 < fits.sum() < bulk.valid.sum()  # the grid has plans of both kinds
+    for name in ("step_time_s", "tokens_per_s", "mfu", "cost_per_million_tokens", "pipeline_s",
+                 "dp_exposed_s", "lower_bound_s", "lower_bound_even_s"):
+        assert np.array_equal(getattr(fit_only, name)[fits], getattr(bulk, name)[fits]), name
+    for name in ("valid", "peak_bytes", "fits", "cost_per_hour"):
+        assert np.array_equal(getattr(fit_only, name), getattr(bulk, name)), name
+    assert fit_only.usable_bytes == bulk.usable_bytes
+    rest = ~fits
+    assert np.isinf(fit_only.step_time_s[rest]).all()
+    assert np.isinf(fit_only.lower_bound_even_s[rest]).all()
+    assert (fit_only.tokens_per_s[rest] == 0).all()

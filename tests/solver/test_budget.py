@@ -50,7 +50,15 @@ def test_chunked_bulk_evaluation_equals_one_call(monkeypatch: pytest.MonkeyPatch
     assert b.enumerated_for(p) == len(cands) and len(kept) == len(valid) < len(cands)
     assert chunked.valid.all()
     np.testing.assert_array_equal(kept.tp, cands.tp[valid])
-    for name in ("step_time_s", "peak_bytes", "fits", "cost_per_hour", "lower_bound_even_s"):
+    # the budget costs the plans that fit only (evaluate_bulk's fitting_only): their figures
+    # are the whole evaluation's, and every plan keeps its memory and price
+    fit = whole.fits[valid]
+    assert 0 < fit.sum() < len(valid)
+    for name in ("step_time_s", "lower_bound_even_s"):
+        np.testing.assert_array_equal(getattr(chunked, name)[fit], getattr(whole, name)[valid][fit],
+                                      name)
+        assert np.isinf(getattr(chunked, name)[~fit]).all(), name
+    for name in ("peak_bytes", "fits", "cost_per_hour"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name)[valid], name)
 
 
