@@ -381,6 +381,8 @@ class _Evaluation:
             self.rank_stages[r].append(g % n_model)
         self.warnings: list[str] = list(ctx.notes)
         self._params_cache: dict[int, tuple[float, float]] = {}
+        # (dense, MoE shared, routed) parameters of one block: the same for every stage
+        self._block_split = ctx.model.block_param_split()
         self._act_cache: dict[tuple[int, bool], float] = {}
 
     def _pool_costs(self, pool: GPUPool, tp: int, recompute: str | None = None) -> _PoolCosts:
@@ -492,7 +494,7 @@ class _Evaluation:
 
     def _compute_stage_params(self, j: int) -> tuple[float, float]:
         model, plan = self.c.model, self.c.plan
-        p_dense, p_moe_shared, p_routed = model.block_param_split()
+        p_dense, p_moe_shared, p_routed = self._block_split
         dense = float(self.n_dense[j] * p_dense + self.n_moe[j] * p_moe_shared)
         expert = float(self.n_moe[j] * p_routed)
         n = len(self.layers)
