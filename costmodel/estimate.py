@@ -633,11 +633,17 @@ class _Evaluation:
         stride = c.plan.tp * c.plan.cp * c.plan.dp
         order = c.plan.node_order
         if stride >= gpn:
-            k = stride // gpn if stride % gpn == 0 else -(-stride // gpn)
-            idx = [rank * k + i for i in range(k)]
+            k = -(-stride // gpn)  # the nodes a rank spans
+            lo, hi = rank * k, rank * k + k
         else:
-            idx = [rank * stride // gpn]
-        return [order[i] if order is not None and i < len(order) else i for i in idx]
+            lo = rank * stride // gpn
+            hi = lo + 1
+        # (ranges and slices: a search's 4,096-GPU plans span 64 nodes per rank)
+        if order is None:
+            return list(range(lo, hi))
+        if hi <= len(order):
+            return list(order[lo:hi])
+        return [order[i] if i < len(order) else i for i in range(lo, hi)]
 
     def _p2p(self) -> np.ndarray:
         """Send/recv time per stage boundary: NVLink inside a node, else the NIC or, where the
