@@ -440,14 +440,18 @@ def _per_rank_peak(delta: npt.NDArray[np.int64], offsets: Sequence[int]) -> IntA
 
     Each rank runs its actions one at a time in slice order, so the prefix sum in that order is
     the running count over time."""
-    csum = np.cumsum(delta)
-    n_ranks = len(offsets) - 1
-    out = np.zeros(n_ranks, dtype=np.int64)
-    for r in range(n_ranks):
-        lo, hi = offsets[r], offsets[r + 1]
-        if hi > lo:
-            base = csum[lo - 1] if lo > 0 else 0
-            out[r] = max(int(csum[lo:hi].max() - base), 0)
+    bounds = np.asarray(offsets, dtype=np.int64)
+    csum = np.cumsum(delta[:bounds[-1]]) if len(bounds) > 1 else np.zeros(0, dtype=np.int64)
+    lo, hi = bounds[:-1], bounds[1:]
+    out = np.zeros(len(lo), dtype=np.int64)
+    runs = hi > lo
+    if runs.any():
+        # the slices are consecutive: each non-empty one runs from its start to the next
+        # non-empty one's (empty slices between them have no width), the last to the end
+        starts = lo[runs]
+        top = np.maximum.reduceat(csum, starts)
+        base = np.where(starts > 0, csum[np.maximum(starts - 1, 0)], 0)
+        out[runs] = np.maximum(top - base, 0)
     return out
 
 
