@@ -43,6 +43,7 @@ it in the bubbles).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -352,16 +353,19 @@ class _Evaluation:
         self.stage_pc: list[_PoolCosts] = (
             [self._pool_costs(p, t) for p, t in zip(ctx.stage_pools, self.tps, strict=True)]
             if ctx.stage_pools is not None else [first] * len(self.layers))
-        starts = np.concatenate([[0], np.cumsum(self.layers)])
-        mask = np.array(model.moe_layer_mask, dtype=bool)
-        self.n_moe = [int(mask[starts[j]:starts[j + 1]].sum()) for j in range(len(self.layers))]
+        starts = list(itertools.accumulate(self.layers, initial=0))
+        # MoE layers before each layer index: a stage's count is a difference of two
+        moe_before = list(itertools.accumulate((int(x) for x in model.moe_layer_mask),
+                                               initial=0))
+        self.n_moe = [moe_before[starts[j + 1]] - moe_before[starts[j]]
+                      for j in range(len(self.layers))]
         self.n_dense = [n - k for n, k in zip(self.layers, self.n_moe, strict=True)]
         # partial recompute: the first recomputed_layers of each stage (Megatron's 'block'
         # method recomputes the first N layers of each chunk) take the plan's recompute costs,
         # the rest the costs of recompute 'none' (_PoolCosts.kept)
         rc_n = [ctx.plan.recomputed_layers(n) if ctx.plan.recompute_num_layers is not None
                 else n for n in self.layers]
-        self.rc_moe = [int(mask[starts[j]:starts[j] + rc_n[j]].sum())
+        self.rc_moe = [moe_before[starts[j] + rc_n[j]] - moe_before[starts[j]]
                        for j in range(len(self.layers))]
         """MoE layers of each stage costed with the plan's recompute (all of them unless
         ``plan.recompute_num_layers`` leaves some of the stage's layers unrecomputed)."""
