@@ -29,6 +29,7 @@ from costmodel.pipeline.schedules import (
 from costmodel.pipeline.simulator import (
     EncodedSchedule,
     SimResult,
+    _per_rank_peak,
     encode_schedule,
     encoded_schedule,
     simulate,
@@ -537,3 +538,20 @@ def test_encoded_schedule_rejects_other_placement() -> None:
 def test_incomplete_schedule_is_rejected_by_simulate() -> None:
     with pytest.raises(ScheduleError, match="needs one B, or one I and one W"):
         simulate([[Action(0, 0, "F"), Action(0, 0, "I")]], [0], 1.0, 1.0, 1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-3, 3), max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_per_rank_peak_is_the_running_counts_maximum(delta: list[int], cuts: list[int]) -> None:
+    """Each rank's peak is the largest running sum of its own actions' deltas, counted from 0
+    at its first action (0 when it never goes above), whatever the slices' sizes (empty
+    ones included)."""
+    n = len(delta)
+    offsets = [0, *sorted(min(c, n) for c in cuts), n]
+    got = _per_rank_peak(np.array(delta, dtype=np.int64), offsets)
+    for r in range(len(offsets) - 1):
+        running, best = 0, 0
+        for d in delta[offsets[r]:offsets[r + 1]]:
+            running += d
+            best = max(best, running)
+        assert got[r] == best, (r, offsets)
