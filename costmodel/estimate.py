@@ -385,6 +385,7 @@ class _Evaluation:
             self.rank_stages[r].append(g % n_model)
         self.warnings: list[str] = list(ctx.notes)
         self._params_cache: dict[int, tuple[float, float]] = {}
+        self._values: dict[tuple[int, str], float] = {}  # see _value
         # (dense, MoE shared, routed) parameters of one block: the same for every stage
         self._block_split = ctx.model.block_param_split()
         self._act_cache: dict[tuple[int, bool], float] = {}
@@ -438,11 +439,20 @@ class _Evaluation:
         t = 0.0
         for cost, count in self._block_counts(j):
             if cost is not None and count:
-                value = getattr(cost, attr)
-                if value is None:  # no measured split backward: the unsplit figures
-                    value = getattr(cost, attr.removesuffix("_split"))
-                t += count * _f(value)
+                t += count * self._value(cost, attr)
         return t
+
+    def _value(self, cost: BlockCost, attr: str) -> float:
+        """One block's ``attr`` seconds as a float, once per evaluation (the stages of a
+        pipeline share a few block costs; pp 32 sums them ~100 times a step)."""
+        key = (id(cost), attr)
+        v = self._values.get(key)
+        if v is None:
+            value = getattr(cost, attr)
+            if value is None:  # no measured split backward: the unsplit figures
+                value = getattr(cost, attr.removesuffix("_split"))
+            v = self._values[key] = _f(value)
+        return v
 
     def _stage_times(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         c = self.c
