@@ -78,6 +78,10 @@ class Client:
     def estimate(self, data: Any) -> dict[str, Any]:
         return self._body(self._request("POST", "/v1/estimates", json=data), (200,))
 
+    def plan(self, plan_id: str) -> dict[str, Any]:
+        """``GET /v1/plans/{id}``: the stored plan with its estimate, explanation and request."""
+        return self._body(self._request("GET", f"/v1/plans/{plan_id}"), (200,))
+
     def launch(self, plan_id: str, fmt: str, version: str | None = None) -> dict[str, Any]:
         """``GET /v1/plans/{id}/launch/{format}``: the stored plan's launch config (for the
         framework release ``version``, ``?version=``)."""

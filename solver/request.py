@@ -3,7 +3,7 @@ time_limit_s}`` as in the contract, plus an optional calibration profile and a s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
@@ -140,3 +140,24 @@ class SearchRequest(ModelField):
         """The framework whose launchable plans the search returns: constraints.framework,
         else training.framework."""
         return self.constraints.framework or self.training.framework
+
+    def estimate_request(self, plan: dict[str, Any],
+                         global_batch_size: int | None = None) -> dict[str, Any]:
+        """The ``POST /v1/estimates`` body that reproduces a found plan's estimate: this
+        search's model (resolved), training job (at the batch size the search chose for the
+        plan, where it chose one), cluster and calibration, with ``plan`` (its JSON form).
+        What a stored plan keeps as its request, and what ``meshplan plan --save-plans``
+        writes."""
+        training = self.training
+        if global_batch_size is not None:
+            training = training.model_copy(update={"global_batch_size": global_batch_size,
+                                                    "global_batch_sizes": None})
+        out: dict[str, Any] = {
+            "model": self.model.model_dump(mode="json"),
+            "training": training.model_dump(mode="json"),
+            "cluster": self.cluster.model_dump(mode="json"),
+            "plan": plan,
+        }
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.model_dump(mode="json")
+        return out

@@ -110,6 +110,27 @@ def read_json(path: str) -> Any:
                        f"meshplan: {name}: {json_error_detail(exc.msg, text, exc.pos)}") from None
 
 
+def read_plan_request(path: str) -> Any:
+    """The estimate request in the PLAN file of ``launch`` and ``what-if``: the file's JSON
+    when it is one (``{model, training, cluster, plan}``, as ``plan --save-plans`` writes),
+    or a stored plan's ``request`` (the ``GET /v1/plans/{id}`` answer). A search result is
+    refused with what to do instead: it holds plans but not the request they were found for."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        return data
+    if isinstance(data.get("request"), dict):
+        return data["request"]
+    if "plans" in data and "plan" not in data:
+        raise CLIError(
+            EXIT_INVALID,
+            f"meshplan: {'stdin' if path == '-' else path} is a search result: it holds the "
+            "found plans but not the model, training job and cluster they were found for",
+            "  write each plan as a request that launch, what-if and estimate take: "
+            "meshplan plan FILE --save-plans DIR (then DIR/plan-1.json, ...),",
+            "  or run the search on a server and pass the plan's id with --server URL")
+    return data
+
+
 def invalid(problems: Sequence[tuple[str, str]]) -> CLIError:
     lines = [f"meshplan: invalid input ({len(problems)} problem"
              f"{'' if len(problems) == 1 else 's'}):"]

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -46,6 +47,10 @@ def register(sub: Any) -> None:
         "stderr), 4 if a --fail-if condition holds for the best plan.")
     plan.add_argument("file", metavar="FILE", help="request JSON file, or - for stdin")
     plan.add_argument("--json", action="store_true", help="print the search result as JSON")
+    plan.add_argument("--save-plans", metavar="DIR", dest="save_plans",
+                      help="write each found plan as DIR/plan-RANK.json: its estimate request "
+                      "({model, training, cluster, plan}), which launch, what-if and estimate "
+                      "take")
     remote_options(plan, default_timeout=600.0)
     plan.set_defaults(func=cmd_plan)
 
@@ -84,9 +89,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise CLIError(EXIT_ERROR, f"meshplan: unexpected answer from {args.server}: {exc}"
                            ) from None
+        requests = _stored_requests(raw, args) if args.save_plans else []
     else:
-        result = _search_local(data)
+        req, result = _search_local(data)
         raw = result.model_dump(mode="json")
+        requests = [req.estimate_request(p["plan"], p.get("global_batch_size"))
+                    for p in raw["plans"]]
     if args.json:
         json.dump(raw, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -96,20 +104,59 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not result.plans:
         print(f"meshplan: no feasible plan: {result.infeasible_reason}", file=sys.stderr)
         return EXIT_INFEASIBLE
+    if args.save_plans:
+        save_plans(Path(args.save_plans), [p["rank"] for p in raw["plans"]], requests)
     best = raw["plans"][0]
     return apply_gates(checks, {**best["estimate"], "objective_value": best["objective_value"]})
 
 
-def _search_local(data: Any) -> Any:
+def _search_local(data: Any) -> tuple[Any, Any]:
+    """The parsed request and its search result."""
     import solver
+    from costmodel.specs.request import parse
     from service.launch_check import framework_refusals
+    from solver.request import SearchRequest
 
     if isinstance(data, dict) and data.get("calibration_id") is not None:
         raise invalid([("calibration_id", "stored calibrations need a server (--server URL)")])
     try:
-        return solver.search(data, launchable=framework_refusals)
+        req = parse(SearchRequest, data)
+        return req, solver.search(req, launchable=framework_refusals)
     except SpecError as exc:
         raise invalid([(p.field, p.rule) for p in exc.problems]) from None
+
+
+def _stored_requests(raw: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The requests the server stored with each found plan (``GET /v1/plans/{id}``)."""
+    out = []
+    for p in raw.get("plans", []):
+        if not p.get("id"):
+            raise CLIError(EXIT_ERROR, f"meshplan: {args.server} returned plan #{p.get('rank')} "
+                           "without an id: nothing to save")
+        out.append(client_call(args, lambda c, i=str(p["id"]): c.plan(i))["request"])
+    return out
+
+
+def save_plans(folder: Path, ranks: Sequence[int], requests: Sequence[dict[str, Any]]) -> None:
+    """Write each plan's estimate request as ``folder/plan-RANK.json`` and say so on stderr,
+    with the commands that take them (the launch format of the job's ``training.framework``,
+    torchrun without one)."""
+    from runtime.launch import FRAMEWORK_FORMATS
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for rank, body in zip(ranks, requests, strict=True):
+            path = folder / f"plan-{rank}.json"
+            path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+            paths.append(path)
+    except OSError as exc:
+        raise CLIError(EXIT_ERROR, f"meshplan: cannot write {folder}: {exc}") from None
+    print(f"meshplan: wrote {', '.join(map(str, paths))}", file=sys.stderr)
+    framework = requests[0]["training"].get("framework")
+    fmt = FRAMEWORK_FORMATS.get(framework, "torchrun") if framework else "torchrun"
+    print(f"  next: meshplan launch --format {fmt} {paths[0]};  meshplan estimate {paths[0]}",
+          file=sys.stderr)
 
 
 def print_search(result: Any, out: TextIO, *, search_id: str | None = None,

@@ -11,7 +11,15 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from costmodel.errors import SpecError
-from service.cli.common import EXIT_ERROR, EXIT_OK, CLIError, client_call, invalid, read_json
+from service.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CLIError,
+    client_call,
+    invalid,
+    read_json,
+    read_plan_request,
+)
 
 
 def register(sub: Any) -> None:
@@ -49,9 +57,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
             raise CLIError(EXIT_ERROR, f"meshplan: unexpected answer from {args.server}: {exc}"
                            ) from None
     else:
-        data = read_json(args.plan)
-        if isinstance(data, dict) and isinstance(data.get("request"), dict):
-            data = data["request"]  # a stored plan as GET /v1/plans/{id} answers it
+        data = read_plan_request(args.plan)
         try:
             result = costmodel.what_if(data, scenario)
         except SpecError as exc:

@@ -54,26 +54,6 @@ def progress_json(p: SearchProgress) -> dict[str, Any]:
             "elapsed_s": round(p.elapsed_s, 3)}
 
 
-def estimate_request(req: SearchRequest, plan: dict[str, Any],
-                     global_batch_size: int | None = None) -> dict[str, Any]:
-    """The ``POST /v1/estimates`` body that reproduces a found plan's estimate: the search's
-    model (resolved), training job (at the batch size the search chose for the plan, where it
-    chose one), cluster and calibration, with this plan."""
-    training = req.training
-    if global_batch_size is not None:
-        training = training.model_copy(update={"global_batch_size": global_batch_size,
-                                                "global_batch_sizes": None})
-    out: dict[str, Any] = {
-        "model": req.model.model_dump(mode="json"),
-        "training": training.model_dump(mode="json"),
-        "cluster": req.cluster.model_dump(mode="json"),
-        "plan": plan,
-    }
-    if req.calibration is not None:
-        out["calibration"] = req.calibration.model_dump(mode="json")
-    return out
-
-
 class JobRunner:
     """Runs claimed searches for one worker."""
 
@@ -214,7 +194,7 @@ class JobRunner:
                 objective=objective, objective_value=ranked["objective_value"],
                 plan=ranked["plan"], estimate=ranked["estimate"],
                 explanation=ranked["explanation"],
-                request=estimate_request(req, ranked["plan"], ranked.get("global_batch_size")),
+                request=req.estimate_request(ranked["plan"], ranked.get("global_batch_size")),
                 calibration_id=claim.calibration_id,
                 cost_model_version=claim.cost_model_version))
         final = dict(last_progress or {})

@@ -403,6 +403,61 @@ def test_plan_table_shows_each_pools_best_and_the_variants(
     assert f"${first['objective_value']:.4f}/M tokens" in table
 
 
+def test_saved_plans_are_requests_that_estimate_launch_and_what_if_take(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`meshplan plan FILE --save-plans DIR` writes each found plan as the estimate request
+    that reproduces it (the search's batch size where it chose one): estimating the file gives
+    the plan's own figures, and launch and what-if take it; stdout stays the result alone."""
+    import costmodel
+
+    req = {**SMALL_SEARCH, "training": {**SMALL_SEARCH["training"], "framework": "deepspeed",
+                                        "global_batch_sizes": [32, 64]}}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(req))
+    out = tmp_path / "plans"
+    assert main(["plan", str(path), "--json", "--save-plans", str(out)]) == 0
+    io_ = capsys.readouterr()
+    result = json.loads(io_.out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"plan-{p['rank']}.json" for p in result["plans"]]
+    assert f"launch --format deepspeed {out / 'plan-1.json'}" in io_.err
+    for p in result["plans"]:
+        saved = json.loads((out / f"plan-{p['rank']}.json").read_text())
+        assert saved["plan"] == p["plan"]
+        assert saved["training"]["global_batch_size"] == p["global_batch_size"]
+        assert saved["training"]["global_batch_sizes"] is None
+        est = costmodel.estimate(saved)
+        assert est.step_time_s == p["estimate"]["step_time_s"]
+        assert est.memory.peak_gib == p["estimate"]["memory"]["peak_gib"]
+    first = str(out / "plan-1.json")
+    assert main(["launch", "-f", "deepspeed", first, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "deepspeed"
+    scenario = tmp_path / "slow.json"
+    scenario.write_text(json.dumps({"ranks": {"0": 1.5}}))
+    assert main(["what-if", first, str(scenario), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["baseline"]["step_time_s"] == (
+        result["plans"][0]["estimate"]["step_time_s"])
+
+
+def test_a_search_result_given_as_a_plan_says_how_to_get_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`meshplan launch -f F result.json` on `plan --json`'s output: it has no model or
+    cluster, so exit 2 with what to run instead, not ten missing and extra fields."""
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(SMALL_SEARCH))
+    assert main(["plan", str(path), "--json"]) == 0
+    result = tmp_path / "result.json"
+    result.write_text(capsys.readouterr().out)
+    scenario = tmp_path / "slow.json"
+    scenario.write_text(json.dumps({"ranks": {"0": 1.5}}))
+    for argv in (["launch", "-f", "torchrun", str(result)],
+                 ["what-if", str(result), str(scenario)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a search result" in err and "--save-plans DIR" in err
+        assert "Extra inputs" not in err
+
+
 class _ClosedPipe(io.StringIO):
     def write(self, s: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")
@@ -528,6 +583,23 @@ def test_server_launch_of_a_stored_plan(server: str, capsys: pytest.CaptureFixtu
     assert remote == render("runtime", stored["request"]).model_dump(mode="json")
     assert main(["launch", "no-such-plan", "-f", "runtime", "--server", server]) == 1
     assert "404" in capsys.readouterr().err
+
+
+def test_save_plans_from_the_server_writes_the_stored_requests(
+        server: str, search_file: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With --server, `--save-plans` writes the request the server stored with each plan
+    (``GET /v1/plans/{id}``), which is what in-process saving writes for the same search."""
+    remote, local = tmp_path / "remote", tmp_path / "local"
+    assert main(["plan", str(search_file), "--json", "--server", server,
+                 "--save-plans", str(remote)]) == 0
+    ids = [p["id"] for p in json.loads(capsys.readouterr().out)["plans"]]
+    assert main(["plan", str(search_file), "--save-plans", str(local)]) == 0
+    capsys.readouterr()
+    for rank, plan_id in enumerate(ids, start=1):
+        saved = json.loads((remote / f"plan-{rank}.json").read_text())
+        assert saved == httpx.get(f"{server}/v1/plans/{plan_id}").json()["request"]
+        assert saved == json.loads((local / f"plan-{rank}.json").read_text())
 
 
 def test_serve_with_several_api_processes(tmp_path: Path, request_file: Path) -> None:
