@@ -295,8 +295,8 @@ def _attention_rates(kernel: str, gpu: GPUType, head_dim: float, seq: Any) -> At
             return AttentionRates(
                 fwd * fac, bwd * fac, kernel, f"{src}; x {fac:g}: {sc['source']}",
                 warning=(f"{KERNEL_NAMES[kernel]} on {gpu.arch}: no published curve; the "
-                         f"{sc['from_arch']} measurement scaled by {fac:g} ({sc['source'][:80]}"
-                         "...)"))
+                         f"{sc['from_arch']} measurement scaled by {fac:g}, as "
+                         f"costmodel/data/kernels/attention.json derives it: {sc['source']}"))
     # another architecture's measurement, scaled by the ratio of GEMM ceilings
     for ref_arch in ("hopper", "ampere"):
         base = _measured_rates(kernel, ref_arch, head_dim, s)

@@ -8,6 +8,8 @@ and the kernel tables (costmodel/data/kernels/*.json); no figure is copied from 
 from __future__ import annotations
 
 import copy
+import json
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -195,6 +197,12 @@ def test_an_unmeasured_kernel_is_a_warning_not_silence() -> None:
     sourced factor and the estimate says so."""
     e = est(pool={"gpu": "B200-SXM-180GB"})
     assert any("no published curve" in w or "no measurement" in w for w in e.warnings)
+    # the whole derivation, not an excerpt cut mid-word (it read '... Dao et al. 2026, ar...)')
+    data = json.loads(resources.files("costmodel").joinpath(
+        "data/kernels/attention.json").read_text())
+    source = next(s["source"] for s in data["scaled"]
+                  if (s["kernel"], s["arch"]) == ("cudnn", "blackwell"))
+    assert any(w.endswith(source) for w in e.warnings if "no published curve" in w)
 
 
 def test_pre_hopper_kernels_gain_on_hopper_what_flash2_gains() -> None:
