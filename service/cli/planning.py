@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +51,7 @@ def register(sub: Any) -> None:
     plan.add_argument("--save-plans", metavar="DIR", dest="save_plans",
                       help="write each found plan as DIR/plan-RANK.json: its estimate request "
                       "({model, training, cluster, plan}), which launch, what-if and estimate "
-                      "take")
+                      "take; with several pools also each pool's best as DIR/best-POOL.json")
     remote_options(plan, default_timeout=600.0)
     plan.set_defaults(func=cmd_plan)
 
@@ -105,7 +106,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"meshplan: no feasible plan: {result.infeasible_reason}", file=sys.stderr)
         return EXIT_INFEASIBLE
     if args.save_plans:
-        save_plans(Path(args.save_plans), [p["rank"] for p in raw["plans"]], requests)
+        save_plans(Path(args.save_plans), saved_files(raw, requests))
     best = raw["plans"][0]
     return apply_gates(checks, {**best["estimate"], "objective_value": best["objective_value"]})
 
@@ -137,23 +138,47 @@ def _stored_requests(raw: dict[str, Any], args: argparse.Namespace) -> list[dict
     return out
 
 
-def save_plans(folder: Path, ranks: Sequence[int], requests: Sequence[dict[str, Any]]) -> None:
-    """Write each plan's estimate request as ``folder/plan-RANK.json`` and say so on stderr,
-    with the commands that take them (the launch format of the job's ``training.framework``,
-    torchrun without one)."""
+def saved_files(raw: dict[str, Any], requests: Sequence[dict[str, Any]]
+                ) -> list[tuple[str, dict[str, Any]]]:
+    """What ``--save-plans`` writes: ``plan-RANK.json`` for each found plan (its request) and,
+    with several pools, ``best-POOL.json`` for each pool's best plan (the same request with that
+    plan, at the batch size the search chose for it), so that the comparison the table prints
+    can be launched too."""
+    files = [(f"plan-{p['rank']}.json", body)
+             for p, body in zip(raw["plans"], requests, strict=True)]
+    pools = raw.get("best_per_pool") or []
+    if len(pools) > 1:
+        base = requests[0]
+        taken = {name for name, _ in files}
+        for i, pb in enumerate(pools):
+            name = f"best-{re.sub(r'[^A-Za-z0-9._-]+', '_', pb['pool'])}.json"
+            if name in taken:  # two pool names that differ only in unsafe characters
+                name = name.removesuffix(".json") + f"-{i}.json"
+            taken.add(name)
+            training = dict(base["training"])
+            if pb.get("global_batch_size") is not None:
+                training["global_batch_size"] = pb["global_batch_size"]
+            files.append((name, {**base, "training": training, "plan": pb["plan"]}))
+    return files
+
+
+def save_plans(folder: Path, files: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Write ``files`` (name, estimate request) into ``folder`` and say so on stderr, with the
+    commands that take them (the launch format of the job's ``training.framework``, torchrun
+    without one)."""
     from runtime.launch import FRAMEWORK_FORMATS
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for rank, body in zip(ranks, requests, strict=True):
-            path = folder / f"plan-{rank}.json"
+        for name, body in files:
+            path = folder / name
             path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
             paths.append(path)
     except OSError as exc:
         raise CLIError(EXIT_ERROR, f"meshplan: cannot write {folder}: {exc}") from None
     print(f"meshplan: wrote {', '.join(map(str, paths))}", file=sys.stderr)
-    framework = requests[0]["training"].get("framework")
+    framework = files[0][1]["training"].get("framework")
     fmt = FRAMEWORK_FORMATS.get(framework, "torchrun") if framework else "torchrun"
     print(f"  next: meshplan launch --format {fmt} {paths[0]};  meshplan estimate {paths[0]}",
           file=sys.stderr)

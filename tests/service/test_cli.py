@@ -439,6 +439,32 @@ def test_saved_plans_are_requests_that_estimate_launch_and_what_if_take(
         result["plans"][0]["estimate"]["step_time_s"])
 
 
+def test_saved_plans_include_each_pools_best(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With several pools, `--save-plans` also writes each pool's best plan as
+    best-POOL.json, which estimates to the figures best_per_pool reports for it."""
+    import costmodel
+
+    req = {**SMALL_SEARCH, "objective": "cost",
+           "cluster": {"pools": [
+               {"name": "h100", "gpu": "H100", "nodes": 2, "price_per_gpu_hour": 2.0},
+               {"name": "a100 (spot)", "gpu": "A100-SXM-80GB", "nodes": 1,
+                "price_per_gpu_hour": 1.2}]}}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(req))
+    out = tmp_path / "plans"
+    assert main(["plan", str(path), "--json", "--save-plans", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    files = {"h100": out / "best-h100.json", "a100 (spot)": out / "best-a100_spot_.json"}
+    assert {pb["pool"] for pb in result["best_per_pool"]} == set(files)
+    for pb in result["best_per_pool"]:
+        est = costmodel.estimate(json.loads(files[pb["pool"]].read_text()))
+        assert est.plan.pool == pb["pool"]
+        assert est.tokens_per_s == pytest.approx(pb["tokens_per_s"], rel=1e-12)
+        assert est.cost_per_million_tokens == pytest.approx(pb["cost_per_million_tokens"],
+                                                            rel=1e-12)
+
+
 def test_a_search_result_given_as_a_plan_says_how_to_get_one(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`meshplan launch -f F result.json` on `plan --json`'s output: it has no model or
