@@ -554,6 +554,10 @@ class _BranchAndBound:
                 break
             sp = self.spaces[int(self.which[pos])]
             plan = sp.cands.plan(int(self.cand[pos]), pool=sp.pool.name)
+            if not launchable(req, plan):
+                # neither returned nor listed as a variant of a returned layout: both are
+                # offered to launch (the check is the emitter's, cheaper than a simulation)
+                continue
             try:  # with plans in hand, one long simulation does not run past the deadline
                 with interrupt.until(self.deadline) if top else nullcontext():
                     step = _step_time(req, plan, self.memo)

@@ -4,6 +4,8 @@ and it changes the answer where the unconstrained best plan cannot be launched."
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from costmodel.specs.request import EstimateRequest
 from runtime.launch import FRAMEWORK_FORMATS, refusals, render
 from service.launch_check import framework_refusals
 
+ROOT = Path(__file__).resolve().parents[2]
 FRAMEWORKS = ("megatron", "torchtitan", "deepspeed", "fsdp")
 
 
@@ -52,8 +55,25 @@ def test_every_plan_returned_launches_on_the_framework(
     result = solver.search(body, launchable=framework_refusals)
     for ranked in result.plans:
         assert _renders(body, framework, ranked.plan) == [], ranked.plan
+        for v in ranked.variants:  # listed as alternatives to launch: the same rule holds
+            assert _renders(body, framework, v.plan) == [], v.plan
     for best in result.best_per_pool:
         assert _renders(body, framework, best.plan) == []
+    for point in result.pareto:
+        assert _renders(body, framework, point.plan) == [], point.plan
+
+
+def test_the_variants_of_a_megatron_plan_are_plans_megatron_runs() -> None:
+    """The README's mixed-pool example for Megatron-LM: its plans' variants (other schedules
+    of the same layout) listed InterleavedZeroBubble, ZBVZeroBubble and DualPipeV, which
+    Megatron-LM does not have; now the search never simulates a plan the framework refuses,
+    so none is a variant either."""
+    body = json.loads((ROOT / "examples" / "search-llama3-70b-mixed.json").read_text())
+    body["training"]["framework"] = "megatron"
+    result = solver.search(body, launchable=framework_refusals)
+    variants = [v.plan for ranked in result.plans for v in ranked.variants]
+    assert variants, "no variants: the test no longer covers them"
+    assert all(_renders(body, "megatron", p) == [] for p in variants)
 
 
 def test_the_constraint_changes_a_plan_the_framework_refuses() -> None:
