@@ -96,6 +96,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raw = result.model_dump(mode="json")
         requests = [req.estimate_request(p["plan"], p.get("global_batch_size"))
                     for p in raw["plans"]]
+    if args.save_plans and result.plans:  # before printing: `| head` may end the command
+        save_plans(Path(args.save_plans), saved_files(raw, requests))
     if args.json:
         json.dump(raw, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -105,8 +107,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not result.plans:
         print(f"meshplan: no feasible plan: {result.infeasible_reason}", file=sys.stderr)
         return EXIT_INFEASIBLE
-    if args.save_plans:
-        save_plans(Path(args.save_plans), saved_files(raw, requests))
     best = raw["plans"][0]
     return apply_gates(checks, {**best["estimate"], "objective_value": best["objective_value"]})
 
