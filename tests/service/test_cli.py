@@ -373,16 +373,21 @@ def test_plan_invalid_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "training.train_tokens" in capsys.readouterr().err
 
 
+def _two_pool_search(a100: str) -> dict[str, Any]:
+    """SMALL_SEARCH by cost on 16 H100 and 8 A100 (the second pool named ``a100``)."""
+    return {**SMALL_SEARCH, "objective": "cost",
+            "cluster": {"pools": [
+                {"name": "h100", "gpu": "H100", "nodes": 2, "price_per_gpu_hour": 2.0},
+                {"name": a100, "gpu": "A100-SXM-80GB", "nodes": 1,
+                 "price_per_gpu_hour": 1.2}]}}
+
+
 def test_plan_table_shows_each_pools_best_and_the_variants(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """With several pools the table ends with the best plan of every pool and what it gives
     against the winner (issue 12: 'the user never sees what the A100 pool would give'), and a
     plan with simulated variants of its layout lists them; both as in --json."""
-    req = {**SMALL_SEARCH, "objective": "cost",
-           "cluster": {"pools": [
-               {"name": "h100", "gpu": "H100", "nodes": 2, "price_per_gpu_hour": 2.0},
-               {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1,
-                "price_per_gpu_hour": 1.2}]}}
+    req = _two_pool_search("a100")
     path = tmp_path / "search.json"
     path.write_text(json.dumps(req))
     assert main(["plan", str(path), "--json"]) == 0
@@ -445,11 +450,7 @@ def test_saved_plans_include_each_pools_best(
     best-POOL.json, which estimates to the figures best_per_pool reports for it."""
     import costmodel
 
-    req = {**SMALL_SEARCH, "objective": "cost",
-           "cluster": {"pools": [
-               {"name": "h100", "gpu": "H100", "nodes": 2, "price_per_gpu_hour": 2.0},
-               {"name": "a100 (spot)", "gpu": "A100-SXM-80GB", "nodes": 1,
-                "price_per_gpu_hour": 1.2}]}}
+    req = _two_pool_search("a100 (spot)")
     path = tmp_path / "search.json"
     path.write_text(json.dumps(req))
     out = tmp_path / "plans"
