@@ -10,8 +10,9 @@ at are written once, here:
   fraction MAMF / datasheet peak of a named sibling (same die) times this GPU's peak; else the
   GPU's own measured fraction at another precision (with a warning); else a conservative
   default fraction with a warning. :func:`costmodel.ops.gemm_time` then derates
-  the ceiling per shape (wave quantization relative to the shape at which it was measured, and
-  a per-kernel latency).
+  the ceiling per shape: by the architecture's measured shape grid where one exists
+  (:class:`GemmShapes`, XLA's GEMM table for Hopper and Blackwell), else by wave quantization
+  relative to the shape at which the ceiling was measured, plus a per-kernel latency.
 * **Attention** (:func:`attention_rates`): piecewise interpolation of the measured curve in
   the sequence length (through every measured point, a saturating ``r = R·s / (s + S)`` arc
   between neighbours, so monotone where the data are; held at the end points outside); a
@@ -102,6 +103,99 @@ def gemm_ceiling(gpu: GPUType, precision: str) -> GemmCeiling:
         warning=(f"no measured GEMM ceiling for {gpu.name} at {precision}: GEMMs at the "
                  f"conservative default of {frac:.0%} of the datasheet peak; measure with "
                  "meshplan-runtime calibrate"))
+
+
+STEPS_PER_OCTAVE = 8
+"""Resolution of the lookup table a measured GEMM grid is expanded into (1/8 octave: a
+dimension is rounded by at most 4.4 %, and the measured points are table points)."""
+
+
+class GemmShapes:
+    """How a GEMM's rate depends on its shape on one architecture, from a measured grid
+    (``costmodel/data/kernels/gemm_shapes.json``): the measured rate at (m, n, k) over the
+    grid's best rate, so 1 at the best measured shape.
+
+    Between grid points the efficiency is interpolated linearly in log2 of each dimension
+    (the batch b of the grid folds into m: a (b, m) entry at the largest m is an m = b·m
+    GEMM, which holds the same work in the same tiles); past the largest grid point it is
+    held (the grid's best shapes are saturated: 4096³ within 1 % of its neighbours on
+    Hopper); below the smallest (256) the output tile is underfilled, so the efficiency falls
+    in proportion to the dimension. The interpolation is done once, into a table at
+    :data:`STEPS_PER_OCTAVE` steps per octave that a call reads at the nearest step (the
+    search evaluates GEMMs over many candidate arrays)."""
+
+    def __init__(self, m: tuple[float, ...], n: tuple[float, ...], k: tuple[float, ...],
+                 efficiency: np.ndarray, source: str) -> None:
+        self.axes = tuple(np.log2(np.asarray(a, dtype=float)) for a in (m, n, k))
+        self.lo = [float(a[0]) for a in self.axes]
+        self.source = source
+        fine = [np.arange(round((a[-1] - a[0]) * STEPS_PER_OCTAVE) + 1) / STEPS_PER_OCTAVE
+                + a[0] for a in self.axes]
+        self.top = [len(f) - 1 for f in fine]
+        weights = []
+        for grid, f in zip(self.axes, fine, strict=True):
+            i = np.clip(np.searchsorted(grid, f, side="right") - 1, 0, len(grid) - 2)
+            weights.append((i, (f - grid[i]) / (grid[i + 1] - grid[i])))
+        (i, wi), (j, wj), (q, wq) = weights
+        table = np.zeros((len(fine[0]), len(fine[1]), len(fine[2])))
+        for di in (0, 1):
+            for dj in (0, 1):
+                for dq in (0, 1):
+                    w = (np.where(di, wi, 1 - wi)[:, None, None]
+                         * np.where(dj, wj, 1 - wj)[None, :, None]
+                         * np.where(dq, wq, 1 - wq)[None, None, :])
+                    table += w * efficiency[np.ix_(i + di, j + dj, q + dq)]
+        self.table = table
+
+    def __call__(self, m: Any, n: Any, k: Any) -> np.ndarray:
+        idx: list[Any] = []
+        under: Any = 1.0
+        for x, lo, top in zip((m, n, k), self.lo, self.top, strict=True):
+            if np.ndim(x) == 0:  # a scalar dimension (most calls): no array work
+                step = (math.log2(float(x)) - lo) * STEPS_PER_OCTAVE
+                idx.append(min(max(round(step), 0), int(top)))
+                if step < 0:
+                    under = under * 2.0 ** (step / STEPS_PER_OCTAVE)
+                continue
+            steps = (np.log2(x) - lo) * STEPS_PER_OCTAVE
+            idx.append(np.clip(np.rint(steps), 0, top).astype(np.intp))
+            if np.any(steps < 0):
+                under = under * np.minimum(1.0, np.exp2(steps / STEPS_PER_OCTAVE))
+        return np.asarray(self.table[idx[0], idx[1], idx[2]] * under)
+
+
+@cache
+def _gemm_shape_tables() -> dict[tuple[str, str], GemmShapes]:
+    raw = _load("gemm_shapes.json")
+    grid = raw["grid"]
+    batch, dims = grid["b"], grid["m"]
+    n_b, n_d = len(batch), len(dims)
+    # fold the batch into m: plain GEMMs up to the largest m, then b·m at the largest m
+    rows = [(0, i) for i in range(n_d)] + [(bi, n_d - 1) for bi in range(1, n_b)]
+    m_axis = tuple(float(batch[bi] * dims[mi]) for bi, mi in rows)
+    out: dict[tuple[str, str], GemmShapes] = {}
+    for arch, entry in raw["archs"].items():
+        for dtype in ("bf16", "fp8"):
+            if dtype not in entry:
+                continue
+            cube = np.asarray(entry[dtype], dtype=float).reshape(n_b, n_d, n_d, n_d)
+            rates = np.stack([cube[bi, mi] for bi, mi in rows])
+            out[(arch, dtype)] = GemmShapes(
+                m_axis, tuple(map(float, grid["n"])), tuple(map(float, grid["k"])),
+                rates / rates.max(),
+                f"{dtype} GEMMs measured by XLA on {entry['measured_on']} "
+                f"({entry['xla_device']}; gemm_shapes.json)")
+    return out
+
+
+def gemm_shapes(gpu: GPUType, precision: str) -> GemmShapes | None:
+    """The measured shape dependence of ``gpu``'s GEMMs at ``precision``: its architecture's
+    grid for that operand type, else (fp8 on an architecture whose fp8 grid is missing or
+    was left out) its bf16 grid; None for an architecture without a measured grid, whose
+    GEMMs keep the wave-quantization rule of :func:`costmodel.ops.gemm_time`."""
+    tables = _gemm_shape_tables()
+    dtype = GEMM_DTYPE.get(precision, precision)
+    return tables.get((gpu.arch, dtype)) or tables.get((gpu.arch, "bf16"))
 
 
 # ---------------------------------------------------------------------------------- attention

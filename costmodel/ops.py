@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from costmodel.kernels import attention_rates, gemm_ceiling
+from costmodel.kernels import GemmShapes, attention_rates, gemm_ceiling, gemm_shapes
 from costmodel.profile import CalibrationProfile, CollectiveEfficiency, LinkClass
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.gpus import GPUType
@@ -84,6 +84,14 @@ class Device:
     linear_wave_ref: float = 1.0
     linear_elem_bytes: float = 2.0
     """Operand bytes of a linear layer's GEMM (1 for fp8)."""
+    shapes: GemmShapes | None = None
+    """Measured shape dependence of the 16-bit GEMMs (:func:`costmodel.kernels.gemm_shapes`);
+    None = wave quantization relative to ``wave_ref``."""
+    shapes_ref: float = 1.0
+    """``shapes`` at the shape at which ``gemm_rate`` was measured."""
+    linear_shapes: GemmShapes | None = None
+    """The same for the linear layers' GEMMs (the fp8 grid when the job runs fp8)."""
+    linear_shapes_ref: float = 1.0
     attention_fractions: tuple[float, float] | None = None
     """(forward, backward) fraction of the bf16 peak a profile sets for fused attention (a
     measured device's calibration); None = the kernel tables (:mod:`costmodel.kernels`)."""
@@ -106,6 +114,7 @@ class Device:
             hbm_eff = hbm * eff.hbm_fraction
         wide = "bf16" if precision == "fp8" else precision
         warnings: list[str] = []
+        shapes = linear_shapes = None
         if eff.gemm_peak_fraction is not None:
             wide_rate = gpu.peak_flops(wide) * eff.gemm_peak_fraction
             wide_shape = eff.gemm_reference_shape
@@ -123,12 +132,16 @@ class Device:
                 warnings += [lin_c.warning] if lin_c.warning else []
             else:
                 lin_rate, lin_shape = wide_rate, wide_shape
+            shapes, linear_shapes = gemm_shapes(gpu, wide), gemm_shapes(gpu, precision)
         attn = None
         if eff.attention_fwd_fraction is not None and eff.attention_bwd_fraction is not None:
             attn = (eff.attention_fwd_fraction, eff.attention_bwd_fraction)
 
         def wave(shape: tuple[int, int, int]) -> float:
             return float(wave_efficiency(shape[0], shape[1], gpu.sm_count))
+
+        def at(grid: GemmShapes | None, shape: tuple[int, int, int]) -> float:
+            return 1.0 if grid is None else float(grid(*shape))
 
         return cls(
             name=gpu.name, peak=peak, gemm_rate=wide_rate, hbm=hbm_eff,
@@ -141,6 +154,8 @@ class Device:
             linear_rate=lin_rate, linear_wave_ref=wave(lin_shape),
             linear_elem_bytes=1.0 if precision == "fp8" else activation_bytes(precision),
             attention_fractions=attn, warnings=tuple(warnings),
+            shapes=shapes, shapes_ref=at(shapes, wide_shape), linear_shapes=linear_shapes,
+            linear_shapes_ref=at(linear_shapes, lin_shape),
         )
 
     @property
@@ -181,12 +196,18 @@ def wave_efficiency(m: Array, n: Array, sms: float) -> np.ndarray:
 
 def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | None = None,
               linear: bool = False) -> np.ndarray:
-    """One GEMM (m×k)·(k×n): roofline of compute and operand traffic plus kernel latency.
+    """One GEMM (m×k)·(k×n): roofline of compute and operand traffic.
 
     The compute rate is the device's measured ceiling (the maximum achievable matmul
-    throughput, MAMF, at its best shape: :func:`costmodel.kernels.gemm_ceiling`) corrected for
-    wave quantization relative to that best shape:
-    ``rate = ceiling · wave_eff(m, n) / wave_eff(MAMF shape)``. ``linear`` marks a linear
+    throughput, MAMF, at its best shape: :func:`costmodel.kernels.gemm_ceiling`) times the
+    shape's efficiency. Where the architecture has a measured shape grid
+    (:class:`costmodel.kernels.GemmShapes`) that is the grid's efficiency at the shape relative
+    to its efficiency at the ceiling's own shape, ``rate = ceiling · shapes(m, n, k) /
+    shapes(MAMF shape)``, and the kernel's latency is inside the measurement; elsewhere it is
+    wave quantization relative to the ceiling's shape, ``rate = ceiling · wave_eff(m, n) /
+    wave_eff(MAMF shape)``, plus a per-kernel latency (which misses cuBLAS's split-K: on the
+    H100 grid it runs 0.11× to 1.78× of the measured rate, so the grid is preferred wherever
+    it exists). ``linear`` marks a linear
     layer's GEMM (QKV, projections, MLP, experts), which runs at the fp8 ceiling with 1-byte
     operands when the job runs fp8; everything else stays at 16 bits (Transformer Engine and
     torchao convert ``nn.Linear`` only: shared/reference/kernels.md, "Precision per
@@ -197,9 +218,6 @@ def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | Non
         elem_bytes = dev.linear_elem_bytes if linear else dev.elem_bytes
     ceiling, ref = (dev.linear_rate, dev.linear_wave_ref) if linear else (dev.gemm_rate,
                                                                           dev.wave_ref)
-    # never above the measured ceiling: a shape that quantizes better than the MAMF shape
-    # does not beat MAMF
-    rate = ceiling * np.minimum(1.0, wave_efficiency(m, n, dev.sms) / ref)
     traffic = elem_bytes * (np.asarray(m) * k + np.asarray(k) * n + np.asarray(m) * n)
     if dev.measured:
         dtype = "fp8" if linear and dev.precision == "fp8" else (
@@ -208,6 +226,14 @@ def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | Non
         if measured is not None:
             # measured throughput already contains the kernel latency of the measured shapes
             return np.maximum(flops / measured, traffic / dev.hbm)
+    # never above the measured ceiling: a shape that runs better than the MAMF shape on the
+    # grid, or quantizes better, does not beat MAMF
+    shapes, s_ref = (dev.linear_shapes, dev.linear_shapes_ref) if linear else (
+        dev.shapes, dev.shapes_ref)
+    if shapes is not None:
+        rate = ceiling * np.minimum(1.0, shapes(m, n, k) / s_ref)
+        return np.maximum(flops / rate, traffic / dev.hbm)
+    rate = ceiling * np.minimum(1.0, wave_efficiency(m, n, dev.sms) / ref)
     return dev.kernel_latency + np.maximum(flops / rate, traffic / dev.hbm)
 
 

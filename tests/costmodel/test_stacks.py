@@ -17,7 +17,7 @@ import pytest
 
 import costmodel
 from costmodel import SpecError
-from costmodel.kernels import attention_rates, best_published_mfu, gemm_ceiling
+from costmodel.kernels import attention_rates, best_published_mfu, gemm_ceiling, gemm_shapes
 from costmodel.memory import MemoryBand, memory_verdict
 from costmodel.ops import Device, gemm_time
 from costmodel.profile import default_profile
@@ -124,6 +124,80 @@ def test_no_gemm_beats_its_measured_ceiling() -> None:
         m, n, k = (rng.integers(64, 32768, 400).astype(float) for _ in range(3))
         rate = 2 * m * n * k / gemm_time(m, n, k, dev)
         assert np.all(rate <= gemm_ceiling(get_gpu(gpu), "bf16").flops * (1 + 1e-9))
+
+
+def _xla_grid(arch: str, dtype: str) -> list[tuple[float, float, float, float]]:
+    """(m, n, k, TFLOP/s) of the plain GEMMs of the measured grid in gemm_shapes.json: every
+    b = 1 entry, and the b = 2, 4 entries at the largest m as m = b·m GEMMs (the batch the
+    grid folds into m; the other batched entries are not plain GEMMs)."""
+    raw = json.loads(resources.files("costmodel").joinpath(
+        "data/kernels/gemm_shapes.json").read_text())
+    g = raw["grid"]
+    values = iter(raw["archs"][arch][dtype])
+    out = []
+    for b in g["b"]:
+        for m in g["m"]:
+            for n in g["n"]:
+                for k in g["k"]:
+                    v = next(values)
+                    if b == 1 or m == g["m"][-1]:
+                        out.append((float(b * m), float(n), float(k), v))
+    return out
+
+
+def test_the_gemm_shape_grid_reproduces_its_measurements() -> None:
+    """At every measured plain GEMM the grid's efficiency times its best rate is the
+    measured rate."""
+    for arch, gpu, dtype in (("hopper", "H100-SXM-80GB", "bf16"),
+                             ("blackwell", "B200-SXM-180GB", "fp8")):
+        grid = gemm_shapes(get_gpu(gpu), dtype)
+        assert grid is not None
+        points = _xla_grid(arch, dtype)
+        best = max(p[3] for p in points)
+        for m, n, k, tflops in points:
+            assert float(grid(m, n, k)) * best == pytest.approx(tflops, rel=1e-9)
+
+
+def test_hopper_gemms_follow_the_measured_shape_dependence() -> None:
+    """Over XLA's measured H100 grid the model's GEMM rate is one constant fraction of the
+    measured rate (the profile's derating and the ceiling's own shape), within 5 % either
+    way; wave quantization alone ran from 0.11x (a small m·n with a long k, which cuBLAS
+    splits over k) to 1.78x (k = 256) of it."""
+    dev = Device.from_pool(GPUPool(name="p", gpu="H100-SXM-80GB"), "bf16", default_profile())
+    pts = np.array([p for p in _xla_grid("hopper", "bf16") if p[0] >= 1024])
+    m, n, k, meas = pts.T
+    model = 2 * m * n * k / gemm_time(m, n, k, dev) / 1e12
+    ratio = model / meas
+    assert ratio.max() / ratio.min() < 1.05 ** 2
+    # the split-K shape: now within the same band as the rest
+    one = 2 * 1024 * 256 * 4096 / float(gemm_time(1024, 256, 4096, dev)) / 1e12
+    measured = next(r for mm, nn, kk, r in _xla_grid("hopper", "bf16")
+                    if (mm, nn, kk) == (1024, 256, 4096))
+    assert one / measured == pytest.approx(float(np.median(ratio)), rel=0.05)
+
+
+def test_gpus_without_a_measured_grid_keep_wave_quantization() -> None:
+    for gpu in ("A100-SXM-80GB", "MI300X-192GB"):
+        dev = Device.from_pool(GPUPool(name="p", gpu=gpu), "bf16", default_profile())
+        assert dev.shapes is None and gemm_shapes(get_gpu(gpu), "bf16") is None
+    b300 = Device.from_pool(GPUPool(name="p", gpu="B300-SXM-288GB"), "bf16", default_profile())
+    assert b300.shapes is gemm_shapes(get_gpu("B200-SXM-180GB"), "bf16")
+
+
+def test_a_grid_above_the_datasheet_peak_is_left_out() -> None:
+    """XLA's sm_90 fp8 entries exceed the H100's dense fp8 peak, so they are not imported;
+    Hopper fp8 GEMMs take the shape dependence of its bf16 grid."""
+    raw = json.loads(resources.files("costmodel").joinpath(
+        "data/kernels/gemm_shapes.json").read_text())
+    assert "fp8" not in raw["archs"]["hopper"]
+    assert any(e.startswith("sm_90 fp8") for e in raw["excluded"])
+    h100 = get_gpu("H100-SXM-80GB")
+    assert gemm_shapes(h100, "fp8") is gemm_shapes(h100, "bf16")
+    for arch, entry in raw["archs"].items():
+        gpu = get_gpu(entry["measured_on"])
+        for dtype in ("bf16", "fp8"):
+            if dtype in entry:
+                assert max(entry[dtype]) <= gpu.peak_tflops[dtype], (arch, dtype)
 
 
 # ------------------------------------------------------------------ FP8 per operation
