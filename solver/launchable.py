@@ -43,5 +43,6 @@ def launchable(req: SearchRequest, plan: ParallelPlan) -> bool:
         return True
     if check is None:
         raise RuntimeError("constraints.framework needs a launch check: call solver.search "
-                           "with launchable=runtime.launch.refusals (the service does)")
+                           "with launchable=service.launch_check.framework_refusals (the "
+                           "service and the CLI do)")
     return not check(req, framework, plan)
