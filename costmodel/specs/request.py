@@ -8,6 +8,7 @@ at once as a :class:`~costmodel.errors.SpecError` naming each field and its rule
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from pydantic import (
@@ -423,12 +424,17 @@ def num_microbatches(training: TrainingSpec, plan: ParallelPlan) -> int:
 def rank_layer_split(num_layers: int, pp: int) -> list[int]:
     """Layers per pipeline rank, as even as possible; the remainder goes to the middle ranks
     first (the end ranks also carry the vocabulary layers)."""
+    return list(_rank_layer_split(num_layers, pp))
+
+
+@cache
+def _rank_layer_split(num_layers: int, pp: int) -> tuple[int, ...]:
     base, extra = divmod(num_layers, pp)
     out = [base] * pp
     order = sorted(range(pp), key=lambda i: (abs(i - (pp - 1) / 2), i))
     for i in order[:extra]:
         out[i] += 1
-    return out
+    return tuple(out)
 
 
 def plan_stage_ranks(plan: ParallelPlan) -> list[int]:
@@ -453,16 +459,26 @@ def stage_layers(model: ModelSpec, plan: ParallelPlan) -> list[int]:
         return [st.layers for st in plan.stages]
     if plan.layers_per_stage is not None:
         return list(plan.layers_per_stage)
-    per_rank = rank_layer_split(model.num_hidden_layers, plan.pp)
     # the first model replica's placement (Chimera and BitPipe lay out a second one mirrored)
     ranks = plan_stage_ranks(plan)[:plan.num_stages]
+    return list(_even_stage_layers(model.num_hidden_layers, plan.pp, tuple(ranks)))
+
+
+@cache
+def _even_stage_layers(num_layers: int, pp: int, ranks: tuple[int, ...]) -> tuple[int, ...]:
+    """:func:`stage_layers` for an even split, by stage placement (``ranks``: the pipeline
+    rank of each stage). Cached: a search asks for the same few splits for every plan it
+    checks."""
+    per_rank = rank_layer_split(num_layers, pp)
+    mine: list[list[int]] = [[] for _ in range(pp)]
+    for j, r in enumerate(ranks):
+        mine[r].append(j)
     out = [0] * len(ranks)
-    for r in range(plan.pp):
-        mine = [j for j, rr in enumerate(ranks) if rr == r]
-        base, extra = divmod(per_rank[r], len(mine))
-        for k, j in enumerate(mine):
+    for r in range(pp):
+        base, extra = divmod(per_rank[r], len(mine[r]))
+        for k, j in enumerate(mine[r]):
             out[j] = base + (1 if k < extra else 0)
-    return out
+    return tuple(out)
 
 
 SP_AT_TP1 = ("plan.sequence_parallel: disabled because tp = 1 (sequence parallelism splits "
