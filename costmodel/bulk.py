@@ -407,7 +407,7 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
     # distinct combination once and gather (the same formulas, far fewer array elements).
     cols = [np.asarray(x, dtype=np.int64) for x in (c.mbs, c.tp, c.cp, c.ep, c.sp, c.recompute)]
     uniq, inv = _distinct_rows(cols)
-    ush = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+    ush = Shard.for_stack(training.seq_len, pool.gpus_per_node, ex,
                    b=uniq[0], tp=uniq[1], cp=uniq[2],
                    ep=uniq[3], sp=uniq[4].astype(bool), rc=uniq[5].astype(np.int64), flash=flash,
                    tp_overlap=tp_overlap)
@@ -434,7 +434,7 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
     any_partial = bool(np.any(partial))
     ush_kept = ush
     if any_partial:
-        ush_kept = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+        ush_kept = Shard.for_stack(training.seq_len, pool.gpus_per_node, ex,
                             b=uniq[0], tp=uniq[1], cp=uniq[2], ep=uniq[3],
                             sp=uniq[4].astype(bool), rc=np.zeros_like(uniq[5], dtype=np.int64),
                             flash=flash, tp_overlap=tp_overlap)
@@ -579,7 +579,7 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
                           lower_bound_s=none, lower_bound_even_s=none, usable_bytes=usable)
 
     # ---- step time and bounds
-    sh = Shard.of(training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+    sh = Shard.for_stack(training.seq_len, pool.gpus_per_node, ex,
                   b=f64["mbs"], tp=tp, cp=cp, ep=ep,
                   sp=c.sp.astype(bool), rc=c.recompute, flash=flash, tp_overlap=tp_overlap)
     lf, li, lw = per_layer("fwd"), per_layer("bwd_input"), per_layer("bwd_weight")

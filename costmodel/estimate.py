@@ -159,8 +159,8 @@ def plan_shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
     ``recompute`` (null = the plan's) costs layers under another recompute mode (the layers a
     partial recompute leaves unrecomputed are 'none')."""
     ex = execution(training, plan.attention, pool.gpu_type)
-    return Shard.of(
-        training.seq_len, pool.gpus_per_node, kernel=ex.kernel, fp8=ex.fp8,
+    return Shard.for_stack(
+        training.seq_len, pool.gpus_per_node, ex,
         b=float(plan.micro_batch_size), tp=float(plan.tp if tp is None else tp),
         cp=float(plan.cp), ep=float(plan.ep),
         sp=bool(plan.sequence_parallel),

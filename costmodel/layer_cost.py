@@ -28,7 +28,7 @@ import numpy as np
 
 from costmodel.ops import Device, collective_time, flash_attention_time, gemm_time, mem_time
 from costmodel.specs.model import ModelSpec
-from costmodel.stacks.stack import FP8RecipeCost
+from costmodel.stacks.stack import Execution, FP8RecipeCost
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 ELEM = 2.0
@@ -57,6 +57,12 @@ class Shard:
     :func:`costmodel.stacks.stack.resolve_attention`); ``flash`` says whether it is fused."""
     fp8: FP8RecipeCost | None = None
     """The FP8 recipe's cast and stash costs when the job runs fp8 (linear layers only)."""
+    selective: str = "attention_core"
+    """What ``rc`` = 1 (selective recompute) keeps and recomputes on the stack
+    (:data:`costmodel.stacks.stack.SelectiveRecompute`)."""
+    loss_bytes: float = 6.0
+    """Peak bytes per logit of the LM head output and the loss (the stack's
+    ``recompute.loss_bytes_per_logit``)."""
     tokens: np.ndarray = field(init=False)
     """Tokens of the micro-batch on this rank (b·s/cp)."""
     sp_tokens: np.ndarray = field(init=False)
@@ -68,9 +74,24 @@ class Shard:
 
     @classmethod
     def of(cls, seq: int, gpus_per_node: int, kernel: str = "flash2",
-           fp8: FP8RecipeCost | None = None, **kw: object) -> Shard:
+           fp8: FP8RecipeCost | None = None, selective: str = "attention_core",
+           loss_bytes: float = 6.0, **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
-        return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8, **arrs)
+        return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8,
+                   selective=selective, loss_bytes=loss_bytes, **arrs)
+
+    @classmethod
+    def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution, **kw: object) -> Shard:
+        """A shard with the attention kernel, FP8 recipe and recompute semantics of the
+        stack the job runs on (``ex``: :func:`costmodel.stacks.stack.execution`)."""
+        rc = ex.stack.recompute
+        return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
+                      loss_bytes=rc.loss_bytes_per_logit, **kw)
+
+    @property
+    def op_sac(self) -> bool:
+        """Selective recompute is torchtitan's per-op policy (``op_every_second_mm``)."""
+        return self.selective == "op_every_second_mm"
 
     @property
     def stash_linear(self) -> float:
@@ -201,6 +222,31 @@ def _attn_proj_shapes(model: ModelSpec, tp: np.ndarray) -> tuple[list[Shape], li
     return [(qkv, h)], [(h, model.v_width / tp)]
 
 
+def linear_sequence(model: ModelSpec, tp: np.ndarray) -> list[Shape]:
+    """A block's linear layers in forward order on one TP rank, one GEMM (n, k) per
+    ``nn.Linear`` as torchtitan's models define them: wq, wk, wv, wo, then w1, w3, w2 for a
+    gated MLP (w1, w2 otherwise); MLA's projections in their own order. The order is what
+    torchtitan's per-op selective recompute counts (:func:`op_sac_linears`)."""
+    h = float(model.hidden_size)
+    if model.uses_mla:
+        ins, outs = _attn_proj_shapes(model, tp)
+    else:
+        kv = model.kv_heads * model.head_size / tp
+        ins, outs = [(model.q_width / tp, h), (kv, h), (kv, h)], [(h, model.v_width / tp)]
+    f = model.intermediate_size / tp
+    ffn: list[Shape] = [(f, h), (f, h), (h, f)] if model.gated_mlp else [(f, h), (h, f)]
+    return ins + outs + ffn
+
+
+def op_sac_linears(model: ModelSpec, tp: np.ndarray) -> tuple[list[Shape], list[Shape]]:
+    """(saved, recomputed) linear layers of a dense block under torchtitan's per-op selective
+    recompute: every mm output is saved except every second one (the 2nd, 4th, … of the
+    block: pytorch/torchtitan@9dec370a torchtitan/parallelisms/parallelize_llama.py
+    _custom_policy, ``mm_count % 2 == 0`` → recompute; costmodel/data/stacks/torchtitan.json)."""
+    seq = linear_sequence(model, tp)
+    return seq[0::2], seq[1::2]
+
+
 def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> BlockCost:
     """Cost of one transformer block (dense, or MoE when ``moe``)."""
     h = float(model.hidden_size)
@@ -304,11 +350,20 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
             split_w = np.full_like(bwd_w, m_split[1])
 
     # ---- recompute (Korthikanti et al. 2022 §5): full re-runs the block forward in backward;
-    # selective re-runs core attention only.
-    sel = np.maximum(a_fwd, ka_fwd * dev.host_dispatch)
-    recompute = np.where(s.rc == 2, fwd, np.where(s.rc == 1, sel, 0.0))
+    # selective re-runs core attention only, or on torchtitan (per-op policy) every second
+    # linear layer and every memory-bound kernel, keeping attention (a dense block; MoE
+    # blocks keep the core-attention rule)
     flops_fwd = fl_proj + fl_ffn + fl_attn
-    flops_rc = np.where(s.rc == 2, flops_fwd, np.where(s.rc == 1, fl_attn, 0.0))
+    if s.op_sac and not moe:
+        _, again = op_sac_linears(model, s.tp)
+        t_again, fl_sel = _gemms(T, again, dev)
+        sel = np.maximum(t_again + t_mem_fwd + cast_f,
+                         (len(again) + n_mem + kc_f) * dev.host_dispatch)
+    else:
+        sel = np.maximum(a_fwd, ka_fwd * dev.host_dispatch)
+        fl_sel = fl_attn
+    recompute = np.where(s.rc == 2, fwd, np.where(s.rc == 1, sel, 0.0))
+    flops_rc = np.where(s.rc == 2, flops_fwd, np.where(s.rc == 1, fl_sel, 0.0))
     return BlockCost(
         fwd=fwd, bwd_input=bwd_in + recompute, bwd_weight=bwd_w, recompute=recompute,
         comm_fwd=comm_f, comm_bwd=comm_b, tp_comm=tp_fwd + tp_bwd, cp_comm=cp_fwd + cp_bwd,

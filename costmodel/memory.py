@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.layer_cost import ELEM, Shard
+from costmodel.layer_cost import ELEM, Shard, op_sac_linears
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.model import ModelSpec
 from costmodel.stacks.stack import StackProfile, get_stack
@@ -81,27 +81,52 @@ def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.
     keep_scores = np.where(s.rc == 1, 0.0, score_bytes)
     full = repl + attn_sharded + mlp + keep_scores
     checkpoint = 2.0 * T * h * r
+    if s.op_sac and not moe:
+        full = np.where(s.rc == 1, op_sac_bytes(model, s, score_bytes), full)
     return np.where(s.rc == 2, checkpoint, full)
+
+
+def op_sac_bytes(model: ModelSpec, s: Shard, score_bytes: Any) -> np.ndarray:
+    """What a dense block keeps under torchtitan's per-op selective recompute: the block's
+    input (what the checkpoint wrapper saves), the outputs of the linear layers it saves
+    (:func:`costmodel.layer_cost.op_sac_linears`), the attention output with its softmax
+    statistics (SDPA is saved; the unfused path's scores with it) and, with sequence
+    parallelism, the two reduce-scatter outputs (also on its save list)."""
+    h = float(model.hidden_size)
+    T = s.tokens
+    r = np.where(s.sp, 1.0 / s.tp, 1.0)
+    saved, _ = op_sac_linears(model, s.tp)
+    kept = sum((ELEM * T * n for n, _ in saved), np.zeros_like(T, dtype=float))
+    sdpa = ELEM * T * model.v_width / s.tp + score_bytes
+    scatters = np.where(s.sp & (s.tp > 1), 2.0 * ELEM * T * h / s.tp, 0.0)
+    return np.asarray(ELEM * T * h * r + kept + sdpa + scatters)
 
 
 def block_working_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.ndarray:
     """Transient peak while one block runs its backward: with full recompute the block's whole
     activation set is rebuilt for one micro-batch (Korthikanti §5); without, the gradient
     buffers of the widest tensors (about two FFN-wide tensors)."""
-    s_full = Shard.of(s.seq, s.gpus_per_node, kernel=s.kernel, fp8=s.fp8, b=s.b, tp=s.tp,
+    s_full = Shard.of(s.seq, s.gpus_per_node, kernel=s.kernel, fp8=s.fp8,
+                      selective=s.selective, loss_bytes=s.loss_bytes, b=s.b, tp=s.tp,
                       cp=s.cp, ep=s.ep, sp=s.sp, rc=np.zeros_like(s.rc), flash=s.flash,
                       tp_overlap=s.tp_overlap)
     rebuilt = block_activation_bytes(model, s_full, moe)
     ffn = (model.expert_ffn * (model.num_experts_per_tok or 1) if moe
            else model.intermediate_size)
     grads = 2.0 * s.tokens * ffn / s.tp * ELEM
+    if s.op_sac and not moe:
+        # torchtitan's per-op policy rebuilds what it did not keep, one block at a time
+        grads = np.where(s.rc == 1, np.maximum(grads, rebuilt - block_activation_bytes(
+            model, s, moe)), grads)
     return np.where(s.rc == 2, rebuilt, grads)
 
 
 def logits_bytes(model: ModelSpec, s: Shard) -> np.ndarray:
-    """Last stage: bf16 logits plus the fp32 copy Megatron's vocab-parallel cross-entropy keeps
-    for the backward (6 bytes per logit), one micro-batch."""
-    return 6.0 * s.tokens * model.vocab_size / s.tp
+    """Last stage, one micro-batch: the LM head's logits and the loss's own tensors at the
+    start of the backward, the stack's bytes per logit (``recompute.loss_bytes_per_logit``:
+    Megatron's vocab-parallel cross-entropy keeps bf16 logits and an fp32 copy, 6 bytes;
+    torchtitan's fp32 log-softmax and its gradients, 12)."""
+    return s.loss_bytes * s.tokens * model.vocab_size / s.tp
 
 
 def embedding_activation_bytes(model: ModelSpec, s: Shard) -> np.ndarray:

@@ -107,6 +107,22 @@ class MemoryStack(_Model):
     source: str
 
 
+SelectiveRecompute = Literal["attention_core", "op_every_second_mm"]
+"""What ``plan.recompute: selective`` means on a stack: ``attention_core`` is Korthikanti et
+al. 2022's (only the core attention is recomputed; Megatron-LM ``--recompute-granularity
+selective``); ``op_every_second_mm`` is torchtitan's per-op policy (the outputs of attention
+and of every odd-numbered linear layer of a block are saved, the rest recomputed)."""
+
+
+class RecomputeStack(_Model):
+    selective: SelectiveRecompute = Field(
+        description="What plan.recompute 'selective' keeps and recomputes on this stack.")
+    loss_bytes_per_logit: PositiveFloat = Field(
+        description="Peak bytes per logit of the LM head's output and the cross-entropy at "
+        "the start of the backward, when every activation of the last stage is still held.")
+    source: str
+
+
 class Release(_Model):
     """What an older release did differently (fields left null keep the current ones)."""
 
@@ -127,6 +143,7 @@ class StackProfile(_Model):
     overlap: OverlapStack
     host: HostStack
     memory: MemoryStack
+    recompute: RecomputeStack
     releases: dict[str, Release] = Field(
         default_factory=dict, description="Older releases and what they did differently.")
 
@@ -221,6 +238,9 @@ class Execution:
     def describe(self) -> str:
         """One line for the estimate: which stack and kernels it assumed."""
         parts = [f"{self.stack.title} {self.stack.release}", f"attention {self.kernel}"]
+        if self.stack.recompute.selective == "op_every_second_mm":
+            parts.append("selective recompute per op (every second linear layer and the "
+                         "memory-bound kernels recomputed)")
         if self.fp8_recipe is not None:
             parts.append(f"fp8 recipe {self.fp8_recipe} (linear layers in fp8; attention, LM "
                          "head, norms and optimizer in 16/32 bits)")

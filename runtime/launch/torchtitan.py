@@ -302,9 +302,16 @@ def render_torchtitan(job: Job) -> LaunchConfig:
                         "expert parallelism with the default token dispatcher")
                      + " (trainer.py, Trainer.Config._validate_cuda_graphs).")
     if plan.recompute == "selective":
-        notes.append("torchtitan's selective activation checkpointing is per-op (it keeps matmul "
-                     "and attention outputs, recomputes the rest); the estimate's selective "
-                     "recompute is Korthikanti et al.'s (attention core only): memory may differ.")
+        policy = ("torchtitan's selective activation checkpointing is per-op: it keeps the "
+                  "outputs of attention and of every other linear layer and recomputes the rest")
+        if training.framework == "torchtitan":
+            notes.append(policy + "; the estimate assumed this policy (training.framework "
+                         "torchtitan: costmodel/data/stacks/torchtitan.json recompute).")
+        else:
+            notes.append(policy + f"; the estimate assumed {training.framework or 'megatron'}'s "
+                         "selective recompute (attention core only), which keeps more and "
+                         "recomputes less: estimate with training.framework 'torchtitan' for "
+                         "its memory and step time.")
     module, config = _model_choice(job, rel, notes)
     if training.precision == "fp8" and not rel.python_configs:
         notes.append("fp8 uses torchao's Float8Linear (model.converters = ['float8']); install "

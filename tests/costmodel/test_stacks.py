@@ -229,6 +229,77 @@ def test_fp8_recipe_needs_fp8_and_a_gpu_that_runs_it() -> None:
     assert exc.value.field == "training.fp8_recipe"
 
 
+# ------------------------------------------------------------------ recompute per stack
+def _llama8b(framework: str, recompute: str = "selective") -> Estimate:
+    return costmodel.estimate({
+        "model": {"preset": "llama3-8b"},
+        "training": {"global_batch_size": 8, "seq_len": 8192, "framework": framework},
+        "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                               "nodes": 1}]},
+        "plan": {"dp": 8, "zero_stage": 3, "micro_batch_size": 1, "recompute": recompute}})
+
+
+def _shard(framework: str) -> tuple[Any, Any, Any]:
+    from costmodel.layer_cost import Shard
+    from costmodel.specs.presets import get_preset
+    from costmodel.specs.training import TrainingSpec
+    from costmodel.stacks.stack import execution
+
+    h100 = get_gpu("H100-SXM-80GB")
+    ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=framework),
+                   "flash", h100)
+    shard = Shard.for_stack(8192, 8, ex, b=1.0, tp=1.0, cp=1.0, ep=1.0, sp=False, rc=1,
+                            flash=True, tp_overlap=False)
+    dev = Device.from_pool(GPUPool(name="h", gpu="H100-SXM-80GB"), "bf16", default_profile())
+    return get_preset("llama3-8b"), shard, dev
+
+
+def test_torchtitan_selective_keeps_what_its_policy_saves() -> None:
+    """torchtitan's per-op policy (costmodel/data/stacks/torchtitan.json: every mm output but
+    every second one, and SDPA's) keeps, per token of a Llama 3 8B block: its input, wq, wv,
+    w1 and w2 outputs, the attention output and its fp32 log-sum-exp per head. Megatron's
+    selective (Korthikanti et al.) keeps every tensor but the attention core's: more."""
+    from costmodel.memory import block_activation_bytes
+
+    model, shard, _ = _shard("torchtitan")
+    h, kv, f = 4096, 8 * 128, 14336
+    tokens = 8192
+    want = 2 * tokens * (h + h + kv + f + h + h) + 4 * 32 * tokens
+    assert float(block_activation_bytes(model, shard)) == pytest.approx(want, rel=1e-12)
+    _, mega, _ = _shard("megatron")
+    assert float(block_activation_bytes(model, mega)) > 2 * want
+    titan, megatron = _llama8b("torchtitan"), _llama8b("megatron")
+    acts = [e.memory.per_stage[0].activations_gib for e in (titan, megatron)]
+    assert acts[0] < acts[1]
+
+
+def test_torchtitan_selective_recomputes_every_second_linear_layer() -> None:
+    """The recomputed forward work of a block is wk, wo and w3 (the 2nd, 4th and 6th mm of
+    wq, wk, wv, wo, w1, w3, w2), so torchtitan's selective step is slower than Megatron's,
+    which recomputes only the attention core."""
+    from costmodel.layer_cost import block_cost
+
+    model, shard, dev = _shard("torchtitan")
+    h, kv, f, tokens = 4096, 8 * 128, 14336, 8192
+    want = 2 * tokens * (kv * h + h * h + f * h)
+    assert float(block_cost(model, shard, dev).flops_recompute) == pytest.approx(want, rel=1e-12)
+    titan, megatron = _llama8b("torchtitan"), _llama8b("megatron")
+    assert titan.breakdown.recompute_s > megatron.breakdown.recompute_s
+    assert titan.step_time_s > megatron.step_time_s
+    # full recompute means the same on both stacks
+    full = [_llama8b(fw, "full").memory.per_stage[0].activations_gib
+            for fw in ("torchtitan", "megatron")]
+    assert full[0] == pytest.approx(full[1])
+
+
+def test_the_loss_holds_the_stacks_bytes_per_logit() -> None:
+    """torchtitan's F.cross_entropy(pred.float()) holds 12 bytes per logit at the start of
+    the backward, Megatron's vocab-parallel cross-entropy 6 (the stack files' sources)."""
+    logits = [_llama8b(fw).memory.per_stage[0].logits_gib for fw in ("torchtitan", "megatron")]
+    per_token = 128256 * 8192 / 2**30
+    assert logits == pytest.approx([12 * per_token, 6 * per_token])
+
+
 # ------------------------------------------------------------------ memory verdict
 def test_memory_verdict_has_three_states() -> None:
     band = MemoryBand(under=0.2, over=0.1, provenance="test")
