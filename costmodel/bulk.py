@@ -553,7 +553,8 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
     # rank's bytes are params · (dense rate + extra) + its expert params · (expert − dense
     # rate) + the ZeRO-3 gathered unit
     per = state_coefficients(zero, d_dense, d_exp, training.optimizer, training.precision,
-                             gathered, training.grad_buffer_bytes).summed()
+                             gathered, training.grad_buffer_bytes,
+                             (pp > 1) & ex.stack.memory.zero3_pipeline_unsharded).summed()
     per_param = per.dense + ex.stack.memory.extra_bytes_per_param
     per_expert = per_layer_expert * (per.expert - per.dense)
 

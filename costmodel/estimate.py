@@ -1048,7 +1048,8 @@ class _Evaluation:
             st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
                              np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),
                              c.training.optimizer, c.training.precision, np.asarray(gathered),
-                             c.training.grad_buffer_bytes)
+                             c.training.grad_buffer_bytes,
+                             plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
             chunks = [self._stash_bytes(j) for j in mine]
             per_chunk = sum(chunks) / len(chunks) if chunks else 0.0
             held = float(inflight[r]) if r < len(inflight) else 0.0

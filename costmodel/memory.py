@@ -183,35 +183,43 @@ def _pick(when: bool, a: float, b: float) -> np.ndarray:
 
 def state_coefficients(zero: np.ndarray, d_dense: np.ndarray, d_expert: np.ndarray,
                        optimizer: str, precision: str, gathered_params: np.ndarray,
-                       grad_bytes: float = 4.0) -> StateCoefficients:
+                       grad_bytes: float = 4.0, stage_unsharded: Any = False
+                       ) -> StateCoefficients:
     """The bytes per parameter of :func:`state_bytes` (see there)."""
     opt = OPTIMIZER_STATE_BYTES[optimizer]
     w_bytes = 2.0 + (1.0 if precision == "fp8" else 0.0)
     if precision == "fp32":
         # plain fp32 training: the fp32 weights are the master copy (no separate 4 B copy)
         w_bytes, opt = 4.0, opt - 4.0
-    args: tuple[Any, ...] = (zero, d_dense, d_expert, gathered_params)
+    args: tuple[Any, ...] = (zero, d_dense, d_expert, gathered_params, stage_unsharded)
     # one plan's rank: the same rule in floats (numpy's per-call cost on 0-d arrays was most
     # of an estimate's memory report); candidate arrays: elementwise
     scalar = all(np.ndim(x) == 0 for x in args)
-    zero_, dd, de, gathered = (float(x) for x in args) if scalar else args
+    zero_, dd, de, gathered, whole = (float(x) for x in args) if scalar else args
     pick: Any = _pick if scalar else np.where
     z1, z2, z3 = zero_ >= 1, zero_ >= 2, zero_ >= 3
+    # ZeRO-3 under a pipeline on a stack that keeps the stage gathered (torchtitan: no
+    # reshard after forward, gradients accumulated unsharded until the last micro-batch)
+    kept = z3 & (whole > 0) if scalar else z3 & np.asarray(whole, dtype=bool)
 
-    def sharded(when: Any, b: float, fixed: Any = 0.0) -> PerParam:
-        return PerParam(dense=pick(when, b / dd, b), expert=pick(when, b / de, b),
-                        fixed=pick(z3, fixed, 0.0))
+    def sharded(when: Any, b: float, fixed: Any = 0.0, unsharded: float = 0.0) -> PerParam:
+        extra = pick(kept, unsharded, 0.0)
+        return PerParam(dense=pick(when, b / dd, b) + extra,
+                        expert=pick(when, b / de, b) + extra,
+                        fixed=pick(z3 & ~kept if not scalar else z3 and not kept, fixed, 0.0))
 
     # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
-    # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16)
-    return StateCoefficients(weights=sharded(z3, w_bytes, gathered * w_bytes),
-                             grads=sharded(z2, grad_bytes, gathered / 2.0 * 2.0),
+    # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16);
+    # a stage kept gathered holds a full 16-bit copy and a full gradient in the reduce dtype
+    return StateCoefficients(weights=sharded(z3, w_bytes, gathered * w_bytes, w_bytes),
+                             grads=sharded(z2, grad_bytes, gathered / 2.0 * 2.0, grad_bytes),
                              optimizer=sharded(z1, opt))
 
 
 def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.ndarray,
                 d_dense: np.ndarray, d_expert: np.ndarray, optimizer: str, precision: str,
-                gathered_params: np.ndarray, grad_bytes: float = 4.0) -> StateBytes:
+                gathered_params: np.ndarray, grad_bytes: float = 4.0,
+                stage_unsharded: Any = False) -> StateBytes:
     """Weights, gradients and optimizer states of one rank (see the module docstring).
 
     ``params_*`` are this rank's parameters after TP/PP/EP sharding; ``d_*`` the sizes of the
@@ -221,10 +229,13 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
     that are their own master copy (optimizer states: the moments only). ``grad_bytes`` is the
     gradient buffer's bytes per parameter (``training.grad_buffer_bytes``: 4 for fp32 main
     gradients, 2 where they are kept in bf16). ZeRO-1 shards the optimizer states, ZeRO-2 also
-    the gradients, ZeRO-3 also the weights (:func:`state_coefficients`).
+    the gradients, ZeRO-3 also the weights (:func:`state_coefficients`). ``stage_unsharded``
+    (ZeRO-3 in a pipeline on a stack whose ``memory.zero3_pipeline_unsharded`` is set:
+    torchtitan) keeps the rank's whole stage gathered in 16 bits and its gradient unsharded
+    at ``grad_bytes`` for the step, on top of the shards.
     """
     return state_coefficients(zero, d_dense, d_expert, optimizer, precision, gathered_params,
-                              grad_bytes).bytes(params_dense, params_expert)
+                              grad_bytes, stage_unsharded).bytes(params_dense, params_expert)
 
 
 def zero3_gathered_params(model: ModelSpec, unit: str, tp: np.ndarray) -> np.ndarray:

@@ -53,12 +53,13 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     act = float(np.asarray(block_activation_bytes(model, s, moe=False)))
     d = float(plan.dp * plan.cp)
     p_layer = np.asarray(model.block_param_split()[0] / plan.tp)
+    stack = get_stack(req.training.framework, req.training.framework_version)
     st = state_bytes(p_layer, np.zeros_like(p_layer), np.asarray(plan.zero_stage),
                      np.asarray(d), np.asarray(d), req.training.optimizer,
                      req.training.precision, np.zeros_like(p_layer),
-                     req.training.grad_buffer_bytes)
+                     req.training.grad_buffer_bytes,
+                     plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
     state = float(np.asarray(st.weights + st.grads + st.optimizer))
-    stack = get_stack(req.training.framework, req.training.framework_version)
     usable = usable_bytes(pool.gpu_type.memory_bytes, prof, stack) - float(
         np.asarray(overhead_bytes(prof, np.asarray(4.0))))
     return per_layer, emb, head, act, state, usable

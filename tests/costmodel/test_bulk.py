@@ -148,17 +148,20 @@ def test_fitting_only_costs_the_plans_that_fit_as_a_full_evaluation_does(bulk) -
 
 
 def test_bulk_agrees_with_the_estimate_under_torchtitans_recompute() -> None:
-    """torchtitan's per-op selective recompute and its loss's bytes per logit
-    (costmodel/data/stacks/torchtitan.json) reach the bulk path through the same shard."""
+    """torchtitan's per-op selective recompute, its loss's bytes per logit and its ZeRO-3
+    stage kept gathered under a pipeline (costmodel/data/stacks/torchtitan.json) reach the
+    bulk path through the same shard and state rule."""
     training = TrainingSpec(global_batch_size=256, seq_len=4096, framework="torchtitan")
     grid = Candidates.grid(tp=[1, 2, 8], pp=[1, 2, 4], dp=[4, 8], mbs=[1, 2], v=[1],
                            schedule=["1F1B"], recompute=["selective"], sp=[False, True],
-                           zero=[1, 2])
+                           zero=[1, 2, 3])
     bulk = evaluate_bulk(MODEL, training, POOL, grid)
-    picked = _sample(bulk.valid, 25, seed=4)
-    assert len(picked) > 10
+    picked = _sample(bulk.valid, 40, seed=4)
+    assert len(picked) > 20 and any(grid.zero[i] == 3 and grid.pp[i] > 1 for i in picked)
     for i in picked:
         est = evaluate(MODEL, training, CLUSTER, grid.plan(int(i)))
         assert "per op" in est.stack
         assert bulk.peak_gib[i] == pytest.approx(est.memory.peak_gib, rel=0.02), grid.plan(int(i))
-        assert bulk.step_time_s[i] == pytest.approx(est.step_time_s, rel=0.045), grid.plan(int(i))
+        if grid.zero[i] < 3:
+            assert bulk.step_time_s[i] == pytest.approx(est.step_time_s, rel=0.045), (
+                grid.plan(int(i)))

@@ -300,6 +300,33 @@ def test_the_loss_holds_the_stacks_bytes_per_logit() -> None:
     assert logits == pytest.approx([12 * per_token, 6 * per_token])
 
 
+def test_torchtitan_keeps_a_pipeline_stage_gathered_under_zero3() -> None:
+    """With FSDP and a pipeline, torchtitan does not reshard after forward and torch's pipeline
+    stage accumulates unsharded gradients until the last micro-batch (the stack file's
+    sources): a rank holds its stage's 16-bit weights and fp32 gradients whole, on top of the
+    shards. Without a pipeline the unit-at-a-time rule applies to both stacks."""
+    def stage(framework: str, pp: int, zero: int) -> Any:
+        e = costmodel.estimate({
+            "model": {"preset": "llama3-8b"},
+            "training": {"global_batch_size": 32, "seq_len": 4096, "framework": framework},
+            "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                   "nodes": 1}]},
+            "plan": {"pp": pp, "dp": 8 // pp, "zero_stage": zero, "micro_batch_size": 1,
+                     "schedule": "1F1B", "recompute": "none"}})
+        return e.memory.per_stage[0]
+
+    whole = stage("torchtitan", 2, 0)
+    params = whole.weights_gib / 2.0  # GiB of parameters: bf16 weights unsharded
+    titan = stage("torchtitan", 2, 3)
+    assert titan.weights_gib == pytest.approx(params * 2 / 4 + params * 2, rel=1e-9)
+    assert titan.grads_gib == pytest.approx(params * 4 / 4 + params * 4, rel=1e-9)
+    mega = stage("megatron", 2, 3)
+    assert mega.weights_gib < params * 2 / 4 + params  # one block gathered, not the stage
+    flat = [stage(fw, 1, 3) for fw in ("torchtitan", "megatron")]
+    assert flat[0].weights_gib == pytest.approx(flat[1].weights_gib)
+    assert flat[0].grads_gib == pytest.approx(flat[1].grads_gib)
+
+
 # ------------------------------------------------------------------ memory verdict
 def test_memory_verdict_has_three_states() -> None:
     band = MemoryBand(under=0.2, over=0.1, provenance="test")
