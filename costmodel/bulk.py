@@ -51,6 +51,7 @@ from costmodel.memory import (
     embedding_activation_bytes,
     fit_codes,
     logits_bytes,
+    optimizer_grad_bytes,
     overhead_bytes,
     state_coefficients,
     usable_bytes,
@@ -552,20 +553,29 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
     # weights + gradients + optimizer states + the stack's extras, per parameter once: a
     # rank's bytes are params · (dense rate + extra) + its expert params · (expert − dense
     # rate) + the ZeRO-3 gathered unit
+    held_g, step_g = optimizer_grad_bytes(training.precision, training.grad_buffer_bytes,
+                                          ex.stack, zero)
     per = state_coefficients(zero, d_dense, d_exp, training.optimizer, training.precision,
-                             gathered, training.grad_buffer_bytes,
+                             gathered, held_g,
                              (pp > 1) & ex.stack.memory.zero3_pipeline_unsharded).summed()
+    # gradients the optimizer step makes (DeepSpeed fp16 without ZeRO)
+    step_per_param = step_g
     per_param = per.dense + ex.stack.memory.extra_bytes_per_param
     per_expert = per_layer_expert * (per.expert - per.dense)
 
     def states(params: np.ndarray, layers: np.ndarray) -> np.ndarray:
         return params * per_param + layers * per_expert + per.fixed
 
-    peak_first = states(np.where(single, rank_params, first_params),
-                        np.where(single, L, first_layers)) + act_first
-    peak_last = np.where(single | vshape, 0.0, states(last_params, last_layers) + act_last)
+    def peak_of(params: np.ndarray, layers: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """A rank's peak: forward/backward with its activations, or the optimizer step with
+        the gradients it makes."""
+        return states(params, layers) + np.maximum(act, params * step_per_param)
+
+    first_p = np.where(single, rank_params, first_params)
+    peak_first = peak_of(first_p, np.where(single, L, first_layers), act_first)
+    peak_last = np.where(single | vshape, 0.0, peak_of(last_params, last_layers, act_last))
     peak_second = np.where(single | (~vshape & (pp < 3)), 0.0,
-                           states(second_layers * per_layer_params, second_layers) + act_second)
+                           peak_of(second_layers * per_layer_params, second_layers, act_second))
     peak = np.maximum(np.maximum(peak_first, peak_last), peak_second) + over
     usable = usable_bytes(dev.memory_bytes, prof, ex.stack)
     fits = fit_codes(peak, usable) < 2  # fits or tight: memory_verdict's rule

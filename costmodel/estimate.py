@@ -80,6 +80,7 @@ from costmodel.memory import (
     logits_bytes,
     memory_band,
     memory_verdict,
+    optimizer_grad_bytes,
     overhead_bytes,
     state_bytes,
     usable_bytes,
@@ -1045,11 +1046,15 @@ class _Evaluation:
             pe = sum(self._stage_params(j)[1] for j in mine)
             gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(pc.tp)))
                         if plan.zero_stage >= 3 else 0.0)
+            held_g, step_g = optimizer_grad_bytes(c.training.precision,
+                                                  c.training.grad_buffer_bytes, stack,
+                                                  plan.zero_stage)
             st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
                              np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),
                              c.training.optimizer, c.training.precision, np.asarray(gathered),
-                             c.training.grad_buffer_bytes,
-                             plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
+                             held_g, plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
+            # gradients made in the optimizer step (DeepSpeed fp16 without ZeRO)
+            step_grads = step_g * (pd + pe)
             chunks = [self._stash_bytes(j) for j in mine]
             per_chunk = sum(chunks) / len(chunks) if chunks else 0.0
             held = float(inflight[r]) if r < len(inflight) else 0.0
@@ -1073,7 +1078,9 @@ class _Evaluation:
             # what the stack keeps beyond the textbook accounting (DeepSpeed's 16-bit gradient
             # buffer), counted with the gradients
             grads += (pd + pe) * stack.memory.extra_bytes_per_param
-            total = weights + grads + optb + acts + logits + over
+            # the peak: forward/backward with the activations, or the optimizer step with
+            # the gradients it makes
+            total = weights + grads + optb + over + max(acts + logits, step_grads)
             verdict, margin = memory_verdict(total, usable)
             out.append(StageMemory(
                 rank=r, stages=mine, layers=sum(self.layers[j] for j in mine),

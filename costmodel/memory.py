@@ -238,6 +238,23 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
                               grad_bytes, stage_unsharded).bytes(params_dense, params_expert)
 
 
+def optimizer_grad_bytes(precision: str, grad_buffer_bytes: float, stack: StackProfile,
+                         zero: Any) -> tuple[Any, Any]:
+    """(held, at_step): bytes per parameter of the gradient the optimizer reads, held through
+    forward and backward, and made only inside the optimizer step, when the activations are
+    gone. ``training.grad_buffer_bytes`` is held, except without ZeRO on a stack that builds
+    the fp32 gradients of fp16 training in the step (``memory.fp16_grads_at_step``:
+    DeepSpeed's FP16_Optimizer casts the 16-bit .grad there), where nothing is held and 8
+    bytes exist only during the step (the per-parameter fp32 copies and the flat buffer they
+    are concatenated into). ``zero``: the ZeRO stage (scalar or per candidate)."""
+    if precision == "fp16" and stack.memory.fp16_grads_at_step:
+        none = np.asarray(zero) == 0
+        held = np.where(none, 0.0, grad_buffer_bytes)
+        step = np.where(none, 8.0, 0.0)
+        return (float(held), float(step)) if np.ndim(zero) == 0 else (held, step)
+    return grad_buffer_bytes, 0.0
+
+
 def zero3_gathered_params(model: ModelSpec, unit: str, tp: np.ndarray) -> np.ndarray:
     """Parameters ZeRO-3 holds unsharded at once on one rank: the unit being computed plus
     the one prefetched (FSDP2's default prefetch of one block, Zhao et al. 2023 §3.3;

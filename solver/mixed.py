@@ -18,6 +18,7 @@ from costmodel.estimate import plan_shard
 from costmodel.layer_cost import block_cost, edge_cost
 from costmodel.memory import (
     block_activation_bytes,
+    optimizer_grad_bytes,
     overhead_bytes,
     state_bytes,
     usable_bytes,
@@ -57,7 +58,9 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     st = state_bytes(p_layer, np.zeros_like(p_layer), np.asarray(plan.zero_stage),
                      np.asarray(d), np.asarray(d), req.training.optimizer,
                      req.training.precision, np.zeros_like(p_layer),
-                     req.training.grad_buffer_bytes,
+                     optimizer_grad_bytes(req.training.precision,
+                                          req.training.grad_buffer_bytes, stack,
+                                          plan.zero_stage)[0],
                      plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
     state = float(np.asarray(st.weights + st.grads + st.optimizer))
     usable = usable_bytes(pool.gpu_type.memory_bytes, prof, stack) - float(

@@ -104,6 +104,9 @@ class MemoryStack(_Model):
     extra_bytes_per_param: NonNegativeFloat = Field(
         0.0, description="Bytes per (local) parameter the stack holds beyond weights, "
         "gradients and optimizer states (e.g. DeepSpeed's 16-bit gradient buffer).")
+    fp16_grads_at_step: bool = Field(
+        False, description="With fp16 and no ZeRO the optimizer's fp32 gradients are made in "
+        "the step from the 16-bit .grad, not held through forward and backward.")
     zero3_pipeline_unsharded: bool = Field(
         False, description="With zero_stage 3 and pp > 1 the stage's parameters stay gathered "
         "(16-bit) and its gradients unsharded until the last micro-batch, for the whole step.")

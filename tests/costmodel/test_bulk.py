@@ -165,3 +165,21 @@ def test_bulk_agrees_with_the_estimate_under_torchtitans_recompute() -> None:
         if grid.zero[i] < 3:
             assert bulk.step_time_s[i] == pytest.approx(est.step_time_s, rel=0.045), (
                 grid.plan(int(i)))
+
+
+@pytest.mark.parametrize("seq", [256, 4096])
+def test_bulk_agrees_with_the_estimate_on_deepspeeds_fp16_optimizer_step(seq: int) -> None:
+    """DeepSpeed fp16 without ZeRO holds no fp32 gradient through the backward and makes 8
+    bytes per parameter of them in the step (costmodel/data/stacks/deepspeed.json): the bulk
+    path's peak is the same larger of the two as the estimate's."""
+    training = TrainingSpec(global_batch_size=64, seq_len=seq, precision="fp16",
+                            framework="deepspeed")
+    grid = Candidates.grid(tp=[1, 2, 8], pp=[1, 2, 4], dp=[4, 8], mbs=[1, 2], v=[1],
+                           schedule=["1F1B"], recompute=["full", "none"], sp=[False],
+                           zero=[0, 1])
+    bulk = evaluate_bulk(MODEL, training, POOL, grid)
+    picked = _sample(bulk.valid, 30, seed=5)
+    assert len(picked) > 15 and any(grid.zero[i] == 0 for i in picked)
+    for i in picked:
+        est = evaluate(MODEL, training, CLUSTER, grid.plan(int(i)))
+        assert bulk.peak_gib[i] == pytest.approx(est.memory.peak_gib, rel=0.02), grid.plan(int(i))

@@ -327,6 +327,34 @@ def test_torchtitan_keeps_a_pipeline_stage_gathered_under_zero3() -> None:
     assert flat[0].grads_gib == pytest.approx(flat[1].grads_gib)
 
 
+def test_deepspeed_fp16_without_zero_makes_its_fp32_gradients_in_the_step() -> None:
+    """DeepSpeed's FP16_Optimizer casts the 16-bit .grad to fp32 inside step()
+    (costmodel/data/stacks/deepspeed.json): through forward and backward a rank holds only the
+    16-bit gradient, and the step briefly holds 8 bytes per parameter (the fp32 copies and
+    their flat buffer) with no activations; bf16 (BF16_Optimizer) and ZeRO keep the fp32
+    gradient held."""
+    def stage(precision: str, zero: int, seq: int) -> Any:
+        e = costmodel.estimate({
+            "model": {"preset": "llama3-8b"},
+            "training": {"global_batch_size": 8, "seq_len": seq, "precision": precision,
+                         "framework": "deepspeed"},
+            "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                   "nodes": 1}]},
+            "plan": {"dp": 8, "zero_stage": zero, "micro_batch_size": 1, "recompute": "full"}})
+        return e.memory.per_stage[0]
+
+    fp16, bf16, zero1 = stage("fp16", 0, 4096), stage("bf16", 0, 4096), stage("fp16", 1, 4096)
+    params = fp16.weights_gib / 2.0
+    assert fp16.grads_gib == pytest.approx(params * 2.0, rel=1e-9)
+    assert bf16.grads_gib == pytest.approx(params * 6.0, rel=1e-9)
+    assert zero1.grads_gib == pytest.approx(params * 6.0, rel=1e-9)
+    short = stage("fp16", 0, 128)  # activations far below the step's 8 bytes per parameter
+    held = (short.weights_gib + short.grads_gib + short.optimizer_gib + short.comm_buffers_gib
+            + short.cuda_context_gib)
+    assert short.activations_gib + short.logits_gib < 8.0 * params
+    assert short.total_gib == pytest.approx(held + 8.0 * params, rel=1e-9)
+
+
 # ------------------------------------------------------------------ memory verdict
 def test_memory_verdict_has_three_states() -> None:
     band = MemoryBand(under=0.2, over=0.1, provenance="test")
