@@ -51,8 +51,8 @@ from costmodel.memory import (
     embedding_activation_bytes,
     fit_codes,
     logits_bytes,
-    optimizer_grad_bytes,
     overhead_bytes,
+    stack_state_rules,
     state_coefficients,
     usable_bytes,
     zero3_gathered_params,
@@ -553,13 +553,10 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
     # weights + gradients + optimizer states + the stack's extras, per parameter once: a
     # rank's bytes are params · (dense rate + extra) + its expert params · (expert − dense
     # rate) + the ZeRO-3 gathered unit
-    held_g, step_g = optimizer_grad_bytes(training.precision, training.grad_buffer_bytes,
-                                          ex.stack, zero)
+    rules = stack_state_rules(training.precision, training.grad_buffer_bytes, ex.stack,
+                              zero, pp)
     per = state_coefficients(zero, d_dense, d_exp, training.optimizer, training.precision,
-                             gathered, held_g,
-                             (pp > 1) & ex.stack.memory.zero3_pipeline_unsharded).summed()
-    # gradients the optimizer step makes (DeepSpeed fp16 without ZeRO)
-    step_per_param = step_g
+                             gathered, rules.held_grad_bytes, rules.stage_unsharded).summed()
     per_param = per.dense + ex.stack.memory.extra_bytes_per_param
     per_expert = per_layer_expert * (per.expert - per.dense)
 
@@ -569,7 +566,7 @@ def _evaluate(model: ModelSpec, training: TrainingSpec, pool: GPUPool, c: Candid
     def peak_of(params: np.ndarray, layers: np.ndarray, act: np.ndarray) -> np.ndarray:
         """A rank's peak: forward/backward with its activations, or the optimizer step with
         the gradients it makes."""
-        return states(params, layers) + np.maximum(act, params * step_per_param)
+        return states(params, layers) + np.maximum(act, params * rules.step_grad_bytes)
 
     first_p = np.where(single, rank_params, first_params)
     peak_first = peak_of(first_p, np.where(single, L, first_layers), act_first)

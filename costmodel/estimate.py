@@ -80,8 +80,8 @@ from costmodel.memory import (
     logits_bytes,
     memory_band,
     memory_verdict,
-    optimizer_grad_bytes,
     overhead_bytes,
+    stack_state_rules,
     state_bytes,
     usable_bytes,
     zero3_gathered_params,
@@ -1046,15 +1046,14 @@ class _Evaluation:
             pe = sum(self._stage_params(j)[1] for j in mine)
             gathered = (_f(zero3_gathered_params(model, plan.zero3_unit, np.asarray(pc.tp)))
                         if plan.zero_stage >= 3 else 0.0)
-            held_g, step_g = optimizer_grad_bytes(c.training.precision,
-                                                  c.training.grad_buffer_bytes, stack,
-                                                  plan.zero_stage)
+            rules = stack_state_rules(c.training.precision, c.training.grad_buffer_bytes,
+                                      stack, plan.zero_stage, plan.pp)
             st = state_bytes(np.asarray(pd), np.asarray(pe), np.asarray(plan.zero_stage),
                              np.asarray(float(d)), np.asarray(max(1.0, d / plan.ep)),
                              c.training.optimizer, c.training.precision, np.asarray(gathered),
-                             held_g, plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
+                             rules.held_grad_bytes, rules.stage_unsharded)
             # gradients made in the optimizer step (DeepSpeed fp16 without ZeRO)
-            step_grads = step_g * (pd + pe)
+            step_grads = rules.step_grad_bytes * (pd + pe)
             chunks = [self._stash_bytes(j) for j in mine]
             per_chunk = sum(chunks) / len(chunks) if chunks else 0.0
             held = float(inflight[r]) if r < len(inflight) else 0.0

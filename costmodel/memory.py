@@ -21,6 +21,7 @@ group of size d; ZeRO-2 also shards the gradient (``2 + 16/d``) and ZeRO-3/FSDP 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -106,10 +107,7 @@ def block_working_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.nda
     """Transient peak while one block runs its backward: with full recompute the block's whole
     activation set is rebuilt for one micro-batch (Korthikanti §5); without, the gradient
     buffers of the widest tensors (about two FFN-wide tensors)."""
-    s_full = Shard.of(s.seq, s.gpus_per_node, kernel=s.kernel, fp8=s.fp8,
-                      selective=s.selective, loss_bytes=s.loss_bytes, b=s.b, tp=s.tp,
-                      cp=s.cp, ep=s.ep, sp=s.sp, rc=np.zeros_like(s.rc), flash=s.flash,
-                      tp_overlap=s.tp_overlap)
+    s_full = dataclasses.replace(s, rc=np.zeros_like(s.rc))
     rebuilt = block_activation_bytes(model, s_full, moe)
     ffn = (model.expert_ffn * (model.num_experts_per_tok or 1) if moe
            else model.intermediate_size)
@@ -199,14 +197,18 @@ def state_coefficients(zero: np.ndarray, d_dense: np.ndarray, d_expert: np.ndarr
     pick: Any = _pick if scalar else np.where
     z1, z2, z3 = zero_ >= 1, zero_ >= 2, zero_ >= 3
     # ZeRO-3 under a pipeline on a stack that keeps the stage gathered (torchtitan: no
-    # reshard after forward, gradients accumulated unsharded until the last micro-batch)
-    kept = z3 & (whole > 0) if scalar else z3 & np.asarray(whole, dtype=bool)
+    # reshard after forward, gradients accumulated unsharded until the last micro-batch);
+    # otherwise ZeRO-3 gathers one unit at a time
+    if scalar:
+        kept, unit = z3 and whole > 0, z3 and not whole > 0
+    else:
+        kept = z3 & np.asarray(whole, dtype=bool)
+        unit = z3 & ~kept
 
     def sharded(when: Any, b: float, fixed: Any = 0.0, unsharded: float = 0.0) -> PerParam:
         extra = pick(kept, unsharded, 0.0)
         return PerParam(dense=pick(when, b / dd, b) + extra,
-                        expert=pick(when, b / de, b) + extra,
-                        fixed=pick(z3 & ~kept if not scalar else z3 and not kept, fixed, 0.0))
+                        expert=pick(when, b / de, b) + extra, fixed=pick(unit, fixed, 0.0))
 
     # ZeRO-3: the unit in hand also has its unsharded gradient, in the parameter dtype until
     # the reduce-scatter (FSDP2 casts to the reduce dtype inside it; DeepSpeed reduces fp16);
@@ -238,21 +240,43 @@ def state_bytes(params_dense: np.ndarray, params_expert: np.ndarray, zero: np.nd
                               grad_bytes, stage_unsharded).bytes(params_dense, params_expert)
 
 
-def optimizer_grad_bytes(precision: str, grad_buffer_bytes: float, stack: StackProfile,
-                         zero: Any) -> tuple[Any, Any]:
-    """(held, at_step): bytes per parameter of the gradient the optimizer reads, held through
-    forward and backward, and made only inside the optimizer step, when the activations are
-    gone. ``training.grad_buffer_bytes`` is held, except without ZeRO on a stack that builds
-    the fp32 gradients of fp16 training in the step (``memory.fp16_grads_at_step``:
-    DeepSpeed's FP16_Optimizer casts the 16-bit .grad there), where nothing is held and 8
-    bytes exist only during the step (the per-parameter fp32 copies and the flat buffer they
-    are concatenated into). ``zero``: the ZeRO stage (scalar or per candidate)."""
+@dataclass
+class StackStateRules:
+    """How a stack holds gradients and parameters beyond the textbook accounting, for one
+    request (scalars) or per candidate (arrays): what :func:`stack_state_rules` decides."""
+
+    held_grad_bytes: Any
+    """Bytes per parameter of the optimizer's gradient held through forward and backward
+    (``grad_bytes`` of :func:`state_bytes`)."""
+    step_grad_bytes: Any
+    """Bytes per parameter of gradients that exist only inside the optimizer step."""
+    stage_unsharded: Any
+    """ZeRO-3 keeps the rank's whole stage gathered (``stage_unsharded`` of
+    :func:`state_bytes`)."""
+
+
+def stack_state_rules(precision: str, grad_buffer_bytes: float, stack: StackProfile,
+                      zero: Any, pp: Any) -> StackStateRules:
+    """The stack's state rules at ZeRO stage ``zero`` and pipeline degree ``pp`` (scalars or
+    per-candidate arrays).
+
+    * ``training.grad_buffer_bytes`` is held, except without ZeRO on a stack that builds the
+      fp32 gradients of fp16 training in the step (``memory.fp16_grads_at_step``:
+      DeepSpeed's FP16_Optimizer casts the 16-bit .grad there), where nothing is held and 8
+      bytes exist only during the step (the per-parameter fp32 copies and the flat buffer
+      they are concatenated into);
+    * with a pipeline, a stack whose ``memory.zero3_pipeline_unsharded`` is set (torchtitan)
+      keeps the ZeRO-3 stage gathered."""
+    scalar = np.ndim(zero) == 0 and np.ndim(pp) == 0
+    held: Any = grad_buffer_bytes
+    step: Any = 0.0
     if precision == "fp16" and stack.memory.fp16_grads_at_step:
         none = np.asarray(zero) == 0
-        held = np.where(none, 0.0, grad_buffer_bytes)
-        step = np.where(none, 8.0, 0.0)
-        return (float(held), float(step)) if np.ndim(zero) == 0 else (held, step)
-    return grad_buffer_bytes, 0.0
+        held, step = np.where(none, 0.0, grad_buffer_bytes), np.where(none, 8.0, 0.0)
+    whole = (np.asarray(pp) > 1) & stack.memory.zero3_pipeline_unsharded
+    if scalar:
+        return StackStateRules(float(held), float(step), bool(whole))
+    return StackStateRules(held, step, whole)
 
 
 def zero3_gathered_params(model: ModelSpec, unit: str, tp: np.ndarray) -> np.ndarray:

@@ -18,8 +18,8 @@ from costmodel.estimate import plan_shard
 from costmodel.layer_cost import block_cost, edge_cost
 from costmodel.memory import (
     block_activation_bytes,
-    optimizer_grad_bytes,
     overhead_bytes,
+    stack_state_rules,
     state_bytes,
     usable_bytes,
 )
@@ -55,13 +55,12 @@ def _pool_costs(req: SearchRequest, pool: GPUPool, plan: ParallelPlan
     d = float(plan.dp * plan.cp)
     p_layer = np.asarray(model.block_param_split()[0] / plan.tp)
     stack = get_stack(req.training.framework, req.training.framework_version)
+    rules = stack_state_rules(req.training.precision, req.training.grad_buffer_bytes, stack,
+                              plan.zero_stage, plan.pp)
     st = state_bytes(p_layer, np.zeros_like(p_layer), np.asarray(plan.zero_stage),
                      np.asarray(d), np.asarray(d), req.training.optimizer,
-                     req.training.precision, np.zeros_like(p_layer),
-                     optimizer_grad_bytes(req.training.precision,
-                                          req.training.grad_buffer_bytes, stack,
-                                          plan.zero_stage)[0],
-                     plan.pp > 1 and stack.memory.zero3_pipeline_unsharded)
+                     req.training.precision, np.zeros_like(p_layer), rules.held_grad_bytes,
+                     rules.stage_unsharded)
     state = float(np.asarray(st.weights + st.grads + st.optimizer))
     usable = usable_bytes(pool.gpu_type.memory_bytes, prof, stack) - float(
         np.asarray(overhead_bytes(prof, np.asarray(4.0))))

@@ -83,7 +83,7 @@ def main(header: str) -> None:
             "its e4m3 x e4m3 -> bf16 entry. Values in TFLOP/s, rounded to 0.1. Imported by "
             "tools/import_xla_gemm_table.py. The cost model uses the shape dependence only: "
             "a shape's rate over the table's best rate, times the GPU's own measured ceiling "
-            "(gemm.json): costmodel/kernels.py gemm_shape_efficiency."),
+            "(gemm.json): costmodel/kernels.py GemmShapes, gemm_shapes."),
         "grid": {"b": BATCH, "m": DIMS, "n": DIMS, "k": DIMS,
                  "order": "b, m, n, k (k fastest)"},
         "archs": archs,
