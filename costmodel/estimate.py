@@ -265,8 +265,10 @@ def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
                                 training.seq_len / plan.cp)
         if rates.warning:
             notes.append(rates.warning)
-    return _Ctx(model, training, cluster, plan, pool, dev, prof, plan_shard(plan, training, pool),
-                num_microbatches(training, plan), pools, stack=ex.describe(), notes=notes)
+    shard = plan_shard(plan, training, pool)
+    return _Ctx(model, training, cluster, plan, pool, dev, prof, shard,
+                num_microbatches(training, plan), pools,
+                stack=ex.describe(bool(np.all(shard.compiled))), notes=notes)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import numpy as np
 
 from costmodel.ops import Device, collective_time, flash_attention_time, gemm_time, mem_time
 from costmodel.specs.model import ModelSpec
-from costmodel.stacks.stack import Execution, FP8RecipeCost
+from costmodel.stacks.stack import ElementwiseCost, Execution, FP8RecipeCost, get_stack
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 ELEM = 2.0
@@ -63,6 +63,14 @@ class Shard:
     loss_bytes: float = 6.0
     """Peak bytes per logit of the LM head output and the loss (the stack's
     ``recompute.loss_bytes_per_logit``)."""
+    elementwise: ElementwiseCost | None = None
+    """How the stack runs the block's memory-bound operations (``elementwise.kernels`` of its
+    file); None = Megatron-Core's fused kernels."""
+    elementwise_compiled: ElementwiseCost | None = None
+    """How they run where ``compiled`` (the stack's ``elementwise.compiled``)."""
+    compiled: np.ndarray | bool = False
+    """Per candidate: the blocks run under torch.compile
+    (:meth:`costmodel.stacks.stack.StackProfile.compiled`)."""
     tokens: np.ndarray = field(init=False)
     """Tokens of the micro-batch on this rank (b·s/cp)."""
     sp_tokens: np.ndarray = field(init=False)
@@ -71,22 +79,38 @@ class Shard:
     def __post_init__(self) -> None:
         self.tokens = self.b * self.seq / self.cp
         self.sp_tokens = np.where(self.sp, self.tokens / self.tp, self.tokens)
+        if self.elementwise is None:
+            self.elementwise = get_stack(None).elementwise.kernels
+
+    def ew(self, name: str) -> np.ndarray:
+        """One coefficient of :class:`~costmodel.stacks.stack.ElementwiseCost` per candidate:
+        the compiled one where the blocks are compiled, else the stack's default."""
+        eager = np.asarray(float(getattr(self.elementwise, name)))
+        if self.elementwise_compiled is None:
+            return eager
+        return np.where(self.compiled, float(getattr(self.elementwise_compiled, name)), eager)
 
     @classmethod
     def of(cls, seq: int, gpus_per_node: int, kernel: str = "flash2",
            fp8: FP8RecipeCost | None = None, selective: str = "attention_core",
-           loss_bytes: float = 6.0, **kw: object) -> Shard:
+           loss_bytes: float = 6.0, elementwise: ElementwiseCost | None = None,
+           elementwise_compiled: ElementwiseCost | None = None,
+           compiled: np.ndarray | bool = False, **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
         return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8,
-                   selective=selective, loss_bytes=loss_bytes, **arrs)
+                   selective=selective, loss_bytes=loss_bytes, elementwise=elementwise,
+                   elementwise_compiled=elementwise_compiled,
+                   compiled=np.asarray(compiled, dtype=bool), **arrs)
 
     @classmethod
     def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution, **kw: object) -> Shard:
         """A shard with the attention kernel, FP8 recipe and recompute semantics of the
         stack the job runs on (``ex``: :func:`costmodel.stacks.stack.execution`)."""
-        rc = ex.stack.recompute
+        rc, ew = ex.stack.recompute, ex.stack.elementwise
+        compiled = ex.stack.compiled(kw.get("tp_overlap", False), kw.get("tp", 1.0))
         return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
-                      loss_bytes=rc.loss_bytes_per_logit, **kw)
+                      loss_bytes=rc.loss_bytes_per_logit, elementwise=ew.kernels,
+                      elementwise_compiled=ew.compiled, compiled=compiled, **kw)
 
     @property
     def op_sac(self) -> bool:
@@ -196,6 +220,30 @@ def _attention(model: ModelSpec, s: Shard, dev: Device, moe: bool = False
     return fwd, bwd, flops, k_fwd, k_bwd
 
 
+def _kv_repeat(model: ModelSpec, s: Shard, elem_bytes: float) -> tuple[np.ndarray, np.ndarray]:
+    """(forward bytes, kernels) of copying grouped keys and values out to one head per query
+    head before attention (a stack with ``elementwise.kv_repeat``: torchtitan's
+    ``repeat_kv``, an expand + reshape that materialises the copy): read the key/value width,
+    write the query-head width, for keys and values; 0 without GQA or on stacks whose
+    attention takes grouped heads."""
+    groups = model.num_attention_heads > model.kv_heads
+    on = s.ew("kv_repeat").astype(bool) & groups
+    kvw = model.kv_heads * model.head_size
+    full = model.num_attention_heads * model.head_size
+    nbytes = 2.0 * s.tokens * (kvw + full) / s.tp * elem_bytes
+    return np.where(on, nbytes, 0.0), np.where(on, 2.0, 0.0)
+
+
+def kv_stash_width(model: ModelSpec, s: Shard) -> np.ndarray:
+    """Width of the keys plus values attention keeps for its backward, per token before
+    tensor parallelism: the grouped heads, or one per query head where the stack copies them
+    out first (:func:`_kv_repeat`)."""
+    kvw = 2.0 * model.kv_heads * model.head_size
+    full = 2.0 * model.num_attention_heads * model.head_size
+    on = s.ew("kv_repeat").astype(bool) & (model.num_attention_heads > model.kv_heads)
+    return np.where(on, full, kvw)
+
+
 def model_seq_q(s: Shard) -> float | np.ndarray:
     return s.seq / s.cp
 
@@ -271,16 +319,26 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     ffn_width = (model.expert_ffn * model.num_experts_per_tok if moe and model.num_experts_per_tok
                  else model.intermediate_size) / s.tp
 
-    # ---- memory-bound kernels (forward bytes): 2 norms, 2 bias-dropout-adds, activation, rope
-    norm_b = 2 * 2.0 * Tsp * h * E
+    # ---- memory-bound kernels (forward bytes): 2 norms, 2 bias-dropout-adds, activation,
+    # rope and the GQA key/value expansion, as the stack runs them (its ``elementwise``
+    # bytes per 16-bit element, scaled to the job's element size)
+    wide = E / ELEM
+    lat = dev.kernel_latency
+    norm_b = s.ew("norm_bytes") * wide * Tsp * h
     bda_b = 2 * (3.0 * E + (1.0 if dropout else 0.0)) * Tsp * h
-    act_b = (gated + 1.0) * T * ffn_width * E
+    act_coef, act_k = ((s.ew("act_bytes_gated"), s.ew("act_kernels_gated")) if model.gated_mlp
+                       else (s.ew("act_bytes_plain"), s.ew("act_kernels_plain")))
+    act_b = act_coef * wide * T * ffn_width
     rope = model.position_embedding == "rope"
-    rope_b = (2.0 * T * (model.q_width + model.kv_heads * model.head_size) / s.tp * E
-              if rope else 0.0 * T)
-    n_mem = 5.0 + (1.0 if rope else 0.0)
-    t_mem_fwd = mem_time(norm_b / 2, dev) * 2 + mem_time(bda_b / 2, dev) * 2 + mem_time(
-        act_b, dev) + (mem_time(rope_b, dev) if rope else 0.0)
+    rope_b = (s.ew("rope_bytes") * wide * T * (model.q_width + model.kv_heads * model.head_size)
+              / s.tp if rope else 0.0 * T)
+    rope_k = s.ew("rope_kernels") if rope else 0.0
+    kv_b, kv_k = _kv_repeat(model, s, E)
+    norm_k = s.ew("norm_kernels")
+    n_mem = 2.0 * norm_k + 2.0 + act_k + rope_k + kv_k
+    t_mem_fwd = (2 * (norm_k * lat + norm_b / dev.hbm) + mem_time(bda_b / 2, dev) * 2
+                 + act_k * lat + act_b / dev.hbm + rope_k * lat + rope_b / dev.hbm
+                 + kv_k * lat + kv_b / dev.hbm)
     t_mem_bwd = 2.0 * t_mem_fwd
 
     # ---- FP8 casts of the linear layers' inputs (forward) and output gradients (backward)

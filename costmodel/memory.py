@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.layer_cost import ELEM, Shard, op_sac_linears
+from costmodel.layer_cost import ELEM, Shard, kv_stash_width, op_sac_linears
 from costmodel.profile import CalibrationProfile
 from costmodel.specs.model import ModelSpec
 from costmodel.stacks.stack import StackProfile, get_stack
@@ -57,11 +57,18 @@ def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.
     # copy for the weight gradient (Transformer Engine) saves 1 byte per element, torchao the
     # 16-bit input (costmodel/data/stacks/*.json fp8.recipes.*.stash_bytes)
     q = s.stash_linear / ELEM
-    # replicated (or sequence-sharded) tensors: 2 norm inputs, QKV input, fc1 input, 2 masks
-    repl = (4.0 + 4.0 * q + 2.0 * drop) * T * h * r
+    # replicated (or sequence-sharded) tensors: what the 2 norms keep (fused: their 16-bit
+    # inputs; eager: the fp32 copy as well), QKV input, fc1 input, 2 masks
+    repl = (2.0 * s.ew("norm_stash_bytes") + 4.0 * q + 2.0 * drop) * T * h * r
     kvw = model.kv_heads * model.head_size
-    # q, k, v for the (16-bit) attention backward; the attention output = the projection's input
-    attn_sharded = 2.0 * T * (model.q_width + 2 * kvw + q * model.v_width) / s.tp
+    # q, k, v for the (16-bit) attention backward (k and v at the query-head width where the
+    # stack copies grouped heads out first); the attention output = the projection's input;
+    # an eager rotary embedding's own saved fp32 operand
+    attn_sharded = T * (2.0 * model.q_width + 2.0 * kv_stash_width(model, s)
+                        + 2.0 * q * model.v_width) / s.tp
+    if model.position_embedding == "rope":
+        attn_sharded = attn_sharded + (s.ew("rope_stash_bytes") * T
+                                       * (model.q_width + kvw) / s.tp)
     gate = 2.0 if model.gated_mlp else 1.0
     if moe:
         assert model.num_experts_per_tok is not None
@@ -72,8 +79,10 @@ def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.
             model.shared_expert_intermediate_size or 0)
         mlp = mlp + 2.0 * T * shared / s.tp * (gate + q)
     else:
-        # the activation's input(s) and the fc2 input (a linear input)
-        mlp = 2.0 * T * model.intermediate_size / s.tp * (gate + q)
+        # the activation's input(s) and the fc2 input (a linear input); an eager gated
+        # activation also keeps act(gate) for the product's backward
+        extra = s.ew("act_stash_gated") if model.gated_mlp else 0.0
+        mlp = T * model.intermediate_size / s.tp * (2.0 * (gate + q) + extra)
     heads = model.num_attention_heads / s.tp
     scores = s.b * heads * (s.seq / s.cp) * s.seq
     attn_drop = 1.0 if model.attention_dropout > 0 else 0.0

@@ -23,7 +23,12 @@ What each part changes in the model (one place each):
   (:func:`effective_overlaps`);
 * ``host`` — CPU time per modelled kernel, the floor of a small layer's time;
 * ``memory`` — the allocator reserve (measured fraction of device memory) and the bytes per
-  parameter the stack keeps beyond the textbook accounting.
+  parameter the stack keeps beyond the textbook accounting;
+* ``elementwise`` — the HBM traffic, kernel count and autograd stash of a block's memory-bound
+  operations (norms, rotary embedding, MLP activation, GQA key/value expansion) as the
+  stack's model code runs them: fused kernels (Megatron, TE) or eager PyTorch ops
+  (torchtitan without torch.compile), and compiled where the stack compiles
+  (:meth:`StackProfile.compiled`).
 """
 
 from __future__ import annotations
@@ -113,6 +118,49 @@ class MemoryStack(_Model):
     source: str
 
 
+class ElementwiseCost(_Model):
+    """The memory-bound operations of one block as one way of running them executes them:
+    forward HBM bytes and kernels per element of the tensor each one transforms, and the
+    bytes autograd keeps of it for the backward (whose traffic is twice the forward's:
+    :mod:`costmodel.layer_cost`). The residual adds are one read-read-write kernel each on
+    every stack and stay in the block formula."""
+
+    norm_bytes: PositiveFloat = Field(
+        description="Forward HBM bytes per element of one norm (fused: read 2, write 2).")
+    norm_kernels: PositiveFloat = Field(description="Kernels of one norm's forward.")
+    norm_stash_bytes: NonNegativeFloat = Field(
+        description="Bytes per element one norm keeps for its backward (fused: its 16-bit "
+        "input; the per-token statistics are negligible).")
+    rope_bytes: NonNegativeFloat = Field(
+        description="Forward HBM bytes per element of the rotated queries and keys.")
+    rope_kernels: NonNegativeFloat = Field(
+        description="Kernels of one block's rotary embedding (queries and keys together).")
+    rope_stash_bytes: NonNegativeFloat = Field(
+        description="Bytes per rotated query/key element the rotation itself keeps for its "
+        "backward (beyond what attention keeps).")
+    act_bytes_gated: PositiveFloat = Field(
+        description="Forward HBM bytes per FFN-wide element of a gated activation "
+        "(act(gate) * up).")
+    act_kernels_gated: PositiveFloat
+    act_stash_gated: NonNegativeFloat = Field(
+        description="Bytes per FFN-wide element a gated activation keeps beyond its two "
+        "inputs (eager: act(gate), the product's other operand).")
+    act_bytes_plain: PositiveFloat = Field(
+        description="Forward HBM bytes per FFN-wide element of an ungated activation.")
+    act_kernels_plain: PositiveFloat
+    kv_repeat: bool = Field(
+        description="With fewer key/value heads than query heads, keys and values are "
+        "copied out to one per query head before attention (what attention then keeps).")
+
+
+class ElementwiseStack(_Model):
+    kernels: ElementwiseCost = Field(description="How the stack runs them by default.")
+    compiled: ElementwiseCost | None = Field(
+        None, description="How they run under torch.compile, where the stack compiles: with "
+        "async tensor parallelism, which needs it (null = the stack does not compile).")
+    source: str
+
+
 SelectiveRecompute = Literal["attention_core", "op_every_second_mm"]
 """What ``plan.recompute: selective`` means on a stack: ``attention_core`` is Korthikanti et
 al. 2022's (only the core attention is recomputed; Megatron-LM ``--recompute-granularity
@@ -150,8 +198,17 @@ class StackProfile(_Model):
     host: HostStack
     memory: MemoryStack
     recompute: RecomputeStack
+    elementwise: ElementwiseStack
     releases: dict[str, Release] = Field(
         default_factory=dict, description="Older releases and what they did differently.")
+
+    def compiled(self, tp_overlap: Any, tp: Any) -> np.ndarray:
+        """Whether a plan's blocks run under torch.compile: on a stack that compiles
+        (``elementwise.compiled``), where async tensor parallelism (the honoured
+        ``plan.tp_comm_overlap`` with tp > 1) requires it, as torchtitan's does and as its
+        launch config then enables (``compile.enable``); scalars or per-candidate arrays."""
+        on = np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)
+        return on & (self.elementwise.compiled is not None)
 
     def at(self, version: str | None) -> StackProfile:
         """This stack as of release ``version`` (null or the current release = as is)."""
@@ -241,9 +298,14 @@ class Execution:
         tp = np.asarray(tp_comm, dtype=bool) & o.tp_comm
         return grad, gather, tp
 
-    def describe(self) -> str:
-        """One line for the estimate: which stack and kernels it assumed."""
+    def describe(self, compiled: bool = False) -> str:
+        """One line for the estimate: which stack and kernels it assumed (``compiled``: the
+        plan's blocks run under torch.compile, :meth:`StackProfile.compiled`)."""
         parts = [f"{self.stack.title} {self.stack.release}", f"attention {self.kernel}"]
+        if self.stack.elementwise.compiled is not None:
+            parts.append("blocks under torch.compile (fused pointwise kernels)" if compiled
+                         else "eager blocks (torch.compile off: norms, rotary embedding and "
+                         "activation as separate torch ops)")
         if self.stack.recompute.selective == "op_every_second_mm":
             parts.append("selective recompute per op (every second linear layer and the "
                          "memory-bound kernels recomputed)")

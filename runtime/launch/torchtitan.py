@@ -277,8 +277,16 @@ def render_torchtitan(job: Job) -> LaunchConfig:
     if plan.ep > 1 and plan.tp > 1 and rel.expert_tensor_parallel:
         toml_only.append(("expert_tensor_parallel_degree", plan.tp))
     compile_sec: list[tuple[str, Any]] = []
-    if plan.tp_comm_overlap and plan.tp > 1:
+    if bool(get_stack("torchtitan").compiled(plan.tp_comm_overlap, plan.tp)):
+        # the cost model's rule for when torchtitan's blocks are compiled (its estimate
+        # costs them so): where async TP needs it
         compile_sec.append(("enable", True))
+    elif training.framework == "torchtitan":
+        notes.append("torch.compile stays off (torchtitan's default), as the estimate assumed: "
+                     "its norms, rotary embedding and activation run as eager torch ops "
+                     "(costmodel/data/stacks/torchtitan.json elementwise). Enabling "
+                     "compile.enable fuses them; the step then runs faster than estimated.")
+    if plan.tp_comm_overlap and plan.tp > 1:
         dest = compile_sec if rel.async_tp_section == "compile" else par
         dest.append(("enable_async_tensor_parallel", True))
         notes.append("Overlapping TP communication is torchtitan's async TP, which needs "

@@ -213,14 +213,16 @@ def test_fp8_runs_only_the_linear_layers_in_fp8() -> None:
 
 def test_te_stashes_fp8_inputs_torchao_16_bit_ones() -> None:
     """Transformer Engine keeps the FP8 copy of a linear input for wgrad (1 B/element),
-    torchao's tensorwise recipe the 16-bit input: the TE job stashes fewer activation bytes."""
+    torchao's tensorwise recipe the 16-bit input: the TE job stashes fewer activation bytes
+    than the same stack in bf16, the torchao job as many as its own stack in bf16."""
     plan = {"recompute": "none", **ONE_F_ONE_B}
     te = est({"precision": "fp8", "framework": "megatron"}, plan)
     bf = est({"precision": "bf16", "framework": "megatron"}, plan)
     ao = est({"precision": "fp8", "framework": "torchtitan", "fp8_recipe": "tensorwise"}, plan)
-    act = [e.memory.per_stage[0].activations_gib for e in (te, bf, ao)]
+    tt = est({"precision": "bf16", "framework": "torchtitan"}, plan)
+    act = [e.memory.per_stage[0].activations_gib for e in (te, bf, ao, tt)]
     assert act[0] < act[1]
-    assert act[2] == pytest.approx(act[1], rel=1e-9)
+    assert act[2] == pytest.approx(act[3], rel=1e-9)
 
 
 def test_fp8_recipe_needs_fp8_and_a_gpu_that_runs_it() -> None:
@@ -286,10 +288,99 @@ def test_torchtitan_selective_recomputes_every_second_linear_layer() -> None:
     titan, megatron = _llama8b("torchtitan"), _llama8b("megatron")
     assert titan.breakdown.recompute_s > megatron.breakdown.recompute_s
     assert titan.step_time_s > megatron.step_time_s
-    # full recompute means the same on both stacks
+    # full recompute keeps the same checkpoint (the block input) on both stacks; the one
+    # block rebuilt in the backward is larger under torchtitan's eager norms and rotation
+    from dataclasses import replace
+
+    from costmodel.memory import block_activation_bytes
+
+    _, mega, _ = _shard("megatron")
+    kept = [float(block_activation_bytes(model, replace(sh, rc=np.asarray(2))))
+            for sh in (shard, mega)]
+    assert kept[0] == pytest.approx(kept[1], rel=1e-12)
     full = [_llama8b(fw, "full").memory.per_stage[0].activations_gib
             for fw in ("torchtitan", "megatron")]
-    assert full[0] == pytest.approx(full[1])
+    assert full[0] > full[1]
+
+
+def _block_shards(tp: Any = 1.0, rc: int = 0, tp_overlap: bool = False) -> tuple[Any, ...]:
+    """Llama 3 8B block shards under torchtitan and Megatron with the same attention kernel
+    (FlashAttention-2), so that only the elementwise operations differ."""
+    from costmodel.layer_cost import Shard
+    from costmodel.specs.presets import get_preset
+    from costmodel.specs.training import TrainingSpec
+    from costmodel.stacks.stack import execution
+
+    h100 = get_gpu("H100-SXM-80GB")
+    out = []
+    for fw in ("torchtitan", "megatron"):
+        ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=fw),
+                       "flash2", h100)
+        out.append(Shard.for_stack(8192, 8, ex, b=1.0, tp=tp, cp=1.0, ep=1.0, sp=False, rc=rc,
+                                   flash=True, tp_overlap=tp_overlap))
+    dev = Device.from_pool(GPUPool(name="h", gpu="H100-SXM-80GB"), "bf16", default_profile())
+    return get_preset("llama3-8b"), out[0], out[1], dev
+
+
+# per token of a Llama 3 8B block: what torchtitan's eager ops move beyond the fused kernels
+# (costmodel/data/stacks/torchtitan.json elementwise: two RMSNorms at 36 B per element
+# against 4, the rotation of queries and keys at 20 against 4, silu * mul at 10 against 6 per
+# FFN-wide element, and repeat_kv's copies of keys and values out to 32 heads)
+_H, _KV, _F, _Q = 4096, 8 * 128, 14336, 32 * 128
+_EAGER_EXTRA_BYTES = (2 * (36 - 4) * _H + (20 - 4) * (_Q + _KV) + (10 - 6) * _F
+                      + 2 * 2 * (_KV + _Q))
+_EAGER_EXTRA_KERNELS = 2 * (8 - 1) + (6 - 1) + (2 - 1) + 2
+
+
+def test_torchtitan_eager_block_pays_for_its_separate_ops() -> None:
+    """Without torch.compile each torch op of torchtitan's block is its own kernel over the
+    whole tensor: the block's forward takes exactly those extra bytes at the device's HBM
+    rate and those extra kernels' latency longer than Megatron's fused block, and the
+    backward twice that."""
+    from costmodel.layer_cost import block_cost
+
+    model, titan, mega, dev = _block_shards()
+    t, m = block_cost(model, titan, dev), block_cost(model, mega, dev)
+    tokens = 8192
+    extra = _EAGER_EXTRA_BYTES * tokens / dev.hbm + _EAGER_EXTRA_KERNELS * dev.kernel_latency
+    assert float(t.fwd - m.fwd) == pytest.approx(extra, rel=1e-9)
+    assert float(t.bwd_input - m.bwd_input) == pytest.approx(2 * extra, rel=1e-9)
+    assert float(t.bwd_weight) == pytest.approx(float(m.bwd_weight), rel=1e-12)
+
+
+def test_torchtitan_eager_block_keeps_its_fp32_intermediates() -> None:
+    """Without recompute autograd keeps what each eager op saves: the norms' fp32 copy of x
+    and 16-bit output (6 B against the fused norm's 2), the rotation's fp32 operand (4 B per
+    query/key element), silu's output (2 B per FFN-wide element) and the keys and values
+    copied out to every query head."""
+    from costmodel.memory import block_activation_bytes
+
+    model, titan, mega, _ = _block_shards()
+    tokens = 8192
+    extra = (2 * (6 - 2) * _H + 4 * (_Q + _KV) + 2 * _F + 2 * 2 * (_Q - _KV)) * tokens
+    got = float(block_activation_bytes(model, titan) - block_activation_bytes(model, mega))
+    assert got == pytest.approx(extra, rel=1e-12)
+
+
+def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
+    """torchtitan compiles its blocks only with async tensor parallelism (tp > 1 and the
+    overlap asked for); there its pointwise chains are fused and only the key/value copy is
+    left of the eager extras (the launch config's side: tests/runtime/test_launch_torchtitan.py
+    test_compile_is_on_exactly_where_the_estimate_costs_compiled_blocks)."""
+    from costmodel.layer_cost import block_cost
+
+    model, titan, mega, dev = _block_shards(tp=np.array([1.0, 2.0, 2.0]), tp_overlap=True)
+    assert titan.compiled.tolist() == [False, True, True]
+    assert titan.ew("norm_bytes").tolist() == [36.0, 4.0, 4.0]
+    assert not np.any(mega.compiled)
+    t, m = block_cost(model, titan, dev), block_cost(model, mega, dev)
+    kv = 2 * 2 * (_KV + _Q) / 2 * 8192 / dev.hbm + 2 * dev.kernel_latency  # tp 2: half
+    # compiled, tp 2: the key/value copy and one more rotation kernel than Megatron's
+    assert float((t.fwd - m.fwd)[1]) == pytest.approx(kv + dev.kernel_latency, rel=1e-9)
+    stack = get_stack("torchtitan")
+    assert bool(stack.compiled(True, 2)) and not bool(stack.compiled(False, 2))
+    assert not bool(stack.compiled(True, 1)) and not bool(get_stack("megatron").compiled(True, 8))
+    assert "eager blocks" in _llama8b("torchtitan").stack
 
 
 def test_the_loss_holds_the_stacks_bytes_per_logit() -> None:

@@ -263,3 +263,20 @@ def test_refuses_partial_recompute(version: str) -> None:
     assert ("FullAC" in rule) if version == "0.3" else ("_layer_sac_count" in rule)
     assert any(p.startswith("plan.recompute_num_layers") for p in refusals("torchtitan", r))
     render("torchtitan", req(dp=8, recompute="full"), version=version)  # plain full is fine
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_compile_is_on_exactly_where_the_estimate_costs_compiled_blocks(version: str) -> None:
+    """The estimate costs torchtitan's blocks as compiled only where the stack compiles
+    (costmodel.stacks.stack.StackProfile.compiled: async TP); the config enables
+    compile.enable there and nowhere else, and says so where it stays off."""
+    from costmodel.stacks.stack import get_stack
+
+    stack = get_stack("torchtitan")
+    for tp, overlap in ((2, True), (2, False), (1, True)):
+        request = req(tp=tp, dp=64 // tp, tp_comm_overlap=overlap, sequence_parallel=tp > 1)
+        request["training"]["framework"] = "torchtitan"
+        cfg = render("torchtitan", request, version=version)
+        on = settings(cfg).get("compile", {}).get("enable", False)
+        assert on is bool(stack.compiled(overlap, tp)), (tp, overlap)
+        assert any("torch.compile stays off" in n for n in cfg.notes) is not on
