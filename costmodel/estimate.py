@@ -168,6 +168,7 @@ def plan_shard(plan: ParallelPlan, training: TrainingSpec, pool: GPUPool,
         rc=RECOMPUTE_CODES[plan.recompute if recompute is None else recompute],
         flash=ex.kernel != "unfused",
         tp_overlap=bool(ex.overlaps(False, False, plan.tp_comm_overlap, plan.pp)[2]),
+        torch_compile=plan.torch_compile,
     )
 
 
@@ -254,6 +255,11 @@ def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
     dev = Device.from_pool(pool, training.precision, prof)
     pools = stage_pools(cluster, plan) if plan.stages is not None else None
     ex = execution(training, plan.attention, pool.gpu_type)
+    why = ex.stack.compile_problem(plan.torch_compile,
+                                   ex.overlaps(False, False, plan.tp_comm_overlap, plan.pp)[2],
+                                   plan.tp)
+    if why is not None:
+        raise SpecError(FieldProblem("plan.torch_compile", why))
     for p in pools or []:
         if p.gpu != pool.gpu:
             execution(training, plan.attention, p.gpu_type)  # refuses a kernel a pool lacks

@@ -103,11 +103,14 @@ class Shard:
                    compiled=np.asarray(compiled, dtype=bool), **arrs)
 
     @classmethod
-    def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution, **kw: object) -> Shard:
-        """A shard with the attention kernel, FP8 recipe and recompute semantics of the
-        stack the job runs on (``ex``: :func:`costmodel.stacks.stack.execution`)."""
+    def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution,
+                  torch_compile: bool | None = None, **kw: object) -> Shard:
+        """A shard with the attention kernel, FP8 recipe, recompute semantics and elementwise
+        kernels of the stack the job runs on (``ex``: :func:`costmodel.stacks.stack.execution`;
+        ``torch_compile``: ``plan.torch_compile``)."""
         rc, ew = ex.stack.recompute, ex.stack.elementwise
-        compiled = ex.stack.compiled(kw.get("tp_overlap", False), kw.get("tp", 1.0))
+        compiled = ex.stack.compiled(kw.get("tp_overlap", False), kw.get("tp", 1.0),
+                                     torch_compile)
         return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
                       loss_bytes=rc.loss_bytes_per_logit, elementwise=ew.kernels,
                       elementwise_compiled=ew.compiled, compiled=compiled, **kw)

@@ -6,9 +6,11 @@ Source: pytorch/torchtitan@b5bcd76c66d0acb1a08b176d9639425bc55e0b2a
 9dec370, 2024-12). Their GPUs are H100 SXM with 96 GB of HBM2e (2.4 TB/s) at a 500 W power
 limit, not in meshplan's catalog: the estimates run on H100-SXM-80GB (3.35 TB/s, 700 W), so
 throughput is expected above the reported one. Reported memory is torchtitan's max reserved.
-Micro-batches follow torchtitan's default (as many as pipeline stages). Tables 1 and 3 ran
-without torch.compile; 4 and 5 with it (not modelled). Run: ``python
-tools/check_torchtitan_published.py``.
+Micro-batches follow torchtitan's default (as many as pipeline stages). Each row runs with
+``plan.torch_compile`` as the table says (Tables 1 and 3 with and without it, 4 and 5 with it),
+so the eager rows against their compiled twins check the stack file's eager elementwise
+accounting on its own: torchtitan measured compile's gain, the estimate predicts it from the
+bytes of torchtitan's model code. Run: ``python tools/check_torchtitan_published.py``.
 """
 
 from __future__ import annotations
@@ -17,30 +19,41 @@ from typing import Any
 
 import costmodel
 
+EIGHT_B = {"zero_stage": 3, "recompute": "selective", "micro_batch_size": 2}
 CASES: list[tuple[str, str, int, int, str, dict[str, Any], float, float]] = [
     ("T1 8B FSDP 8, selective", "llama3-8b", 8, 16, "bf16",
-     {"dp": 8, "zero_stage": 3, "recompute": "selective", "micro_batch_size": 2}, 5762, 82.4),
+     {"dp": 8, **EIGHT_B, "torch_compile": False}, 5762, 82.4),
+    ("T1 + torch.compile", "llama3-8b", 8, 16, "bf16",
+     {"dp": 8, **EIGHT_B, "torch_compile": True}, 6667, 77.0),
+    ("T1 + torch.compile + Float8", "llama3-8b", 8, 16, "fp8",
+     {"dp": 8, **EIGHT_B, "torch_compile": True}, 8532, 76.8),
     ("T3 8B FSDP 128, selective", "llama3-8b", 128, 256, "bf16",
-     {"dp": 128, "zero_stage": 3, "recompute": "selective", "micro_batch_size": 2}, 5605, 67.0),
+     {"dp": 128, **EIGHT_B, "torch_compile": False}, 5605, 67.0),
+    ("T3 + torch.compile", "llama3-8b", 128, 256, "bf16",
+     {"dp": 128, **EIGHT_B, "torch_compile": True}, 6514, 62.0),
+    ("T3 + torch.compile + Float8", "llama3-8b", 128, 256, "fp8",
+     {"dp": 128, **EIGHT_B, "torch_compile": True}, 8380, 61.8),
     ("T4 70B FSDP 32 TP 8, full, fp8", "llama3-70b", 256, 512, "fp8",
      {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
-      "sequence_parallel": True, "tp_comm_overlap": False}, 829, 71.9),
+      "sequence_parallel": True, "tp_comm_overlap": False, "torch_compile": True}, 829, 71.9),
     ("T4 same + async TP", "llama3-70b", 256, 512, "fp8",
      {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
-      "sequence_parallel": True, "tp_comm_overlap": True}, 876, 67.6),
+      "sequence_parallel": True, "tp_comm_overlap": True, "torch_compile": True}, 876, 67.6),
     ("T5 405B FSDP 8 TP 8 PP 8, 1F1B", "llama3-405b", 512, 256, "fp8",
      {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 4,
-      "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "1F1B"}, 100, 82.5),
+      "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "1F1B",
+      "torch_compile": True}, 100, 82.5),
     ("T5 same, Interleaved 1F1B", "llama3-405b", 512, 256, "fp8",
      {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 2,
       "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "Interleaved1F1B",
-      "virtual_stages": 2}, 128, 72.7),
+      "virtual_stages": 2, "torch_compile": True}, 128, 72.7),
 ]
 
 
 def main() -> None:
     print(f"{'run':34s} {'TPS/GPU':>8s} {'reported':>8s} {'err':>6s} {'peak GiB':>9s} "
           f"{'reported':>8s} {'err':>6s}  verdict")
+    seen: dict[str, tuple[float, float, float, float]] = {}
     for label, preset, gpus, gbs, precision, plan, tps, mem in CASES:
         est = costmodel.estimate({
             "model": {"preset": preset},
@@ -53,6 +66,14 @@ def main() -> None:
         peak = est.memory.peak_gib
         print(f"{label:34s} {got:8.0f} {tps:8.0f} {got / tps - 1:+6.0%} {peak:9.1f} "
               f"{mem:8.1f} {peak / mem - 1:+6.0%}  {est.memory.fit}")
+        seen[label] = (got, tps, peak, mem)
+    print("\ntorch.compile's gain, the same run eager and compiled (bf16):")
+    print(f"{'table':6s} {'TPS predicted':>13s} {'reported':>9s} {'memory predicted':>17s} "
+          f"{'reported':>9s}")
+    for table, eager in (("T1", "T1 8B FSDP 8, selective"), ("T3", "T3 8B FSDP 128, selective")):
+        e, c = seen[eager], seen[f"{table} + torch.compile"]
+        print(f"{table:6s} {c[0] / e[0]:12.3f}x {c[1] / e[1]:8.3f}x {c[2] - e[2]:+13.1f} GiB "
+              f"{c[3] - e[3]:+5.1f} GiB")
 
 
 if __name__ == "__main__":

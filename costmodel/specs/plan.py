@@ -98,6 +98,13 @@ class ParallelPlan(BaseModel):
     overlap_grad_reduce: bool = Field(True, description="Megatron --overlap-grad-reduce.")
     overlap_param_gather: bool = Field(True, description="Megatron --overlap-param-gather.")
     tp_comm_overlap: bool = Field(False, description="Megatron/TE --tp-comm-overlap.")
+    torch_compile: bool | None = Field(
+        None, description="Run the transformer blocks under torch.compile (torchtitan's "
+        "compile.enable), which fuses their norms, rotary embedding and activation: true / "
+        "false; null = the stack's default (torchtitan compiles only where its async tensor "
+        "parallelism needs it). Only stacks with a compiled path take true "
+        "(costmodel/data/stacks/*.json elementwise.compiled); the others' kernels are fused "
+        "already.")
     node_order: list[int] | None = Field(
         None, description="Nodes of the pool (0-based, in the pool's part of the cluster's "
         "node_bandwidth_Gbps) that host the pipeline in order: with k = tp·cp·dp/gpus_per_node "

@@ -202,13 +202,30 @@ class StackProfile(_Model):
     releases: dict[str, Release] = Field(
         default_factory=dict, description="Older releases and what they did differently.")
 
-    def compiled(self, tp_overlap: Any, tp: Any) -> np.ndarray:
-        """Whether a plan's blocks run under torch.compile: on a stack that compiles
-        (``elementwise.compiled``), where async tensor parallelism (the honoured
-        ``plan.tp_comm_overlap`` with tp > 1) requires it, as torchtitan's does and as its
-        launch config then enables (``compile.enable``); scalars or per-candidate arrays."""
-        on = np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)
+    def compiled(self, tp_overlap: Any, tp: Any, torch_compile: bool | None = None
+                 ) -> np.ndarray:
+        """Whether a plan's blocks run under torch.compile, on a stack that compiles
+        (``elementwise.compiled``): as ``plan.torch_compile`` says, or by default where async
+        tensor parallelism (the honoured ``plan.tp_comm_overlap`` with tp > 1) requires it,
+        as torchtitan's does; its launch config enables ``compile.enable`` exactly there.
+        Scalars or per-candidate arrays."""
+        needed = np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)
+        on = needed if torch_compile is None else np.full(needed.shape, torch_compile)
         return on & (self.elementwise.compiled is not None)
+
+    def compile_problem(self, torch_compile: bool | None, tp_overlap: Any, tp: Any
+                        ) -> str | None:
+        """Why ``plan.torch_compile`` cannot be as asked on this stack (None: it can)."""
+        if torch_compile and self.elementwise.compiled is None:
+            return (f"{self.title} has no torch.compile path that meshplan costs or launches: "
+                    "its norms and activations run as fused kernels already "
+                    f"(costmodel/data/stacks/{self.name}.json elementwise); leave it null")
+        needed = bool(np.any(np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)))
+        if torch_compile is False and needed and self.elementwise.compiled is not None:
+            return (f"{self.title}'s async tensor parallelism (plan.tp_comm_overlap with tp > 1) "
+                    "runs only under torch.compile: set it true or null, or turn the overlap "
+                    "off")
+        return None
 
     def at(self, version: str | None) -> StackProfile:
         """This stack as of release ``version`` (null or the current release = as is)."""

@@ -30,6 +30,8 @@ def refuse_common(job: Job, r: Refusals, framework: str) -> None:
       no switch in any of them.
     * ``plan.activation_offload_layers`` — Megatron-Core's layer-wise CPU activation offload,
       outside Megatron-LM.
+    * ``plan.torch_compile: true`` outside torchtitan — the estimate costs compiled blocks
+      only for torchtitan, and the other configs have no switch for it.
     * ``plan.vocab_placement = "split"`` — vocabulary parallelism over the pipeline ranks
       (Yeung et al. 2024) lives in a fork; each framework keeps the embedding on the first
       stage and the LM head on the last.
@@ -46,6 +48,10 @@ def refuse_common(job: Job, r: Refusals, framework: str) -> None:
         r.check(plan.activation_offload_layers is None, "plan.activation_offload_layers",
                 f"{framework} has no layer-wise CPU activation offload (Megatron-Core's "
                 "--cpu-offloading-num-layers); use the megatron format or no offload")
+    if framework != "torchtitan":
+        r.check(not plan.torch_compile, "plan.torch_compile",
+                f"meshplan's {framework} config has no torch.compile of the model (the estimate "
+                "costs that only for torchtitan); leave plan.torch_compile null")
     r.check(plan.vocab_placement == "end_stages", "plan.vocab_placement",
             f"{framework} keeps the embedding on the first and the LM head on the last pipeline "
             "stage; vocabulary parallelism over all pipeline ranks ('split') is not in it")

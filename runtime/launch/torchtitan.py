@@ -277,9 +277,12 @@ def render_torchtitan(job: Job) -> LaunchConfig:
     if plan.ep > 1 and plan.tp > 1 and rel.expert_tensor_parallel:
         toml_only.append(("expert_tensor_parallel_degree", plan.tp))
     compile_sec: list[tuple[str, Any]] = []
-    if bool(get_stack("torchtitan").compiled(plan.tp_comm_overlap, plan.tp)):
+    titan = get_stack("torchtitan")
+    why = titan.compile_problem(plan.torch_compile, plan.tp_comm_overlap, plan.tp)
+    r.check(why is None, "plan.torch_compile", why or "")
+    if bool(titan.compiled(plan.tp_comm_overlap, plan.tp, plan.torch_compile)):
         # the cost model's rule for when torchtitan's blocks are compiled (its estimate
-        # costs them so): where async TP needs it
+        # costs them so): plan.torch_compile, or by default where async TP needs it
         compile_sec.append(("enable", True))
     elif training.framework == "torchtitan":
         notes.append("torch.compile stays off (torchtitan's default), as the estimate assumed: "

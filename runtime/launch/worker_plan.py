@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.launch.base import MEDIA_CSV, MEDIA_JSON, MEDIA_SHELL, Job, LaunchConfig, dumps_json
+from runtime.launch.base import (
+    MEDIA_CSV,
+    MEDIA_JSON,
+    MEDIA_SHELL,
+    Job,
+    LaunchConfig,
+    LaunchError,
+    dumps_json,
+)
 from runtime.launch.common import schedule_csv
 from runtime.launch.launcher import launcher_notes, torchrun_script
 
@@ -20,7 +28,12 @@ PLAN_NAME = "plan.json"
 
 
 def runtime_plan(job: Job) -> dict[str, Any]:
-    """The worker's plan: ``{"format": ..., model, training, cluster, plan[, calibration]}``."""
+    """The worker's plan: ``{"format": ..., model, training, cluster, plan[, calibration]}``;
+    refused (``plan.torch_compile``) for compiled blocks, which the worker does not run."""
+    if job.plan.torch_compile:
+        raise LaunchError("plan.torch_compile", "the meshplan runtime worker runs its blocks "
+                          "eagerly (no torch.compile); leave plan.torch_compile null or false "
+                          "to measure the plan, or launch it with the torchtitan format")
     return {"format": PLAN_FORMAT, **job.request_json()}
 
 

@@ -383,6 +383,29 @@ def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
     assert "eager blocks" in _llama8b("torchtitan").stack
 
 
+def test_plan_torch_compile_chooses_the_kernels_where_the_stack_compiles() -> None:
+    """plan.torch_compile true costs torchtitan's blocks compiled (faster, less kept for the
+    backward), false eager; a stack without a compiled path refuses true and torchtitan
+    refuses false under async TP, naming the field."""
+    def titan(**plan: Any) -> Estimate:
+        return est({"framework": "torchtitan"}, {"recompute": "none", **ONE_F_ONE_B, **plan})
+
+    eager, default, compiled = titan(torch_compile=False), titan(), titan(torch_compile=True)
+    assert default.step_time_s == eager.step_time_s
+    assert compiled.step_time_s < eager.step_time_s
+    assert (compiled.memory.per_stage[0].activations_gib
+            < eager.memory.per_stage[0].activations_gib)
+    assert "under torch.compile" in compiled.stack and "eager blocks" in eager.stack
+    for fw in ("megatron", "deepspeed", "fsdp"):
+        with pytest.raises(SpecError) as exc:
+            est({"framework": fw}, {**ONE_F_ONE_B, "torch_compile": True})
+        assert exc.value.field == "plan.torch_compile"
+    assert est({"framework": "megatron"}, {**ONE_F_ONE_B, "torch_compile": False})
+    with pytest.raises(SpecError) as exc:
+        titan(torch_compile=False, tp_comm_overlap=True)
+    assert exc.value.field == "plan.torch_compile"
+
+
 def test_the_loss_holds_the_stacks_bytes_per_logit() -> None:
     """torchtitan's F.cross_entropy(pred.float()) holds 12 bytes per logit at the start of
     the backward, Megatron's vocab-parallel cross-entropy 6 (the stack files' sources)."""

@@ -273,10 +273,26 @@ def test_compile_is_on_exactly_where_the_estimate_costs_compiled_blocks(version:
     from costmodel.stacks.stack import get_stack
 
     stack = get_stack("torchtitan")
-    for tp, overlap in ((2, True), (2, False), (1, True)):
-        request = req(tp=tp, dp=64 // tp, tp_comm_overlap=overlap, sequence_parallel=tp > 1)
+    for tp, overlap, asked in ((2, True, None), (2, False, None), (1, True, None),
+                               (1, False, True), (2, True, True), (1, False, False)):
+        request = req(tp=tp, dp=64 // tp, tp_comm_overlap=overlap, sequence_parallel=tp > 1,
+                      torch_compile=asked)
         request["training"]["framework"] = "torchtitan"
         cfg = render("torchtitan", request, version=version)
         on = settings(cfg).get("compile", {}).get("enable", False)
-        assert on is bool(stack.compiled(overlap, tp)), (tp, overlap)
+        assert on is bool(stack.compiled(overlap, tp, asked)), (tp, overlap, asked)
+        assert on is (asked if asked is not None else (tp > 1 and overlap))
         assert any("torch.compile stays off" in n for n in cfg.notes) is not on
+
+
+def test_torch_compile_off_with_async_tp_and_on_elsewhere_are_refused_by_name() -> None:
+    """Async TP runs only compiled; the other frameworks' configs and the runtime worker have
+    no compiled blocks, so plan.torch_compile true is refused there, naming the field."""
+    off = req(tp=2, dp=32, tp_comm_overlap=True, sequence_parallel=True, torch_compile=False)
+    assert "plan.torch_compile" in refused(off)
+    on = req(tp=2, dp=32, sequence_parallel=True, torch_compile=True)
+    for fmt in ("megatron", "deepspeed", "runtime", "torchrun"):
+        with pytest.raises(LaunchError) as info:
+            render(fmt, on)
+        assert "plan.torch_compile" in {p.field for p in info.value.problems}, fmt
+    render("torchtitan", on)
