@@ -50,28 +50,51 @@ CASES: list[tuple[str, str, int, int, str, dict[str, Any], float, float]] = [
 ]
 
 
+def predict(preset: str, gpus: int, gbs: int, precision: str, plan: dict[str, Any]
+            ) -> tuple[float, float, str]:
+    """(tokens/s per GPU, peak GiB, memory verdict) of one published run, estimated with
+    torchtitan's stack on H100-SXM-80GB at sequence 8192."""
+    est = costmodel.estimate({
+        "model": {"preset": preset},
+        "training": {"global_batch_size": gbs, "seq_len": 8192, "precision": precision,
+                     "framework": "torchtitan"},
+        "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                               "nodes": gpus // 8}]},
+        "plan": plan})
+    return est.tokens_per_s / gpus, est.memory.peak_gib, est.memory.fit
+
+
+COMPILE_PAIRS = (("T1", "T1 8B FSDP 8, selective", "T1 + torch.compile"),
+                 ("T3", "T3 8B FSDP 128, selective", "T3 + torch.compile"))
+"""The same bf16 run eager and under torch.compile (Tables 1 and 3)."""
+
+
+def compile_gains() -> list[tuple[str, float, float]]:
+    """(table, predicted, reported) throughput ratio of compiled over eager."""
+    by_label = {c[0]: c for c in CASES}
+    out = []
+    for table, eager, compiled in COMPILE_PAIRS:
+        _, p, g, b, pr, plan_e, tps_e, _ = by_label[eager]
+        plan_c, tps_c = by_label[compiled][5], by_label[compiled][6]
+        gain = predict(p, g, b, pr, plan_c)[0] / predict(p, g, b, pr, plan_e)[0]
+        out.append((table, gain, tps_c / tps_e))
+    return out
+
+
 def main() -> None:
     print(f"{'run':34s} {'TPS/GPU':>8s} {'reported':>8s} {'err':>6s} {'peak GiB':>9s} "
           f"{'reported':>8s} {'err':>6s}  verdict")
     seen: dict[str, tuple[float, float, float, float]] = {}
     for label, preset, gpus, gbs, precision, plan, tps, mem in CASES:
-        est = costmodel.estimate({
-            "model": {"preset": preset},
-            "training": {"global_batch_size": gbs, "seq_len": 8192, "precision": precision,
-                         "framework": "torchtitan"},
-            "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
-                                   "nodes": gpus // 8}]},
-            "plan": plan})
-        got = est.tokens_per_s / gpus
-        peak = est.memory.peak_gib
+        got, peak, fit = predict(preset, gpus, gbs, precision, plan)
         print(f"{label:34s} {got:8.0f} {tps:8.0f} {got / tps - 1:+6.0%} {peak:9.1f} "
-              f"{mem:8.1f} {peak / mem - 1:+6.0%}  {est.memory.fit}")
+              f"{mem:8.1f} {peak / mem - 1:+6.0%}  {fit}")
         seen[label] = (got, tps, peak, mem)
     print("\ntorch.compile's gain, the same run eager and compiled (bf16):")
     print(f"{'table':6s} {'TPS predicted':>13s} {'reported':>9s} {'memory predicted':>17s} "
           f"{'reported':>9s}")
-    for table, eager in (("T1", "T1 8B FSDP 8, selective"), ("T3", "T3 8B FSDP 128, selective")):
-        e, c = seen[eager], seen[f"{table} + torch.compile"]
+    for table, eager, compiled in COMPILE_PAIRS:
+        e, c = seen[eager], seen[compiled]
         print(f"{table:6s} {c[0] / e[0]:12.3f}x {c[1] / e[1]:8.3f}x {c[2] - e[2]:+13.1f} GiB "
               f"{c[3] - e[3]:+5.1f} GiB")
 
