@@ -22,13 +22,18 @@ at are written once, here:
   another GPU of the measured architecture scaled by the ratio of datasheet peaks; an
   architecture without the kernel measured scaled from a measured one by the ratio of the two
   GPUs' GEMM ceilings (or by a sourced factor from the data file), with a warning.
+* **Collectives inside an NVLink node** (:func:`collective_plateaus`): the largest bus
+  bandwidth XLA's collective table measured for the collective and group size on the
+  architecture (``collectives.json``), scaled by the node's link rate over the measured
+  node's, interpolated in log2 of the group size between 2, 4 and 8 and held at 8 above it; it
+  caps the bus bandwidth of :func:`costmodel.ops.collective_time`'s formula.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -196,6 +201,77 @@ def gemm_shapes(gpu: GPUType, precision: str) -> GemmShapes | None:
     tables = _gemm_shape_tables()
     dtype = GEMM_DTYPE.get(precision, precision)
     return tables.get((gpu.arch, dtype)) or tables.get((gpu.arch, "bf16"))
+
+
+# -------------------------------------------------------------------------------- collectives
+PLATEAU_GROUPS = np.array([2.0, 4.0, 8.0])
+"""The group sizes XLA's collective table measured (every group of one 8-GPU node at once)."""
+
+
+@dataclass(frozen=True, eq=False)
+class CollectivePlateaus:
+    """The measured maximum bus bandwidth (B/s) of each collective inside one NVLink node, by
+    group size, scaled to a node's link rate."""
+
+    busbw: dict[str, np.ndarray]
+    """Collective → B/s at the group sizes :data:`PLATEAU_GROUPS`."""
+    source: str
+    _scalar: dict[tuple[str, float], float | None] = field(
+        default_factory=dict, compare=False, repr=False)
+    """Memo of one group's cap (a single plan's estimate asks the same few sizes often)."""
+
+    def __call__(self, collective: str, n: Any) -> Any:
+        """Bus bandwidth cap of ``collective`` over groups of ``n`` (scalar or array) GPUs:
+        interpolated in log2(n) between the measured sizes, held at the nearest outside them
+        (an NVL72 domain's larger groups take the 8-GPU plateau); None for a collective the
+        table lacks (send/recv). A float for a scalar ``n``, else an array."""
+        if np.ndim(n) == 0:
+            key = (collective, float(n))
+            if key not in self._scalar:
+                cap = self._interp(collective, n)
+                self._scalar[key] = None if cap is None else float(cap)
+            return self._scalar[key]
+        return self._interp(collective, n)
+
+    def _interp(self, collective: str, n: Any) -> np.ndarray | None:
+        table = self.busbw.get(collective)
+        if table is None:
+            return None
+        x = np.log2(np.clip(np.asarray(n, dtype=float), 2.0, 8.0))
+        return np.interp(x, np.log2(PLATEAU_GROUPS), table)
+
+
+@cache
+def _collective_table() -> dict[str, Any]:
+    return _load("collectives.json")
+
+
+@cache
+def _plateaus(arch: str) -> tuple[dict[str, np.ndarray], float, str] | None:
+    entry = _collective_table()["archs"].get(arch)
+    if entry is None:
+        return None
+    out = {c: np.array([max(b for _, b in by_n[str(int(n))]) * 1e9 for n in PLATEAU_GROUPS])
+           for c, by_n in entry["busbw_GBps"].items()}
+    return out, float(entry["link_GBps"]), str(entry["measured_on"])
+
+
+def collective_plateaus(gpu: GPUType, link_GBps: float) -> CollectivePlateaus | None:
+    """The measured collective plateaus for ``gpu``'s architecture in a node whose link runs
+    at ``link_GBps`` per direction (the pool's), or None where nothing was measured (an
+    architecture outside the table, or a PCIe node)."""
+    if gpu.intra_node != "nvlink":
+        return None
+    found = _plateaus(gpu.arch)
+    if found is None:
+        return None
+    busbw, ref_link, measured_on = found
+    scale = link_GBps / ref_link
+    return CollectivePlateaus(
+        busbw={c: v * scale for c, v in busbw.items()},
+        source=f"XLA's collective table measured on {measured_on} (collectives.json)"
+               + (f", scaled by the link rate {link_GBps:g}/{ref_link:g} GB/s"
+                  if scale != 1.0 else ""))
 
 
 # ---------------------------------------------------------------------------------- attention

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from costmodel.kernels import GemmShapes, attention_rates, gemm_ceiling, gemm_shapes
+from costmodel.kernels import (
+    CollectivePlateaus,
+    GemmShapes,
+    attention_rates,
+    collective_plateaus,
+    gemm_ceiling,
+    gemm_shapes,
+)
 from costmodel.profile import CalibrationProfile, CollectiveEfficiency, LinkClass
 from costmodel.specs.cluster import GPUPool
 from costmodel.specs.gpus import GPUType
@@ -92,6 +99,9 @@ class Device:
     linear_shapes: GemmShapes | None = None
     """The same for the linear layers' GEMMs (the fp8 grid when the job runs fp8)."""
     linear_shapes_ref: float = 1.0
+    plateaus: CollectivePlateaus | None = None
+    """Measured bus-bandwidth plateaus of the collectives inside one NVLink node by group size
+    (:func:`costmodel.kernels.collective_plateaus`); None = the profile's link fraction only."""
     attention_fractions: tuple[float, float] | None = None
     """(forward, backward) fraction of the bf16 peak a profile sets for fused attention (a
     measured device's calibration); None = the kernel tables (:mod:`costmodel.kernels`)."""
@@ -154,6 +164,7 @@ class Device:
             linear_rate=lin_rate, linear_wave_ref=wave(lin_shape),
             linear_elem_bytes=1.0 if precision == "fp8" else activation_bytes(precision),
             attention_fractions=attn, warnings=tuple(warnings),
+            plateaus=collective_plateaus(gpu, pool.link_GBps),
             shapes=shapes, shapes_ref=at(shapes, wide_shape), linear_shapes=linear_shapes,
             linear_shapes_ref=at(linear_shapes, lin_shape),
         )
@@ -284,6 +295,8 @@ class GroupLinks:
     alpha: np.ndarray
     half: np.ndarray
     busbw: np.ndarray
+    plateaus: CollectivePlateaus | None = None
+    """The device's measured plateaus, which cap ``busbw`` inside a node per collective."""
 
 
 def group_links(group: Array, per_node: Array, dev: Device, link_intra: Array | None = None,
@@ -291,7 +304,11 @@ def group_links(group: Array, per_node: Array, dev: Device, link_intra: Array | 
     """:class:`GroupLinks` of groups of ``group`` devices, ``per_node`` of them in each node:
     inside one node the device link; across nodes NCCL's rings/trees are bound by the NICs of
     the group's members in a node (``per_node · nic``, rail-optimised fabric as in DGX
-    SuperPOD) and by the device link."""
+    SuperPOD) and by the device link. Inside a node, each collective's bus bandwidth is also
+    capped by the plateau measured for it at the group's size on the architecture
+    (:attr:`Device.plateaus`, applied per collective in :func:`affine_terms`): NCCL reaches
+    less on 2- and 4-GPU groups than on 8 (XLA's table for H100: all-reduce 250, 302 and
+    402 GB/s)."""
     intra = dev.link_intra if link_intra is None else link_intra
     net = dev.nic if nic is None else nic
     coll = dev.profile.eff.collectives
@@ -304,7 +321,7 @@ def group_links(group: Array, per_node: Array, dev: Device, link_intra: Array | 
     return GroupLinks(
         n=n, inside=inside, alpha=np.where(inside, ci.latency_us, ce.latency_us) * 1e-6,
         half=np.where(inside, ci.half_bandwidth_MiB, ce.half_bandwidth_MiB) * 2**20,
-        busbw=np.where(inside, bw_intra, bw_inter))
+        busbw=np.where(inside, bw_intra, bw_inter), plateaus=dev.plateaus)
 
 
 def collective_time(
@@ -332,7 +349,7 @@ def collective_time(
         # the group's terms in floats (numpy's per-call overhead on one-element arrays was a
         # quarter of a search's simulation time)
         a0, per_byte = _group_terms(collective, float(group), float(per_node), float(intra),
-                                    float(net), dev.profile.eff.collectives)
+                                    float(net), dev.profile.eff.collectives, dev.plateaus)
         if np.ndim(nbytes) == 0:
             return np.asarray(a0 + per_byte * float(nbytes) if per_byte else 0.0)
         sizes = np.asarray(nbytes, dtype=float)
@@ -358,12 +375,17 @@ def affine_terms(collective: str, g: GroupLinks) -> tuple[np.ndarray, np.ndarray
     ``t = α + factor(n) · (S + S½) / busbw = a + b · S``, 0 for a group of one. Affine in the
     message size, so several collectives over the same groups compute these once."""
     on = g.n > 1
-    b = np.where(on, BUS_FACTOR[collective](g.n) / g.busbw, 0.0)
+    busbw = g.busbw
+    cap = g.plateaus(collective, g.n) if g.plateaus is not None else None
+    if cap is not None:
+        busbw = np.where(g.inside, np.minimum(busbw, cap), busbw)
+    b = np.where(on, BUS_FACTOR[collective](g.n) / busbw, 0.0)
     return np.where(on, g.alpha + b * g.half, 0.0), b
 
 
 def _group_terms(collective: str, n: float, per_node: float, intra: float, net: float,
-                 coll: Mapping[LinkClass, CollectiveEfficiency]) -> tuple[float, float]:
+                 coll: Mapping[LinkClass, CollectiveEfficiency],
+                 plateaus: CollectivePlateaus | None = None) -> tuple[float, float]:
     """:func:`affine_terms` for one group (unmeasured device), term by term the same:
     t = a + b · size; b = 0 for a group of one (no time)."""
     if n <= 1:
@@ -372,7 +394,8 @@ def _group_terms(collective: str, n: float, per_node: float, intra: float, net: 
     ci, ce = coll["intra_node"], coll["inter_node"]
     bw_intra = intra * ci.busbw_fraction
     if k >= n:
-        busbw, c = bw_intra, ci
+        cap = plateaus(collective, n) if plateaus is not None else None
+        busbw, c = (bw_intra if cap is None else min(bw_intra, float(cap))), ci
     else:
         busbw, c = min(bw_intra, k * net * ce.busbw_fraction), ce
     factor = 1.0 if collective == "send_recv" else float(BUS_FACTOR[collective](n))

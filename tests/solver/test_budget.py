@@ -139,15 +139,18 @@ print(json.dumps({"elapsed_s": time.perf_counter() - t, "plans": len(res.plans),
 
 def test_a_search_at_the_service_maxima_ends_within_its_limit_and_memory_cap() -> None:
     """16 pools of distinct sizes (no two share arrays), 131,072 GPUs, top_k 20: the search
-    returns plans within time_limit_s + 1 s, and its memory grows by less than the cap plus
-    one chunk's intermediates. Run in a fresh interpreter so that the RSS is the search's."""
+    returns plans within time_limit_s (+ the host's slack), and its memory grows by less
+    than the cap plus one chunk's intermediates. Run in a fresh interpreter so that the RSS
+    is the search's."""
     limit = 6.0
     out = subprocess.run([sys.executable, "-c", MAXIMA, str(limit)], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["plans"] > 0
-    assert got["elapsed_s"] <= limit + 1.0, got
+    # slack for a loaded host (see the next test): a search that ignored its limit overran by
+    # tens of seconds
+    assert got["elapsed_s"] <= limit + 3.0, got
     assert got["growth_mb"] <= got["cap_mb"] + 256, got
 
 
@@ -155,11 +158,13 @@ def test_a_search_whose_best_bounds_do_not_fit_still_ends_in_time() -> None:
     """Llama-3-405B on 2,048 H100 + 2,048 A100 with a 5 s limit: plans the bulk filter once
     passed and the estimate turned down kept the branch and bound past its limit (41 s), and
     every returned plan's straggler sensitivity (pp + 1 re-simulations each) added more; the
-    search now ends within its limit + 1 s, saying where it left a sensitivity out."""
+    search now ends at its limit, saying where it left a sensitivity out. The slack is for
+    the host, not the search: unloaded, this 2-core machine ends it at 4.9-5.0 s; with another
+    CPU-bound job beside it, at 6.6 s (2026-12-07); the bug it guards against overran by 36 s."""
     from tests.service.support import long_search
 
     res = solver.search(long_search(5))
-    assert res.plans and res.stats.elapsed_s <= 6.0, res.stats
+    assert res.plans and res.stats.elapsed_s <= 5.0 + 3.0, res.stats
     for p in res.plans:
         assert p.explanation.straggler_sensitivity is not None or any(
             "not computed" in n for n in p.explanation.notes)
