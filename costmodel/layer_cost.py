@@ -229,8 +229,7 @@ def _kv_repeat(model: ModelSpec, s: Shard, elem_bytes: float) -> tuple[np.ndarra
     ``repeat_kv``, an expand + reshape that materialises the copy): read the key/value width,
     write the query-head width, for keys and values; 0 without GQA or on stacks whose
     attention takes grouped heads."""
-    groups = model.num_attention_heads > model.kv_heads
-    on = s.ew("kv_repeat").astype(bool) & groups
+    on = _repeats_kv(model, s)
     kvw = model.kv_heads * model.head_size
     full = model.num_attention_heads * model.head_size
     nbytes = 2.0 * s.tokens * (kvw + full) / s.tp * elem_bytes
@@ -243,8 +242,12 @@ def kv_stash_width(model: ModelSpec, s: Shard) -> np.ndarray:
     out first (:func:`_kv_repeat`)."""
     kvw = 2.0 * model.kv_heads * model.head_size
     full = 2.0 * model.num_attention_heads * model.head_size
-    on = s.ew("kv_repeat").astype(bool) & (model.num_attention_heads > model.kv_heads)
-    return np.where(on, full, kvw)
+    return np.where(_repeats_kv(model, s), full, kvw)
+
+
+def _repeats_kv(model: ModelSpec, s: Shard) -> np.ndarray:
+    """Per candidate: the stack copies grouped keys and values out per query head."""
+    return s.ew("kv_repeat").astype(bool) & (model.num_attention_heads > model.kv_heads)
 
 
 def model_seq_q(s: Shard) -> float | np.ndarray:

@@ -19,6 +19,9 @@ from typing import Any
 
 import costmodel
 
+RELEASE = "2024-12"
+"""The torchtitan of these runs (9dec370): its own eager RMSNorm and repeat_kv, which the
+stack file's ``releases["2024-12"]`` costs (the PyPI releases use torch's fused RMSNorm)."""
 EIGHT_B = {"zero_stage": 3, "recompute": "selective", "micro_batch_size": 2}
 CASES: list[tuple[str, str, int, int, str, dict[str, Any], float, float]] = [
     ("T1 8B FSDP 8, selective", "llama3-8b", 8, 16, "bf16",
@@ -53,11 +56,12 @@ CASES: list[tuple[str, str, int, int, str, dict[str, Any], float, float]] = [
 def predict(preset: str, gpus: int, gbs: int, precision: str, plan: dict[str, Any]
             ) -> tuple[float, float, str]:
     """(tokens/s per GPU, peak GiB, memory verdict) of one published run, estimated with
-    torchtitan's stack on H100-SXM-80GB at sequence 8192."""
+    the stack of the torchtitan it ran (:data:`RELEASE`) on H100-SXM-80GB at sequence
+    8192."""
     est = costmodel.estimate({
         "model": {"preset": preset},
         "training": {"global_batch_size": gbs, "seq_len": 8192, "precision": precision,
-                     "framework": "torchtitan"},
+                     "framework": "torchtitan", "framework_version": RELEASE},
         "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
                                "nodes": gpus // 8}]},
         "plan": plan})

@@ -184,7 +184,14 @@ class Release(_Model):
     overlap: OverlapStack | None = None
     host: HostStack | None = None
     memory: MemoryStack | None = None
+    elementwise: ElementwiseStack | None = None
     note: str
+
+
+def _async_tp(tp_overlap: Any, tp: Any) -> np.ndarray:
+    """Per candidate: the plan overlaps its tensor-parallel communication (with tp > 1), which
+    on a compiling stack is async TP and needs torch.compile."""
+    return np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)
 
 
 class StackProfile(_Model):
@@ -209,7 +216,7 @@ class StackProfile(_Model):
         tensor parallelism (the honoured ``plan.tp_comm_overlap`` with tp > 1) requires it,
         as torchtitan's does; its launch config enables ``compile.enable`` exactly there.
         Scalars or per-candidate arrays."""
-        needed = np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)
+        needed = _async_tp(tp_overlap, tp)
         on = needed if torch_compile is None else np.full(needed.shape, torch_compile)
         return on & (self.elementwise.compiled is not None)
 
@@ -220,7 +227,7 @@ class StackProfile(_Model):
             return (f"{self.title} has no torch.compile path that meshplan costs or launches: "
                     "its norms and activations run as fused kernels already "
                     f"(costmodel/data/stacks/{self.name}.json elementwise); leave it null")
-        needed = bool(np.any(np.asarray(tp_overlap, dtype=bool) & (np.asarray(tp) > 1)))
+        needed = bool(np.any(_async_tp(tp_overlap, tp)))
         if torch_compile is False and needed and self.elementwise.compiled is not None:
             return (f"{self.title}'s async tensor parallelism (plan.tp_comm_overlap with tp > 1) "
                     "runs only under torch.compile: set it true or null, or turn the overlap "
@@ -238,7 +245,8 @@ class StackProfile(_Model):
                 "training.framework_version",
                 f"unknown {self.title} release {version!r}; known: {known}"))
         updates = {k: v for k, v in (("attention", rel.attention), ("overlap", rel.overlap),
-                                     ("host", rel.host), ("memory", rel.memory))
+                                     ("host", rel.host), ("memory", rel.memory),
+                                     ("elementwise", rel.elementwise))
                    if v is not None}
         return self.model_copy(update={**updates, "release": version})
 
@@ -321,8 +329,8 @@ class Execution:
         parts = [f"{self.stack.title} {self.stack.release}", f"attention {self.kernel}"]
         if self.stack.elementwise.compiled is not None:
             parts.append("blocks under torch.compile (fused pointwise kernels)" if compiled
-                         else "eager blocks (torch.compile off: norms, rotary embedding and "
-                         "activation as separate torch ops)")
+                         else "eager blocks (torch.compile off: each pointwise op its own "
+                         "kernel)")
         if self.stack.recompute.selective == "op_every_second_mm":
             parts.append("selective recompute per op (every second linear layer and the "
                          "memory-bound kernels recomputed)")

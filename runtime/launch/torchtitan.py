@@ -286,9 +286,10 @@ def render_torchtitan(job: Job) -> LaunchConfig:
         compile_sec.append(("enable", True))
     elif training.framework == "torchtitan":
         notes.append("torch.compile stays off (torchtitan's default), as the estimate assumed: "
-                     "its norms, rotary embedding and activation run as eager torch ops "
-                     "(costmodel/data/stacks/torchtitan.json elementwise). Enabling "
-                     "compile.enable fuses them; the step then runs faster than estimated.")
+                     "the blocks' pointwise ops (rotary embedding, silu * mul) run as separate "
+                     "eager torch kernels (costmodel/data/stacks/torchtitan.json elementwise). "
+                     "Enabling compile.enable fuses them (estimate it with plan.torch_compile "
+                     "true); the step then runs faster than this estimate.")
     if plan.tp_comm_overlap and plan.tp > 1:
         dest = compile_sec if rel.async_tp_section == "compile" else par
         dest.append(("enable_async_tensor_parallel", True))

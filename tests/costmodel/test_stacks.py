@@ -303,9 +303,11 @@ def test_torchtitan_selective_recomputes_every_second_linear_layer() -> None:
     assert full[0] > full[1]
 
 
-def _block_shards(tp: Any = 1.0, rc: int = 0, tp_overlap: bool = False) -> tuple[Any, ...]:
-    """Llama 3 8B block shards under torchtitan and Megatron with the same attention kernel
-    (FlashAttention-2), so that only the elementwise operations differ."""
+def _block_shards(tp: Any = 1.0, rc: int = 0, tp_overlap: bool = False,
+                  release: str | None = None) -> tuple[Any, ...]:
+    """Llama 3 8B block shards under torchtitan (``release``: None = the current one) and
+    Megatron with the same attention kernel (FlashAttention-2), so that only the elementwise
+    operations differ."""
     from costmodel.layer_cost import Shard
     from costmodel.specs.presets import get_preset
     from costmodel.specs.training import TrainingSpec
@@ -313,70 +315,76 @@ def _block_shards(tp: Any = 1.0, rc: int = 0, tp_overlap: bool = False) -> tuple
 
     h100 = get_gpu("H100-SXM-80GB")
     out = []
-    for fw in ("torchtitan", "megatron"):
-        ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=fw),
-                       "flash2", h100)
+    for fw, version in (("torchtitan", release), ("megatron", None)):
+        ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=fw,
+                                    framework_version=version), "flash2", h100)
         out.append(Shard.for_stack(8192, 8, ex, b=1.0, tp=tp, cp=1.0, ep=1.0, sp=False, rc=rc,
                                    flash=True, tp_overlap=tp_overlap))
     dev = Device.from_pool(GPUPool(name="h", gpu="H100-SXM-80GB"), "bf16", default_profile())
     return get_preset("llama3-8b"), out[0], out[1], dev
 
 
-# per token of a Llama 3 8B block: what torchtitan's eager ops move beyond the fused kernels
-# (costmodel/data/stacks/torchtitan.json elementwise: two RMSNorms at 36 B per element
-# against 4, the rotation of queries and keys at 20 against 4, silu * mul at 10 against 6 per
-# FFN-wide element, and repeat_kv's copies of keys and values out to 32 heads)
+# per token of a Llama 3 8B block, what torchtitan's eager ops move beyond Megatron's fused
+# kernels (costmodel/data/stacks/torchtitan.json elementwise): the rotation of queries and
+# keys at 20 B per element against 4 and silu * mul at 10 against 6 per FFN-wide element; its
+# December 2024 code ("2024-12") also two RMSNorms at 36 against 4 and repeat_kv's copies of
+# keys and values out to 32 heads
 _H, _KV, _F, _Q = 4096, 8 * 128, 14336, 32 * 128
-_EAGER_EXTRA_BYTES = (2 * (36 - 4) * _H + (20 - 4) * (_Q + _KV) + (10 - 6) * _F
-                      + 2 * 2 * (_KV + _Q))
-_EAGER_EXTRA_KERNELS = 2 * (8 - 1) + (6 - 1) + (2 - 1) + 2
+_EAGER_EXTRA = ((20 - 4) * (_Q + _KV) + (10 - 6) * _F, (6 - 1) + (2 - 1))
+_EAGER_2024_EXTRA = (_EAGER_EXTRA[0] + 2 * (36 - 4) * _H + 2 * 2 * (_KV + _Q),
+                     _EAGER_EXTRA[1] + 2 * (8 - 1) + 2)
+"""(bytes, kernels) per token of one block's forward."""
 
 
-def test_torchtitan_eager_block_pays_for_its_separate_ops() -> None:
+@pytest.mark.parametrize(("release", "extra"), [(None, _EAGER_EXTRA),
+                                                ("2024-12", _EAGER_2024_EXTRA)])
+def test_torchtitan_eager_block_pays_for_its_separate_ops(release: str | None,
+                                                          extra: tuple[int, int]) -> None:
     """Without torch.compile each torch op of torchtitan's block is its own kernel over the
     whole tensor: the block's forward takes exactly those extra bytes at the device's HBM
     rate and those extra kernels' latency longer than Megatron's fused block, and the
     backward twice that."""
     from costmodel.layer_cost import block_cost
 
-    model, titan, mega, dev = _block_shards()
+    model, titan, mega, dev = _block_shards(release=release)
     t, m = block_cost(model, titan, dev), block_cost(model, mega, dev)
-    tokens = 8192
-    extra = _EAGER_EXTRA_BYTES * tokens / dev.hbm + _EAGER_EXTRA_KERNELS * dev.kernel_latency
-    assert float(t.fwd - m.fwd) == pytest.approx(extra, rel=1e-9)
-    assert float(t.bwd_input - m.bwd_input) == pytest.approx(2 * extra, rel=1e-9)
+    nbytes, kernels = extra
+    want = nbytes * 8192 / dev.hbm + kernels * dev.kernel_latency
+    assert float(t.fwd - m.fwd) == pytest.approx(want, rel=1e-9)
+    assert float(t.bwd_input - m.bwd_input) == pytest.approx(2 * want, rel=1e-9)
     assert float(t.bwd_weight) == pytest.approx(float(m.bwd_weight), rel=1e-12)
 
 
-def test_torchtitan_eager_block_keeps_its_fp32_intermediates() -> None:
-    """Without recompute autograd keeps what each eager op saves: the norms' fp32 copy of x
-    and 16-bit output (6 B against the fused norm's 2), the rotation's fp32 operand (4 B per
-    query/key element), silu's output (2 B per FFN-wide element) and the keys and values
-    copied out to every query head."""
+@pytest.mark.parametrize(("release", "extra"), [
+    (None, 4 * (_Q + _KV) + 2 * _F),
+    ("2024-12", 4 * (_Q + _KV) + 2 * _F + 2 * (6 - 2) * _H + 2 * 2 * (_Q - _KV))])
+def test_torchtitan_eager_block_keeps_its_fp32_intermediates(release: str | None,
+                                                             extra: int) -> None:
+    """Without recompute autograd keeps what each eager op saves: the rotation's fp32
+    operand (4 B per query/key element) and silu's output (2 B per FFN-wide element); the
+    December 2024 code also its norms' fp32 copy of x and 16-bit output (6 B against the
+    fused norm's 2) and the keys and values copied out to every query head."""
     from costmodel.memory import block_activation_bytes
 
-    model, titan, mega, _ = _block_shards()
-    tokens = 8192
-    extra = (2 * (6 - 2) * _H + 4 * (_Q + _KV) + 2 * _F + 2 * 2 * (_Q - _KV)) * tokens
+    model, titan, mega, _ = _block_shards(release=release)
     got = float(block_activation_bytes(model, titan) - block_activation_bytes(model, mega))
-    assert got == pytest.approx(extra, rel=1e-12)
+    assert got == pytest.approx(extra * 8192, rel=1e-12)
 
 
 def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
     """torchtitan compiles its blocks only with async tensor parallelism (tp > 1 and the
-    overlap asked for); there its pointwise chains are fused and only the key/value copy is
-    left of the eager extras (the launch config's side: tests/runtime/test_launch_torchtitan.py
+    overlap asked for); there its pointwise chains are fused: of the eager extras only one
+    more rotation kernel than Megatron's is left (the launch config's side:
+    tests/runtime/test_launch_torchtitan.py
     test_compile_is_on_exactly_where_the_estimate_costs_compiled_blocks)."""
     from costmodel.layer_cost import block_cost
 
     model, titan, mega, dev = _block_shards(tp=np.array([1.0, 2.0, 2.0]), tp_overlap=True)
     assert titan.compiled.tolist() == [False, True, True]
-    assert titan.ew("norm_bytes").tolist() == [36.0, 4.0, 4.0]
+    assert titan.ew("rope_bytes").tolist() == [20.0, 4.0, 4.0]
     assert not np.any(mega.compiled)
     t, m = block_cost(model, titan, dev), block_cost(model, mega, dev)
-    kv = 2 * 2 * (_KV + _Q) / 2 * 8192 / dev.hbm + 2 * dev.kernel_latency  # tp 2: half
-    # compiled, tp 2: the key/value copy and one more rotation kernel than Megatron's
-    assert float((t.fwd - m.fwd)[1]) == pytest.approx(kv + dev.kernel_latency, rel=1e-9)
+    assert float((t.fwd - m.fwd)[1]) == pytest.approx(dev.kernel_latency, rel=1e-9)
     stack = get_stack("torchtitan")
     assert bool(stack.compiled(True, 2)) and not bool(stack.compiled(False, 2))
     assert not bool(stack.compiled(True, 1)) and not bool(get_stack("megatron").compiled(True, 8))
