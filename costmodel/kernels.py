@@ -259,10 +259,15 @@ def _plateaus(arch: str) -> tuple[dict[str, np.ndarray], float, str] | None:
 def collective_plateaus(gpu: GPUType, link_GBps: float) -> CollectivePlateaus | None:
     """The measured collective plateaus for ``gpu``'s architecture in a node whose link runs
     at ``link_GBps`` per direction (the pool's), or None where nothing was measured (an
-    architecture outside the table, or a PCIe node)."""
+    architecture outside the table, or a PCIe node). One object per (architecture, link)."""
     if gpu.intra_node != "nvlink":
         return None
-    found = _plateaus(gpu.arch)
+    return _scaled_plateaus(gpu.arch, float(link_GBps))
+
+
+@cache
+def _scaled_plateaus(arch: str, link_GBps: float) -> CollectivePlateaus | None:
+    found = _plateaus(arch)
     if found is None:
         return None
     busbw, ref_link, measured_on = found

@@ -81,14 +81,20 @@ class Shard:
         self.sp_tokens = np.where(self.sp, self.tokens / self.tp, self.tokens)
         if self.elementwise is None:
             self.elementwise = get_stack(None).elementwise.kernels
+        self._mixed = self.elementwise_compiled is not None and bool(np.any(self.compiled))
+        self._ew: dict[str, float | np.ndarray] = {}
 
-    def ew(self, name: str) -> np.ndarray:
-        """One coefficient of :class:`~costmodel.stacks.stack.ElementwiseCost` per candidate:
-        the compiled one where the blocks are compiled, else the stack's default."""
-        eager = np.asarray(float(getattr(self.elementwise, name)))
-        if self.elementwise_compiled is None:
-            return eager
-        return np.where(self.compiled, float(getattr(self.elementwise_compiled, name)), eager)
+    def ew(self, name: str) -> float | np.ndarray:
+        """One coefficient of :class:`~costmodel.stacks.stack.ElementwiseCost`: the stack's
+        default (a float), or per candidate the compiled one where the blocks are compiled
+        (worked out once per shard)."""
+        got = self._ew.get(name)
+        if got is None:
+            eager = float(getattr(self.elementwise, name))
+            got = eager if not self._mixed else np.where(
+                self.compiled, float(getattr(self.elementwise_compiled, name)), eager)
+            self._ew[name] = got
+        return got
 
     @classmethod
     def of(cls, seq: int, gpus_per_node: int, kernel: str = "flash2",
@@ -230,6 +236,8 @@ def _kv_repeat(model: ModelSpec, s: Shard, elem_bytes: float) -> tuple[np.ndarra
     write the query-head width, for keys and values; 0 without GQA or on stacks whose
     attention takes grouped heads."""
     on = _repeats_kv(model, s)
+    if on is False:
+        return np.zeros(()), np.zeros(())
     kvw = model.kv_heads * model.head_size
     full = model.num_attention_heads * model.head_size
     nbytes = 2.0 * s.tokens * (kvw + full) / s.tp * elem_bytes
@@ -242,12 +250,20 @@ def kv_stash_width(model: ModelSpec, s: Shard) -> np.ndarray:
     out first (:func:`_kv_repeat`)."""
     kvw = 2.0 * model.kv_heads * model.head_size
     full = 2.0 * model.num_attention_heads * model.head_size
-    return np.where(_repeats_kv(model, s), full, kvw)
+    on = _repeats_kv(model, s)
+    if isinstance(on, bool):
+        return np.asarray(full if on else kvw)
+    return np.where(on, full, kvw)
 
 
-def _repeats_kv(model: ModelSpec, s: Shard) -> np.ndarray:
-    """Per candidate: the stack copies grouped keys and values out per query head."""
-    return s.ew("kv_repeat").astype(bool) & (model.num_attention_heads > model.kv_heads)
+def _repeats_kv(model: ModelSpec, s: Shard) -> bool | np.ndarray:
+    """The stack copies grouped keys and values out per query head (per candidate where
+    some are compiled)."""
+    gqa = model.num_attention_heads > model.kv_heads
+    r = s.ew("kv_repeat")
+    if isinstance(r, float):
+        return bool(r) and gqa
+    return r.astype(bool) & gqa
 
 
 def model_seq_q(s: Shard) -> float | np.ndarray:
