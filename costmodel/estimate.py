@@ -255,11 +255,12 @@ def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
     dev = Device.from_pool(pool, training.precision, prof)
     pools = stage_pools(cluster, plan) if plan.stages is not None else None
     ex = execution(training, plan.attention, pool.gpu_type)
-    why = ex.stack.compile_problem(plan.torch_compile,
-                                   ex.overlaps(False, False, plan.tp_comm_overlap, plan.pp)[2],
-                                   plan.tp)
-    if why is not None:
-        raise SpecError(FieldProblem("plan.torch_compile", why))
+    if plan.torch_compile is not None:  # null is the stack's default, always valid
+        why = ex.stack.compile_problem(
+            plan.torch_compile, ex.overlaps(False, False, plan.tp_comm_overlap, plan.pp)[2],
+            plan.tp)
+        if why is not None:
+            raise SpecError(FieldProblem("plan.torch_compile", why))
     for p in pools or []:
         if p.gpu != pool.gpu:
             execution(training, plan.attention, p.gpu_type)  # refuses a kernel a pool lacks

@@ -225,7 +225,7 @@ class CollectivePlateaus:
         interpolated in log2(n) between the measured sizes, held at the nearest outside them
         (an NVL72 domain's larger groups take the 8-GPU plateau); None for a collective the
         table lacks (send/recv). A float for a scalar ``n``, else an array."""
-        if np.ndim(n) == 0:
+        if isinstance(n, float | int) or np.ndim(n) == 0:
             key = (collective, float(n))
             if key not in self._scalar:
                 cap = self._interp(collective, n)

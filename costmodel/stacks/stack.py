@@ -216,9 +216,10 @@ class StackProfile(_Model):
         tensor parallelism (the honoured ``plan.tp_comm_overlap`` with tp > 1) requires it,
         as torchtitan's does; its launch config enables ``compile.enable`` exactly there.
         Scalars or per-candidate arrays."""
+        if self.elementwise.compiled is None:
+            return np.asarray(False)
         needed = _async_tp(tp_overlap, tp)
-        on = needed if torch_compile is None else np.full(needed.shape, torch_compile)
-        return on & (self.elementwise.compiled is not None)
+        return needed if torch_compile is None else np.full(needed.shape, torch_compile)
 
     def compile_problem(self, torch_compile: bool | None, tp_overlap: Any, tp: Any
                         ) -> str | None:
