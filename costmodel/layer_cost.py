@@ -345,7 +345,6 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     # rope and the GQA key/value expansion, as the stack runs them (its ``elementwise``
     # bytes per 16-bit element, scaled to the job's element size)
     wide = E / ELEM
-    lat = dev.kernel_latency
     norm_b = s.ew("norm_bytes") * wide * Tsp * h
     bda_b = 2 * (3.0 * E + (1.0 if dropout else 0.0)) * Tsp * h
     act_coef, act_k = ((s.ew("act_bytes_gated"), s.ew("act_kernels_gated")) if model.gated_mlp
@@ -358,9 +357,9 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     kv_b, kv_k = _kv_repeat(model, s, E)
     norm_k = s.ew("norm_kernels")
     n_mem = 2.0 * norm_k + 2.0 + act_k + rope_k + kv_k
-    t_mem_fwd = (2 * (norm_k * lat + norm_b / dev.hbm) + mem_time(bda_b / 2, dev) * 2
-                 + act_k * lat + act_b / dev.hbm + rope_k * lat + rope_b / dev.hbm
-                 + kv_k * lat + kv_b / dev.hbm)
+    t_mem_fwd = (2 * mem_time(norm_b, dev, norm_k) + mem_time(bda_b / 2, dev) * 2
+                 + mem_time(act_b, dev, act_k) + mem_time(rope_b, dev, rope_k)
+                 + mem_time(kv_b, dev, kv_k))
     t_mem_bwd = 2.0 * t_mem_fwd
 
     # ---- FP8 casts of the linear layers' inputs (forward) and output gradients (backward)

@@ -248,9 +248,10 @@ def gemm_time(m: Array, n: Array, k: Array, dev: Device, elem_bytes: float | Non
     return dev.kernel_latency + np.maximum(flops / rate, traffic / dev.hbm)
 
 
-def mem_time(nbytes: Array, dev: Device) -> np.ndarray:
-    """A memory-bound kernel moving ``nbytes`` through HBM."""
-    return dev.kernel_latency + np.asarray(nbytes, dtype=float) / dev.hbm
+def mem_time(nbytes: Array, dev: Device, kernels: Array = 1.0) -> np.ndarray:
+    """Memory-bound work moving ``nbytes`` through HBM in ``kernels`` kernels (one by
+    default), each paying the kernel latency."""
+    return kernels * dev.kernel_latency + np.asarray(nbytes, dtype=float) / dev.hbm
 
 
 def flash_attention_time(flops_fwd: Array, dev: Device, kernel: str, head_dim: float,

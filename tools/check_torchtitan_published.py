@@ -22,26 +22,31 @@ import costmodel
 RELEASE = "2024-12"
 """The torchtitan of these runs (9dec370): its own eager RMSNorm and repeat_kv, which the
 stack file's ``releases["2024-12"]`` costs (the PyPI releases use torch's fused RMSNorm)."""
-EIGHT_B = {"zero_stage": 3, "recompute": "selective", "micro_batch_size": 2}
-CASES: list[tuple[str, str, int, int, str, dict[str, Any], float, float]] = [
-    ("T1 8B FSDP 8, selective", "llama3-8b", 8, 16, "bf16",
-     {"dp": 8, **EIGHT_B, "torch_compile": False}, 5762, 82.4),
-    ("T1 + torch.compile", "llama3-8b", 8, 16, "bf16",
-     {"dp": 8, **EIGHT_B, "torch_compile": True}, 6667, 77.0),
-    ("T1 + torch.compile + Float8", "llama3-8b", 8, 16, "fp8",
-     {"dp": 8, **EIGHT_B, "torch_compile": True}, 8532, 76.8),
-    ("T3 8B FSDP 128, selective", "llama3-8b", 128, 256, "bf16",
-     {"dp": 128, **EIGHT_B, "torch_compile": False}, 5605, 67.0),
-    ("T3 + torch.compile", "llama3-8b", 128, 256, "bf16",
-     {"dp": 128, **EIGHT_B, "torch_compile": True}, 6514, 62.0),
-    ("T3 + torch.compile + Float8", "llama3-8b", 128, 256, "fp8",
-     {"dp": 128, **EIGHT_B, "torch_compile": True}, 8380, 61.8),
+Case = tuple[str, str, int, int, str, dict[str, Any], float, float]
+"""(label, preset, GPUs, global batch, precision, plan, reported TPS/GPU, reported GiB)."""
+
+
+def _eight_b(table: str, gpus: int, reported: list[tuple[float, float]]) -> list[Case]:
+    """Tables 1 and 3: Llama 3.1 8B, FSDP over every GPU, local batch 2, selective AC, eager,
+    compiled and compiled with Float8; ``reported`` are their (TPS/GPU, GiB)."""
+    plan = {"dp": gpus, "zero_stage": 3, "recompute": "selective", "micro_batch_size": 2}
+    runs = [(f"{table} 8B FSDP {gpus}, selective", "bf16", False),
+            (f"{table} + torch.compile", "bf16", True),
+            (f"{table} + torch.compile + Float8", "fp8", True)]
+    return [(label, "llama3-8b", gpus, 2 * gpus, precision,
+             {**plan, "torch_compile": compiled}, tps, mem)
+            for (label, precision, compiled), (tps, mem) in zip(runs, reported, strict=True)]
+
+
+SEVENTY_B = {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
+             "sequence_parallel": True, "torch_compile": True}
+CASES: list[Case] = [
+    *_eight_b("T1", 8, [(5762, 82.4), (6667, 77.0), (8532, 76.8)]),
+    *_eight_b("T3", 128, [(5605, 67.0), (6514, 62.0), (8380, 61.8)]),
     ("T4 70B FSDP 32 TP 8, full, fp8", "llama3-70b", 256, 512, "fp8",
-     {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
-      "sequence_parallel": True, "tp_comm_overlap": False, "torch_compile": True}, 829, 71.9),
+     {**SEVENTY_B, "tp_comm_overlap": False}, 829, 71.9),
     ("T4 same + async TP", "llama3-70b", 256, 512, "fp8",
-     {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
-      "sequence_parallel": True, "tp_comm_overlap": True, "torch_compile": True}, 876, 67.6),
+     {**SEVENTY_B, "tp_comm_overlap": True}, 876, 67.6),
     ("T5 405B FSDP 8 TP 8 PP 8, 1F1B", "llama3-405b", 512, 256, "fp8",
      {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 4,
       "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "1F1B",

@@ -241,17 +241,20 @@ def _llama8b(framework: str, recompute: str = "selective") -> Estimate:
         "plan": {"dp": 8, "zero_stage": 3, "micro_batch_size": 1, "recompute": recompute}})
 
 
-def _shard(framework: str) -> tuple[Any, Any, Any]:
+def _shard(framework: str, attention: str = "flash", release: str | None = None,
+           tp: Any = 1.0, rc: int = 1, tp_overlap: bool = False) -> tuple[Any, Any, Any]:
+    """(Llama 3 8B, one block's shard on one H100 under ``framework`` at ``release``, the
+    device) at micro-batch 1, sequence 8192."""
     from costmodel.layer_cost import Shard
     from costmodel.specs.presets import get_preset
     from costmodel.specs.training import TrainingSpec
     from costmodel.stacks.stack import execution
 
     h100 = get_gpu("H100-SXM-80GB")
-    ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=framework),
-                   "flash", h100)
-    shard = Shard.for_stack(8192, 8, ex, b=1.0, tp=1.0, cp=1.0, ep=1.0, sp=False, rc=1,
-                            flash=True, tp_overlap=False)
+    ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=framework,
+                                framework_version=release), attention, h100)
+    shard = Shard.for_stack(8192, 8, ex, b=1.0, tp=tp, cp=1.0, ep=1.0, sp=False, rc=rc,
+                            flash=True, tp_overlap=tp_overlap)
     dev = Device.from_pool(GPUPool(name="h", gpu="H100-SXM-80GB"), "bf16", default_profile())
     return get_preset("llama3-8b"), shard, dev
 
@@ -308,20 +311,10 @@ def _block_shards(tp: Any = 1.0, rc: int = 0, tp_overlap: bool = False,
     """Llama 3 8B block shards under torchtitan (``release``: None = the current one) and
     Megatron with the same attention kernel (FlashAttention-2), so that only the elementwise
     operations differ."""
-    from costmodel.layer_cost import Shard
-    from costmodel.specs.presets import get_preset
-    from costmodel.specs.training import TrainingSpec
-    from costmodel.stacks.stack import execution
-
-    h100 = get_gpu("H100-SXM-80GB")
-    out = []
-    for fw, version in (("torchtitan", release), ("megatron", None)):
-        ex = execution(TrainingSpec(global_batch_size=8, seq_len=8192, framework=fw,
-                                    framework_version=version), "flash2", h100)
-        out.append(Shard.for_stack(8192, 8, ex, b=1.0, tp=tp, cp=1.0, ep=1.0, sp=False, rc=rc,
-                                   flash=True, tp_overlap=tp_overlap))
-    dev = Device.from_pool(GPUPool(name="h", gpu="H100-SXM-80GB"), "bf16", default_profile())
-    return get_preset("llama3-8b"), out[0], out[1], dev
+    kw = {"tp": tp, "rc": rc, "tp_overlap": tp_overlap}
+    model, titan, dev = _shard("torchtitan", "flash2", release, **kw)
+    mega = _shard("megatron", "flash2", **kw)[1]
+    return model, titan, mega, dev
 
 
 # per token of a Llama 3 8B block, what torchtitan's eager ops move beyond Megatron's fused
