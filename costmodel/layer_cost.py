@@ -71,6 +71,10 @@ class Shard:
     compiled: np.ndarray | bool = False
     """Per candidate: the blocks run under torch.compile
     (:meth:`costmodel.stacks.stack.StackProfile.compiled`)."""
+    sp_gathered: bool = False
+    """With sequence parallelism the column-parallel linear layers keep their all-gathered
+    input (the stack's ``memory.sp_saves_gathered_input``: torchtitan's DTensor plan), not the
+    sequence shard (Megatron-Core)."""
     tokens: np.ndarray = field(init=False)
     """Tokens of the micro-batch on this rank (b·s/cp)."""
     sp_tokens: np.ndarray = field(init=False)
@@ -101,25 +105,28 @@ class Shard:
            fp8: FP8RecipeCost | None = None, selective: str = "attention_core",
            loss_bytes: float = 6.0, elementwise: ElementwiseCost | None = None,
            elementwise_compiled: ElementwiseCost | None = None,
-           compiled: np.ndarray | bool = False, **kw: object) -> Shard:
+           compiled: np.ndarray | bool = False, sp_gathered: bool = False,
+           **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
         return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8,
                    selective=selective, loss_bytes=loss_bytes, elementwise=elementwise,
                    elementwise_compiled=elementwise_compiled,
-                   compiled=np.asarray(compiled, dtype=bool), **arrs)
+                   compiled=np.asarray(compiled, dtype=bool), sp_gathered=sp_gathered,
+                   **arrs)
 
     @classmethod
     def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution,
                   torch_compile: bool | None = None, **kw: object) -> Shard:
-        """A shard with the attention kernel, FP8 recipe, recompute semantics and elementwise
-        kernels of the stack the job runs on (``ex``: :func:`costmodel.stacks.stack.execution`;
-        ``torch_compile``: ``plan.torch_compile``)."""
+        """A shard with the attention kernel, FP8 recipe, recompute semantics, elementwise
+        kernels and saved tensor-parallel inputs of the stack the job runs on (``ex``:
+        :func:`costmodel.stacks.stack.execution`; ``torch_compile``: ``plan.torch_compile``)."""
         rc, ew = ex.stack.recompute, ex.stack.elementwise
         compiled = ex.stack.compiled(kw.get("tp_overlap", False), kw.get("tp", 1.0),
                                      torch_compile)
         return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
                       loss_bytes=rc.loss_bytes_per_logit, elementwise=ew.kernels,
-                      elementwise_compiled=ew.compiled, compiled=compiled, **kw)
+                      elementwise_compiled=ew.compiled, compiled=compiled,
+                      sp_gathered=ex.stack.memory.sp_saves_gathered_input, **kw)
 
     @property
     def op_sac(self) -> bool:
@@ -130,6 +137,15 @@ class Shard:
     def stash_linear(self) -> float:
         """Bytes per element stashed of a linear layer's input (the recipe's under fp8)."""
         return ELEM if self.fp8 is None else self.fp8.stash_bytes
+
+    @property
+    def stash_gathered(self) -> float:
+        """Bytes per element stashed of a column-parallel linear layer's all-gathered input
+        where the stack keeps it whole (:attr:`sp_gathered`): the recipe's own where it casts
+        before the all-gather."""
+        if self.fp8 is None:
+            return ELEM
+        return self.fp8.gathered_stash_bytes or self.fp8.stash_bytes
 
 
 @dataclass

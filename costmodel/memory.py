@@ -11,6 +11,12 @@ dropout it reduces exactly to the paper's per-layer bytes:
 * + sequence parallel: ``s·b·h/t·(34 + 5·a·s/h)``; + selective recompute: ``34·s·b·h/t``
 * full recompute: ``2·s·b·h`` (``/t`` with sequence parallel): only the block input is kept.
 
+The sequence-parallel terms are Megatron-Core's, which saves a column-parallel linear's
+sequence shard and re-gathers it in the backward. A stack that keeps the all-gathered input
+instead (``memory.sp_saves_gathered_input``: torchtitan's DTensor plan) stashes the QKV and
+fc1 inputs whole, ``4·s·b·h`` bytes rather than ``4·s·b·h/t`` (2·s·b·h under an FP8 recipe
+that all-gathers the FP8 cast).
+
 Weights, gradients and optimizer states follow Megatron-LM's
 ``theoretical_memory_usage.compute_weight_and_optimizer_memory``: 18 bytes per parameter
 (bf16 weight, fp32 main gradient, fp32 master copy and two Adam moments), or
@@ -58,8 +64,12 @@ def block_activation_bytes(model: ModelSpec, s: Shard, moe: bool = False) -> np.
     # 16-bit input (costmodel/data/stacks/*.json fp8.recipes.*.stash_bytes)
     q = s.stash_linear / ELEM
     # replicated (or sequence-sharded) tensors: what the 2 norms keep (fused: their 16-bit
-    # inputs; eager: the fp32 copy as well), QKV input, fc1 input, 2 masks
-    repl = (2.0 * s.ew("norm_stash_bytes") + 4.0 * q + 2.0 * drop) * T * h * r
+    # inputs; eager: the fp32 copy as well), 2 masks, and the QKV and fc1 inputs: sharded with
+    # sequence parallelism where the stack re-gathers them in the backward (Megatron-Core),
+    # whole where it keeps the gathered tensor (torchtitan's DTensor plan)
+    linear_in = (np.where(s.tp > 1, s.stash_gathered / ELEM, q * r) if s.sp_gathered
+                 else q * r)
+    repl = ((2.0 * s.ew("norm_stash_bytes") + 2.0 * drop) * r + 4.0 * linear_in) * T * h
     kvw = model.kv_heads * model.head_size
     # q, k, v for the (16-bit) attention backward (k and v at the query-head width where the
     # stack copies grouped heads out first); the attention output = the projection's input;

@@ -74,6 +74,10 @@ class FP8RecipeCost(_Model):
     stash_bytes: PositiveFloat = Field(
         description="Bytes per element the recipe keeps of a linear layer's input for its "
         "weight gradient (1 = the FP8 copy, 2 = the 16-bit input).")
+    gathered_stash_bytes: PositiveFloat | None = Field(
+        None, description="Bytes per element of a column-parallel linear layer's all-gathered "
+        "input where the stack keeps it (memory.sp_saves_gathered_input): 1 where the recipe "
+        "casts to FP8 before the all-gather; null = stash_bytes.")
     archs: list[str] = Field(description="GPU architectures the recipe runs on.")
     source: str
 
@@ -115,6 +119,10 @@ class MemoryStack(_Model):
     zero3_pipeline_unsharded: bool = Field(
         False, description="With zero_stage 3 and pp > 1 the stage's parameters stay gathered "
         "(16-bit) and its gradients unsharded until the last micro-batch, for the whole step.")
+    sp_saves_gathered_input: bool = Field(
+        False, description="With sequence parallelism, a column-parallel linear layer keeps "
+        "its all-gathered input (every token of the micro-batch) for the weight gradient, "
+        "rather than its sequence shard re-gathered in the backward.")
     source: str
 
 

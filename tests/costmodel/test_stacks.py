@@ -213,16 +213,27 @@ def test_fp8_runs_only_the_linear_layers_in_fp8() -> None:
 
 def test_te_stashes_fp8_inputs_torchao_16_bit_ones() -> None:
     """Transformer Engine keeps the FP8 copy of a linear input for wgrad (1 B/element),
-    torchao's tensorwise recipe the 16-bit input: the TE job stashes fewer activation bytes
-    than the same stack in bf16, the torchao job as many as its own stack in bf16."""
+    torchao the 16-bit input: the TE job stashes fewer activation bytes than the same stack
+    in bf16; a torchao job without tensor parallelism as many as its own stack in bf16, and
+    with it too under the rowwise recipe, whose all-gathers stay 16-bit. Under tensorwise
+    torchtitan all-gathers the FP8 cast (Float8ColwiseParallel), so the gathered inputs it
+    keeps are 1 byte: fewer."""
     plan = {"recompute": "none", **ONE_F_ONE_B}
-    te = est({"precision": "fp8", "framework": "megatron"}, plan)
-    bf = est({"precision": "bf16", "framework": "megatron"}, plan)
-    ao = est({"precision": "fp8", "framework": "torchtitan", "fp8_recipe": "tensorwise"}, plan)
-    tt = est({"precision": "bf16", "framework": "torchtitan"}, plan)
-    act = [e.memory.per_stage[0].activations_gib for e in (te, bf, ao, tt)]
-    assert act[0] < act[1]
-    assert act[2] == pytest.approx(act[3], rel=1e-9)
+    no_tp = {**plan, "tp": 1, "dp": 16, "sequence_parallel": False}
+
+    def act(training: dict[str, Any], p: dict[str, Any]) -> float:
+        return est(training, p).memory.per_stage[0].activations_gib
+
+    def titan(precision: str, recipe: str | None = None) -> dict[str, Any]:
+        return {"precision": precision, "framework": "torchtitan", "fp8_recipe": recipe}
+
+    mega = [act({"precision": p, "framework": "megatron"}, plan) for p in ("fp8", "bf16")]
+    assert mega[0] < mega[1]
+    assert act(titan("fp8", "tensorwise"), no_tp) == pytest.approx(act(titan("bf16"), no_tp),
+                                                                   rel=1e-9)
+    assert act(titan("fp8", "rowwise"), plan) == pytest.approx(act(titan("bf16"), plan),
+                                                               rel=1e-9)
+    assert act(titan("fp8", "tensorwise"), plan) < act(titan("bf16"), plan)
 
 
 def test_fp8_recipe_needs_fp8_and_a_gpu_that_runs_it() -> None:
@@ -362,6 +373,43 @@ def test_torchtitan_eager_block_keeps_its_fp32_intermediates(release: str | None
     model, titan, mega, _ = _block_shards(release=release)
     got = float(block_activation_bytes(model, titan) - block_activation_bytes(model, mega))
     assert got == pytest.approx(extra * 8192, rel=1e-12)
+
+
+@pytest.mark.parametrize(("precision", "gathered"), [("bf16", 2.0), ("fp8", 1.0)])
+@pytest.mark.parametrize("tp", [2.0, 4.0, 8.0])
+def test_torchtitan_keeps_the_gathered_input_of_its_tensor_parallel_linears(
+        precision: str, gathered: float, tp: float) -> None:
+    """With sequence parallelism Megatron-Core saves a column-parallel linear's sequence
+    shard and re-gathers it in the backward; torchtitan's DTensor plan all-gathers the block's
+    attention and feed-forward inputs before wq/wk/wv and w1/w3, which save the gathered
+    tensor (costmodel/data/stacks/*.json memory.sp_saves_gathered_input). Without recompute a
+    block keeps those two inputs whole, at 2 B, or 1 B under the tensorwise FP8 recipe,
+    which casts before the all-gather, against 2 B over tp of them: exactly that many more
+    bytes. Full recompute keeps only the block input, the same on both, and rebuilds the
+    difference for the block in hand; the per-op policy does not save the all-gathers."""
+    import dataclasses
+
+    from costmodel.memory import block_activation_bytes, block_working_bytes
+
+    model, shard, _ = _shard("torchtitan", "flash2", tp=tp, rc=0)
+    if precision == "fp8":
+        shard = dataclasses.replace(shard, fp8=get_stack("torchtitan").fp8.recipes["tensorwise"])
+    shard = dataclasses.replace(shard, sp=np.asarray(True))
+    assert shard.sp_gathered
+    sharded = dataclasses.replace(shard, sp_gathered=False)
+    tokens_h = 8192 * _H
+    extra = 2 * (gathered - 2.0 / tp) * tokens_h
+    assert float(block_activation_bytes(model, shard) - block_activation_bytes(model, sharded)
+                 ) == pytest.approx(extra, rel=1e-12)
+    full, full_sharded = (dataclasses.replace(x, rc=np.asarray(2)) for x in (shard, sharded))
+    assert float(block_activation_bytes(model, full)) == pytest.approx(
+        float(block_activation_bytes(model, full_sharded)), rel=1e-12)
+    assert float(block_working_bytes(model, full) - block_working_bytes(model, full_sharded)
+                 ) == pytest.approx(extra, rel=1e-12)
+    sac, sac_sharded = (dataclasses.replace(x, rc=np.asarray(1)) for x in (shard, sharded))
+    assert float(block_activation_bytes(model, sac)) == pytest.approx(
+        float(block_activation_bytes(model, sac_sharded)), rel=1e-12)
+    assert not _shard("megatron", "flash2", tp=tp, rc=0)[1].sp_gathered
 
 
 def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
