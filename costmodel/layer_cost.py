@@ -141,11 +141,17 @@ class Shard:
     @property
     def stash_gathered(self) -> float:
         """Bytes per element stashed of a column-parallel linear layer's all-gathered input
-        where the stack keeps it whole (:attr:`sp_gathered`): the recipe's own where it casts
-        before the all-gather."""
+        where the stack keeps it whole (:attr:`sp_gathered`): what the all-gather moved."""
         if self.fp8 is None:
             return ELEM
-        return self.fp8.gathered_stash_bytes or self.fp8.stash_bytes
+        return self.fp8.tp_gather_bytes or self.fp8.stash_bytes
+
+    def gather_bytes(self, elem_bytes: float) -> float:
+        """Bytes per element of the tensor-parallel all-gathers of the linear layers' inputs
+        and output gradients: the FP8 recipe's where it casts before them."""
+        if self.fp8 is not None and self.fp8.tp_gather_bytes is not None:
+            return self.fp8.tp_gather_bytes
+        return elem_bytes
 
 
 @dataclass
@@ -389,7 +395,7 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     act_bytes = T * h * E
     tp_node = np.minimum(s.tp, s.gpus_per_node)
     ar = collective_time("all_reduce", s.tp, act_bytes, tp_node, dev)
-    agrs = (collective_time("all_gather", s.tp, act_bytes, tp_node, dev)
+    agrs = (collective_time("all_gather", s.tp, T * h * s.gather_bytes(E), tp_node, dev)
             + collective_time("reduce_scatter", s.tp, act_bytes, tp_node, dev))
     tp_one = np.where(s.sp, agrs, ar)
     tp_fwd = 2.0 * tp_one

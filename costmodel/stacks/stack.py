@@ -74,10 +74,11 @@ class FP8RecipeCost(_Model):
     stash_bytes: PositiveFloat = Field(
         description="Bytes per element the recipe keeps of a linear layer's input for its "
         "weight gradient (1 = the FP8 copy, 2 = the 16-bit input).")
-    gathered_stash_bytes: PositiveFloat | None = Field(
-        None, description="Bytes per element of a column-parallel linear layer's all-gathered "
-        "input where the stack keeps it (memory.sp_saves_gathered_input): 1 where the recipe "
-        "casts to FP8 before the all-gather; null = stash_bytes.")
+    tp_gather_bytes: PositiveFloat | None = Field(
+        None, description="Bytes per element of the tensor-parallel all-gathers of a linear "
+        "layer's input (forward) and output gradient (backward) where the recipe casts to FP8 "
+        "before them (1), which is also the copy kept where the stack keeps the gathered input "
+        "(memory.sp_saves_gathered_input); null = they stay 16-bit.")
     archs: list[str] = Field(description="GPU architectures the recipe runs on.")
     source: str
 

@@ -412,6 +412,31 @@ def test_torchtitan_keeps_the_gathered_input_of_its_tensor_parallel_linears(
     assert not _shard("megatron", "flash2", tp=tp, rc=0)[1].sp_gathered
 
 
+@pytest.mark.parametrize(("recipe", "gather_bytes"), [(None, 2.0), ("rowwise", 2.0),
+                                                      ("tensorwise", 1.0)])
+def test_torchtitan_tensorwise_fp8_all_gathers_one_byte(recipe: str | None,
+                                                       gather_bytes: float) -> None:
+    """Under the tensorwise recipe torchao casts a column-parallel linear's input to FP8
+    before the sequence-parallel all-gather, and the output gradient before the backward
+    one (costmodel/data/stacks/torchtitan.json fp8.recipes.tensorwise.tp_gather_bytes); the
+    reduce-scatters stay 16-bit, and rowwise and bf16 gather 16-bit elements. A block's four
+    all-gather + reduce-scatter pairs take exactly those bytes' collective time."""
+    import dataclasses
+
+    from costmodel.layer_cost import block_cost
+    from costmodel.ops import collective_time
+
+    model, shard, dev = _shard("torchtitan", "flash2", tp=4.0, rc=0)
+    if recipe is not None:
+        shard = dataclasses.replace(shard, fp8=get_stack("torchtitan").fp8.recipes[recipe])
+    shard = dataclasses.replace(shard, sp=np.asarray(True))
+    tokens_h = 8192.0 * _H
+    pair = (collective_time("all_gather", 4.0, tokens_h * gather_bytes, 4.0, dev)
+            + collective_time("reduce_scatter", 4.0, tokens_h * 2.0, 4.0, dev))
+    assert float(block_cost(model, shard, dev).tp_comm) == pytest.approx(4 * float(pair),
+                                                                         rel=1e-12)
+
+
 def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
     """torchtitan compiles its blocks only with async tensor parallelism (tp > 1 and the
     overlap asked for); there its pointwise chains are fused: of the eager extras only one
