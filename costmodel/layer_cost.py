@@ -71,6 +71,9 @@ class Shard:
     compiled: np.ndarray | bool = False
     """Per candidate: the blocks run under torch.compile
     (:meth:`costmodel.stacks.stack.StackProfile.compiled`)."""
+    cp_exchange: str = "ring"
+    """How context parallelism moves keys and values (the stack's
+    ``overlap.cp_kv_exchange``: :data:`costmodel.stacks.stack.CPExchange`)."""
     sp_gathered: bool = False
     """With sequence parallelism the column-parallel linear layers keep their all-gathered
     input (the stack's ``memory.sp_saves_gathered_input``: torchtitan's DTensor plan), not the
@@ -106,13 +109,13 @@ class Shard:
            loss_bytes: float = 6.0, elementwise: ElementwiseCost | None = None,
            elementwise_compiled: ElementwiseCost | None = None,
            compiled: np.ndarray | bool = False, sp_gathered: bool = False,
-           **kw: object) -> Shard:
+           cp_exchange: str = "ring", **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
         return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8,
                    selective=selective, loss_bytes=loss_bytes, elementwise=elementwise,
                    elementwise_compiled=elementwise_compiled,
                    compiled=np.asarray(compiled, dtype=bool), sp_gathered=sp_gathered,
-                   **arrs)
+                   cp_exchange=cp_exchange, **arrs)
 
     @classmethod
     def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution,
@@ -126,7 +129,8 @@ class Shard:
         return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
                       loss_bytes=rc.loss_bytes_per_logit, elementwise=ew.kernels,
                       elementwise_compiled=ew.compiled, compiled=compiled,
-                      sp_gathered=ex.stack.memory.sp_saves_gathered_input, **kw)
+                      sp_gathered=ex.stack.memory.sp_saves_gathered_input,
+                      cp_exchange=ex.stack.overlap.cp_kv_exchange, **kw)
 
     @property
     def op_sac(self) -> bool:
@@ -249,6 +253,39 @@ def _attention(model: ModelSpec, s: Shard, dev: Device, moe: bool = False
     k_fwd = np.where(s.flash, 1.0, 3.0 + drop)
     k_bwd = np.where(s.flash, 2.0, 5.0 + drop)
     return fwd, bwd, flops, k_fwd, k_bwd
+
+
+def _cp_exchange(model: ModelSpec, s: Shard, dev: Device, a_fwd: np.ndarray, a_bwd: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Exposed time of context parallelism's key/value exchange in one block's forward and
+    backward, the attention of a rank's ``cp`` key/value blocks taking ``a/cp`` each
+    (load-balanced causal chunks).
+
+    ``ring`` (Megatron-Core / Transformer Engine p2p, ring attention: Liu et al. 2023): cp − 1
+    steps, each sending the rank's current block to the next rank while the block in hand is
+    attended; the backward sends blocks and their gradients (16-bit) per step. ``all_gather``
+    (PyTorch's context parallelism, torch 2.13 ``_templated_ring_attention`` with
+    ``_AllGatherRotater``, its default rotate method): one all-gather of every block, issued
+    before the first block's attention and waited after it; the backward gathers again the
+    same way and passes the key/value gradients ring-wise (``_templated_ring_attention_backward``'s
+    ``dkv_rotater``, a ``permute_tensor`` per block) in fp32 (``_cp_options.convert_to_f32``),
+    the last of them waited after the loop with nothing left to hide it."""
+    kv_bytes = 2.0 * s.tokens * model.kv_heads * model.head_size / s.tp * dev.elem_bytes
+    cp_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.cp)
+    pair_node = np.where(cp_node >= s.cp, 2.0, 1.0)
+    step = collective_time("send_recv", np.full_like(s.cp, 2.0), kv_bytes, pair_node, dev)
+    many = s.cp > 1
+    if s.cp_exchange == "all_gather":
+        gather = collective_time("all_gather", s.cp, kv_bytes * s.cp, cp_node, dev)
+        grads = collective_time("send_recv", np.full_like(s.cp, 2.0),
+                                kv_bytes * 4.0 / dev.elem_bytes, pair_node, dev)
+        fwd = np.maximum(0.0, gather - a_fwd / s.cp)
+        bwd = (np.maximum(0.0, gather - a_bwd / s.cp)
+               + (s.cp - 1) * np.maximum(0.0, grads - a_bwd / s.cp) + grads)
+        return np.where(many, fwd, 0.0), np.where(many, bwd, 0.0)
+    fwd = np.maximum(0.0, (s.cp - 1) * (step - a_fwd / s.cp))
+    bwd = np.maximum(0.0, (s.cp - 1) * (2 * step - a_bwd / s.cp))
+    return np.where(many, fwd, 0.0), np.where(many, bwd, 0.0)
 
 
 def _kv_repeat(model: ModelSpec, s: Shard, elem_bytes: float) -> tuple[np.ndarray, np.ndarray]:
@@ -402,14 +439,8 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     tp_bwd = 2.0 * tp_one
     n_tp = np.where(s.tp > 1, np.where(s.sp, 4.0, 2.0), 0.0)
 
-    # ---- context parallel: ring exchange of K and V blocks (Megatron-Core CP / ring attention),
-    # overlapped with the attention of the block in hand; backward also returns dK, dV.
-    kv_bytes = 2.0 * T * model.kv_heads * model.head_size / s.tp * E
-    cp_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.cp)
-    step = collective_time("send_recv", np.full_like(s.cp, 2.0), kv_bytes,
-                           np.where(cp_node >= s.cp, 2.0, 1.0), dev)
-    cp_fwd = np.where(s.cp > 1, np.maximum(0.0, (s.cp - 1) * (step - a_fwd / s.cp)), 0.0)
-    cp_bwd = np.where(s.cp > 1, np.maximum(0.0, (s.cp - 1) * (2 * step - a_bwd / s.cp)), 0.0)
+    # ---- context parallel: the exchange of key/value blocks, as the stack runs it
+    cp_fwd, cp_bwd = _cp_exchange(model, s, dev, a_fwd, a_bwd)
 
     # ---- totals with the host-dispatch floor
     gemm_fwd = t_proj + t_ffn

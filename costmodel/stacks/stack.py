@@ -98,6 +98,9 @@ class OverlapStack(_Model):
     pipeline_grad_reduce: bool = Field(
         description="Whether the overlaps above also hold with pipeline parallelism (DeepSpeed's "
         "pipeline engine reduces gradients only after the last micro-batch).")
+    cp_kv_exchange: CPExchange = Field(
+        "ring", description="How context parallelism moves keys and values between its ranks "
+        "(:data:`CPExchange`).")
     source: str
 
 
@@ -169,6 +172,14 @@ class ElementwiseStack(_Model):
         "async tensor parallelism, which needs it (null = the stack does not compile).")
     source: str
 
+
+CPExchange = Literal["ring", "all_gather"]
+"""``ring``: each rank passes its key/value block to the next, one step per block, hidden
+behind the attention of the block in hand, and the backward passes blocks and their
+gradients the same way (Megatron-Core / Transformer Engine ``cp_comm_type`` p2p);
+``all_gather``: the blocks are gathered once, hidden only behind the first block's
+attention, again in the backward, whose key/value gradients travel ring-wise in fp32
+(PyTorch's context parallelism: torch/distributed/tensor/experimental/_context_parallel)."""
 
 SelectiveRecompute = Literal["attention_core", "op_every_second_mm"]
 """What ``plan.recompute: selective`` means on a stack: ``attention_core`` is Korthikanti et

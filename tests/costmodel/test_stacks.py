@@ -437,6 +437,38 @@ def test_torchtitan_tensorwise_fp8_all_gathers_one_byte(recipe: str | None,
                                                                          rel=1e-12)
 
 
+@pytest.mark.parametrize("cp", [2.0, 4.0, 8.0])
+def test_context_parallel_exchanges_key_value_blocks_as_the_stack_does(cp: float) -> None:
+    """Megatron-Core passes key/value blocks ring-wise (--cp-comm-type p2p), each step hidden
+    behind the attention of the block in hand; torchtitan's PyTorch context parallelism
+    all-gathers them once behind the first block's attention, gathers again in the backward
+    and returns the 16-bit blocks' gradients ring-wise in fp32, the last one exposed
+    (costmodel/data/stacks/*.json overlap.cp_kv_exchange). A block's exposed exchange is
+    exactly that, from the collectives' own times."""
+    import dataclasses
+
+    from costmodel.layer_cost import _attention, block_cost
+    from costmodel.ops import collective_time
+
+    got = {}
+    for fw in ("torchtitan", "megatron"):
+        model, shard, dev = _shard(fw, "flash2", rc=0)
+        shard = dataclasses.replace(shard, cp=np.asarray(cp))
+        a_fwd, a_bwd = (float(x) for x in _attention(model, shard, dev)[:2])
+        got[fw] = float(block_cost(model, shard, dev).cp_comm)
+    kv = 2.0 * (8192 / cp) * _KV * 2.0
+    pair = 2.0 if cp <= 8 else 1.0
+    step = float(collective_time("send_recv", 2.0, kv, pair, dev))
+    grads = float(collective_time("send_recv", 2.0, 2.0 * kv, pair, dev))
+    gather = float(collective_time("all_gather", cp, cp * kv, cp, dev))
+    ring = max(0.0, (cp - 1) * (step - a_fwd / cp)) + max(0.0, (cp - 1) * (2 * step - a_bwd / cp))
+    all_gather = (max(0.0, gather - a_fwd / cp) + max(0.0, gather - a_bwd / cp)
+                  + (cp - 1) * max(0.0, grads - a_bwd / cp) + grads)
+    assert got["megatron"] == pytest.approx(ring, rel=1e-12, abs=1e-15)
+    assert got["torchtitan"] == pytest.approx(all_gather, rel=1e-12)
+    assert got["torchtitan"] > 0.0
+
+
 def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
     """torchtitan compiles its blocks only with async tensor parallelism (tp > 1 and the
     overlap asked for); there its pointwise chains are fused: of the eager extras only one
