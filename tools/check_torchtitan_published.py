@@ -7,7 +7,9 @@ Source: pytorch/torchtitan@b5bcd76c66d0acb1a08b176d9639425bc55e0b2a
 limit, not in meshplan's catalog: the estimates run on H100-SXM-80GB (3.35 TB/s, 700 W), so
 throughput is expected above the reported one. Reported memory is torchtitan's max reserved.
 Micro-batches follow torchtitan's default (as many as pipeline stages). Each row runs with
-``plan.torch_compile`` as the table says (Tables 1 and 3 with and without it, 4 and 5 with it),
+``plan.torch_compile`` as the table says (Tables 1 and 3 with and without it, 2, 4 and 5 with
+it); Table 2's context parallelism is PyTorch's, all-gathering keys and values
+(``overlap.cp_kv_exchange`` of the stack file),
 so the eager rows against their compiled twins check the stack file's eager elementwise
 accounting on its own: torchtitan measured compile's gain, the estimate predicts it from the
 bytes of torchtitan's model code. Run: ``python tools/check_torchtitan_published.py``.
@@ -15,15 +17,29 @@ bytes of torchtitan's model code. Run: ``python tools/check_torchtitan_published
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import costmodel
 
 RELEASE = "2024-12"
 """The torchtitan of these runs (9dec370): its own eager RMSNorm and repeat_kv, which the
 stack file's ``releases["2024-12"]`` costs (the PyPI releases use torch's fused RMSNorm)."""
-Case = tuple[str, str, int, int, str, dict[str, Any], float, float]
-"""(label, preset, GPUs, global batch, precision, plan, reported TPS/GPU, reported GiB)."""
+
+
+class Case(NamedTuple):
+    """One published run: what it ran and what it reported."""
+
+    label: str
+    preset: str
+    gpus: int
+    gbs: int
+    precision: str
+    plan: dict[str, Any]
+    tps: float
+    """Reported tokens/s per GPU."""
+    mem: float
+    """Reported peak memory (max reserved), GiB."""
+    seq: int = 8192
 
 
 def _eight_b(table: str, gpus: int, reported: list[tuple[float, float]]) -> list[Case]:
@@ -33,43 +49,56 @@ def _eight_b(table: str, gpus: int, reported: list[tuple[float, float]]) -> list
     runs = [(f"{table} 8B FSDP {gpus}, selective", "bf16", False),
             (f"{table} + torch.compile", "bf16", True),
             (f"{table} + torch.compile + Float8", "fp8", True)]
-    return [(label, "llama3-8b", gpus, 2 * gpus, precision,
-             {**plan, "torch_compile": compiled}, tps, mem)
+    return [Case(label, "llama3-8b", gpus, 2 * gpus, precision,
+                 {**plan, "torch_compile": compiled}, tps, mem)
             for (label, precision, compiled), (tps, mem) in zip(runs, reported, strict=True)]
+
+
+def _context_parallel() -> list[Case]:
+    """Table 2: Llama 3.1 8B on 8 GPUs, FSDP × CP, local batch 1, full AC, compiled, Float8;
+    every rank holds 32,768 tokens of a sequence 32,768 × CP long."""
+    reported = [(1, 3890, 83.9), (2, 2540, 84.2), (4, 1071, 84.0), (8, 548, 84.5)]
+    return [Case(f"T2 8B FSDP {8 // cp} CP {cp}, seq {32768 * cp // 1024}K", "llama3-8b", 8,
+                 8 // cp, "fp8", {"dp": 8 // cp, "cp": cp, "zero_stage": 3, "recompute": "full",
+                                  "micro_batch_size": 1, "torch_compile": True},
+                 tps, mem, 32768 * cp)
+            for cp, tps, mem in reported]
 
 
 SEVENTY_B = {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
              "sequence_parallel": True, "torch_compile": True}
 CASES: list[Case] = [
     *_eight_b("T1", 8, [(5762, 82.4), (6667, 77.0), (8532, 76.8)]),
+    *_context_parallel(),
     *_eight_b("T3", 128, [(5605, 67.0), (6514, 62.0), (8380, 61.8)]),
-    ("T4 70B FSDP 32 TP 8, full, fp8", "llama3-70b", 256, 512, "fp8",
-     {**SEVENTY_B, "tp_comm_overlap": False}, 829, 71.9),
-    ("T4 same + async TP", "llama3-70b", 256, 512, "fp8",
-     {**SEVENTY_B, "tp_comm_overlap": True}, 876, 67.6),
-    ("T5 405B FSDP 8 TP 8 PP 8, 1F1B", "llama3-405b", 512, 256, "fp8",
-     {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 4,
-      "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "1F1B",
-      "torch_compile": True}, 100, 82.5),
-    ("T5 same, Interleaved 1F1B", "llama3-405b", 512, 256, "fp8",
-     {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 2,
-      "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "Interleaved1F1B",
-      "virtual_stages": 2, "torch_compile": True}, 128, 72.7),
+    Case("T4 70B FSDP 32 TP 8, full, fp8", "llama3-70b", 256, 512, "fp8",
+         {**SEVENTY_B, "tp_comm_overlap": False}, 829, 71.9),
+    Case("T4 same + async TP", "llama3-70b", 256, 512, "fp8",
+         {**SEVENTY_B, "tp_comm_overlap": True}, 876, 67.6),
+    Case("T5 405B FSDP 8 TP 8 PP 8, 1F1B", "llama3-405b", 512, 256, "fp8",
+         {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 4,
+          "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "1F1B",
+          "torch_compile": True}, 100, 82.5),
+    Case("T5 same, Interleaved 1F1B", "llama3-405b", 512, 256, "fp8",
+         {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 2,
+          "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "Interleaved1F1B",
+          "virtual_stages": 2, "torch_compile": True}, 128, 72.7),
 ]
 
 
-def predict(preset: str, gpus: int, gbs: int, precision: str, plan: dict[str, Any]
-            ) -> tuple[float, float, str]:
-    """(tokens/s per GPU, peak GiB, memory verdict) of one published run, estimated with
-    the stack of the torchtitan it ran (:data:`RELEASE`) on H100-SXM-80GB at sequence
-    8192."""
+def predict(case: Case, plan: dict[str, Any] | None = None) -> tuple[float, float, str]:
+    """(tokens/s per GPU, peak GiB, memory verdict) of one published run (``plan``: another
+    plan for it), estimated with the stack of the torchtitan it ran (:data:`RELEASE`) on
+    H100-SXM-80GB."""
+    gpus = case.gpus
     est = costmodel.estimate({
-        "model": {"preset": preset},
-        "training": {"global_batch_size": gbs, "seq_len": 8192, "precision": precision,
+        "model": {"preset": case.preset},
+        "training": {"global_batch_size": case.gbs, "seq_len": case.seq,
+                     "precision": case.precision,
                      "framework": "torchtitan", "framework_version": RELEASE},
         "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
                                "nodes": gpus // 8}]},
-        "plan": plan})
+        "plan": case.plan if plan is None else plan})
     return est.tokens_per_s / gpus, est.memory.peak_gib, est.memory.fit
 
 
@@ -80,13 +109,12 @@ COMPILE_PAIRS = (("T1", "T1 8B FSDP 8, selective", "T1 + torch.compile"),
 
 def compile_gains() -> list[tuple[str, float, float]]:
     """(table, predicted, reported) throughput ratio of compiled over eager."""
-    by_label = {c[0]: c for c in CASES}
+    by_label = {c.label: c for c in CASES}
     out = []
     for table, eager, compiled in COMPILE_PAIRS:
-        _, p, g, b, pr, plan_e, tps_e, _ = by_label[eager]
-        plan_c, tps_c = by_label[compiled][5], by_label[compiled][6]
-        gain = predict(p, g, b, pr, plan_c)[0] / predict(p, g, b, pr, plan_e)[0]
-        out.append((table, gain, tps_c / tps_e))
+        e, c = by_label[eager], by_label[compiled]
+        gain = predict(e, c.plan)[0] / predict(e)[0]
+        out.append((table, gain, c.tps / e.tps))
     return out
 
 
@@ -94,11 +122,11 @@ def main() -> None:
     print(f"{'run':34s} {'TPS/GPU':>8s} {'reported':>8s} {'err':>6s} {'peak GiB':>9s} "
           f"{'reported':>8s} {'err':>6s}  verdict")
     seen: dict[str, tuple[float, float, float, float]] = {}
-    for label, preset, gpus, gbs, precision, plan, tps, mem in CASES:
-        got, peak, fit = predict(preset, gpus, gbs, precision, plan)
-        print(f"{label:34s} {got:8.0f} {tps:8.0f} {got / tps - 1:+6.0%} {peak:9.1f} "
-              f"{mem:8.1f} {peak / mem - 1:+6.0%}  {fit}")
-        seen[label] = (got, tps, peak, mem)
+    for case in CASES:
+        got, peak, fit = predict(case)
+        print(f"{case.label:34s} {got:8.0f} {case.tps:8.0f} {got / case.tps - 1:+6.0%} "
+              f"{peak:9.1f} {case.mem:8.1f} {peak / case.mem - 1:+6.0%}  {fit}")
+        seen[case.label] = (got, case.tps, peak, case.mem)
     print("\ntorch.compile's gain, the same run eager and compiled (bf16):")
     print(f"{'table':6s} {'TPS predicted':>13s} {'reported':>9s} {'memory predicted':>17s} "
           f"{'reported':>9s}")
