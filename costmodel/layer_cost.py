@@ -273,18 +273,19 @@ def _cp_exchange(model: ModelSpec, s: Shard, dev: Device, a_fwd: np.ndarray, a_b
     kv_bytes = 2.0 * s.tokens * model.kv_heads * model.head_size / s.tp * dev.elem_bytes
     cp_node = np.clip(np.floor(s.gpus_per_node / s.tp), 1, s.cp)
     pair_node = np.where(cp_node >= s.cp, 2.0, 1.0)
-    step = collective_time("send_recv", np.full_like(s.cp, 2.0), kv_bytes, pair_node, dev)
-    many = s.cp > 1
+    pair = np.full_like(s.cp, 2.0)
     if s.cp_exchange == "all_gather":
         gather = collective_time("all_gather", s.cp, kv_bytes * s.cp, cp_node, dev)
-        grads = collective_time("send_recv", np.full_like(s.cp, 2.0),
-                                kv_bytes * 4.0 / dev.elem_bytes, pair_node, dev)
+        grads = collective_time("send_recv", pair, kv_bytes * 4.0 / dev.elem_bytes, pair_node,
+                                dev)
         fwd = np.maximum(0.0, gather - a_fwd / s.cp)
         bwd = (np.maximum(0.0, gather - a_bwd / s.cp)
                + (s.cp - 1) * np.maximum(0.0, grads - a_bwd / s.cp) + grads)
-        return np.where(many, fwd, 0.0), np.where(many, bwd, 0.0)
-    fwd = np.maximum(0.0, (s.cp - 1) * (step - a_fwd / s.cp))
-    bwd = np.maximum(0.0, (s.cp - 1) * (2 * step - a_bwd / s.cp))
+    else:
+        step = collective_time("send_recv", pair, kv_bytes, pair_node, dev)
+        fwd = np.maximum(0.0, (s.cp - 1) * (step - a_fwd / s.cp))
+        bwd = np.maximum(0.0, (s.cp - 1) * (2 * step - a_bwd / s.cp))
+    many = s.cp > 1
     return np.where(many, fwd, 0.0), np.where(many, bwd, 0.0)
 
 
