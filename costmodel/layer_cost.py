@@ -145,10 +145,9 @@ class Shard:
     @property
     def stash_gathered(self) -> float:
         """Bytes per element stashed of a column-parallel linear layer's all-gathered input
-        where the stack keeps it whole (:attr:`sp_gathered`): what the all-gather moved."""
-        if self.fp8 is None:
-            return ELEM
-        return self.fp8.tp_gather_bytes or self.fp8.stash_bytes
+        where the stack keeps it whole (:attr:`sp_gathered`): what the all-gather moved where
+        the recipe casts before it, else what it keeps of any linear input."""
+        return self.gather_bytes(self.stash_linear)
 
     def gather_bytes(self, elem_bytes: float) -> float:
         """Bytes per element of the tensor-parallel all-gathers of the linear layers' inputs

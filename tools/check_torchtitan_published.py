@@ -67,6 +67,8 @@ def _context_parallel() -> list[Case]:
 
 SEVENTY_B = {"tp": 8, "dp": 32, "zero_stage": 3, "recompute": "full", "micro_batch_size": 16,
              "sequence_parallel": True, "torch_compile": True}
+FOUR_O_FIVE_B = {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full",
+                 "sequence_parallel": True, "tp_comm_overlap": True, "torch_compile": True}
 CASES: list[Case] = [
     *_eight_b("T1", 8, [(5762, 82.4), (6667, 77.0), (8532, 76.8)]),
     *_context_parallel(),
@@ -76,13 +78,10 @@ CASES: list[Case] = [
     Case("T4 same + async TP", "llama3-70b", 256, 512, "fp8",
          {**SEVENTY_B, "tp_comm_overlap": True}, 876, 67.6),
     Case("T5 405B FSDP 8 TP 8 PP 8, 1F1B", "llama3-405b", 512, 256, "fp8",
-         {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 4,
-          "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "1F1B",
-          "torch_compile": True}, 100, 82.5),
+         {**FOUR_O_FIVE_B, "micro_batch_size": 4, "schedule": "1F1B"}, 100, 82.5),
     Case("T5 same, Interleaved 1F1B", "llama3-405b", 512, 256, "fp8",
-         {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 3, "recompute": "full", "micro_batch_size": 2,
-          "sequence_parallel": True, "tp_comm_overlap": True, "schedule": "Interleaved1F1B",
-          "virtual_stages": 2, "torch_compile": True}, 128, 72.7),
+         {**FOUR_O_FIVE_B, "micro_batch_size": 2, "schedule": "Interleaved1F1B",
+          "virtual_stages": 2}, 128, 72.7),
 ]
 
 
