@@ -60,9 +60,9 @@ class Shard:
     selective: str = "attention_core"
     """What ``rc`` = 1 (selective recompute) keeps and recomputes on the stack
     (:data:`costmodel.stacks.stack.SelectiveRecompute`)."""
-    loss_bytes: float = 6.0
-    """Peak bytes per logit of the LM head output and the loss (the stack's
-    ``recompute.loss_bytes_per_logit``)."""
+    loss_bytes: float | np.ndarray = 6.0
+    """Peak bytes per logit of the LM head output and the loss, per candidate where it depends
+    on the tensor-parallel degree (:meth:`costmodel.stacks.stack.RecomputeStack.loss_bytes`)."""
     elementwise: ElementwiseCost | None = None
     """How the stack runs the block's memory-bound operations (``elementwise.kernels`` of its
     file); None = Megatron-Core's fused kernels."""
@@ -106,7 +106,7 @@ class Shard:
     @classmethod
     def of(cls, seq: int, gpus_per_node: int, kernel: str = "flash2",
            fp8: FP8RecipeCost | None = None, selective: str = "attention_core",
-           loss_bytes: float = 6.0, elementwise: ElementwiseCost | None = None,
+           loss_bytes: float | np.ndarray = 6.0, elementwise: ElementwiseCost | None = None,
            elementwise_compiled: ElementwiseCost | None = None,
            compiled: np.ndarray | bool = False, sp_gathered: bool = False,
            cp_exchange: str = "ring", **kw: object) -> Shard:
@@ -127,7 +127,7 @@ class Shard:
         compiled = ex.stack.compiled(kw.get("tp_overlap", False), kw.get("tp", 1.0),
                                      torch_compile)
         return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
-                      loss_bytes=rc.loss_bytes_per_logit, elementwise=ew.kernels,
+                      loss_bytes=rc.loss_bytes(kw.get("tp", 1.0)), elementwise=ew.kernels,
                       elementwise_compiled=ew.compiled, compiled=compiled,
                       sp_gathered=ex.stack.memory.sp_saves_gathered_input,
                       cp_exchange=ex.stack.overlap.cp_kv_exchange, **kw)

@@ -35,7 +35,10 @@ class StageMemory(BaseModel):
         "activations_gib (beyond the first): the rank's mean stash per stage × the share kept "
         "on the device (1 − activation_offload). A schedule synthesizer turns the headroom into "
         "an in-flight limit with it.")
-    logits_gib: float
+    logits_gib: float = Field(description="The vocabulary layers' one micro-batch on this "
+                              "rank: the LM head's logits and the loss's tensors (the stack's "
+                              "bytes per logit) with the final norm's and the head's saved "
+                              "inputs; a share of them where plan.vocab_placement splits them.")
     comm_buffers_gib: float
     cuda_context_gib: float
     total_gib: float

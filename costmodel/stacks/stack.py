@@ -194,7 +194,17 @@ class RecomputeStack(_Model):
     loss_bytes_per_logit: PositiveFloat = Field(
         description="Peak bytes per logit of the LM head's output and the cross-entropy at "
         "the start of the backward, when every activation of the last stage is still held.")
+    loss_bytes_per_logit_vocab_parallel: PositiveFloat | None = Field(
+        None, description="The same where tensor parallelism shards the vocabulary and the "
+        "stack then runs another loss (torchtitan's loss_parallel); null: as "
+        "loss_bytes_per_logit.")
     source: str
+
+    def loss_bytes(self, tp: Any) -> np.ndarray:
+        """Per candidate: peak bytes per logit of the loss at tensor-parallel degree ``tp``."""
+        vp = self.loss_bytes_per_logit_vocab_parallel
+        return np.where(np.asarray(tp) > 1, vp if vp is not None else self.loss_bytes_per_logit,
+                        self.loss_bytes_per_logit)
 
 
 class Release(_Model):

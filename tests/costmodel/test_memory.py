@@ -148,10 +148,15 @@ def test_no_dropout_saves_the_masks() -> None:
 
 def test_logits_bytes() -> None:
     """Last stage: bf16 logits (2 B) + fp32 copy for the vocab-parallel cross entropy (4 B)
-    per logit, sharded over tp (Megatron-Core compute_language_model_loss: logits.float())."""
+    per logit, sharded over tp (Megatron-Core compute_language_model_loss: logits.float()),
+    plus the final layer norm's and the output layer's inputs, 2sbh each, divided by t under
+    sequence parallelism only (Korthikanti et al. 2022 §4.3)."""
     m = gpt_block(1024, 16)
+    T, h, v = 2048 * 2, 1024, 51200
     assert float(logits_bytes(m, shard(2048, 2, tp=4))) == pytest.approx(
-        6 * 2048 * 2 * 51200 / 4)
+        6 * T * v / 4 + 2 * (2 * T * h))
+    assert float(logits_bytes(m, shard(2048, 2, tp=4, sp=True))) == pytest.approx(
+        6 * T * v / 4 + 2 * (2 * T * h / 4))
 
 
 # ---------------------------------------------------------------- weights, grads, optimizer

@@ -18,7 +18,7 @@ import pytest
 import costmodel
 from costmodel import SpecError
 from costmodel.kernels import attention_rates, best_published_mfu, gemm_ceiling, gemm_shapes
-from costmodel.memory import MemoryBand, memory_verdict
+from costmodel.memory import MemoryBand, memory_band, memory_verdict
 from costmodel.ops import Device, gemm_time
 from costmodel.profile import default_profile
 from costmodel.results import Estimate
@@ -517,6 +517,12 @@ def test_torchtitan_compile_gain_matches_its_published_measurement() -> None:
     H100s, 1.162x on 128: benchmarks/llama3_h100_202412_torchtitan.md, Tables 1 and 3); the
     estimate predicts it from the eager ops' bytes read off torchtitan's model code
     (torchtitan.json elementwise), with no parameter taken from those runs: within 2 %."""
+    for table, predicted, reported in _torchtitan_check().compile_gains():
+        assert predicted == pytest.approx(reported, rel=0.02), table
+
+
+def _torchtitan_check() -> Any:
+    """tools/check_torchtitan_published.py as a module (its published runs and predict())."""
     import importlib.util
     from pathlib import Path
 
@@ -525,16 +531,52 @@ def test_torchtitan_compile_gain_matches_its_published_measurement() -> None:
     assert spec is not None and spec.loader is not None
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    for table, predicted, reported in tool.compile_gains():
-        assert predicted == pytest.approx(reported, rel=0.02), table
+    return tool
+
+
+def test_torchtitan_published_peaks_lie_in_the_memory_band() -> None:
+    """Every peak torchtitan published for its Llama 3.1 H100 runs (max reserved, GiB:
+    benchmarks/llama3_h100_202412_torchtitan.md, none of them used to set a parameter) lies
+    where the memory verdict says the true peak can be, [predicted / (1 + over), predicted /
+    (1 - under)]: under-predicting it would call a plan that runs out of memory ``fits``."""
+    band = memory_band()
+    tool = _torchtitan_check()
+    for case in tool.CASES:
+        peak = tool.predict(case)[1]
+        assert peak / (1 + band.over) <= case.mem <= peak / (1 - band.under), case.label
 
 
 def test_the_loss_holds_the_stacks_bytes_per_logit() -> None:
     """torchtitan's F.cross_entropy(pred.float()) holds 12 bytes per logit at the start of
-    the backward, Megatron's vocab-parallel cross-entropy 6 (the stack files' sources)."""
+    the backward, Megatron's vocab-parallel cross-entropy 6 (the stack files' sources); both
+    keep the final norm's and the LM head's 16-bit inputs (tp 1: whole)."""
     logits = [_llama8b(fw).memory.per_stage[0].logits_gib for fw in ("torchtitan", "megatron")]
-    per_token = 128256 * 8192 / 2**30
-    assert logits == pytest.approx([12 * per_token, 6 * per_token])
+    tokens, vocab, h = 8192, 128256, 4096
+    inputs = 2 * 2 * tokens * h / 2**30
+    assert logits == pytest.approx([12 * tokens * vocab / 2**30 + inputs,
+                                    6 * tokens * vocab / 2**30 + inputs])
+
+
+@pytest.mark.parametrize(("framework", "per_logit", "head_whole"),
+                         [("torchtitan", 16.0, True), ("megatron", 6.0, False)])
+def test_vocab_parallel_loss_holds_the_stacks_bytes(framework: str, per_logit: float,
+                                                    head_whole: bool) -> None:
+    """At tp 8 with sequence parallelism torchtitan's loss_parallel() backward holds the fp32
+    log-probabilities, zeros_like of them, their exp and the sum, 16 B per local logit
+    (torch.distributed.tensor.parallel.loss _nll_loss_and_log_softmax_backward), and its
+    ColwiseParallel head keeps the all-gathered input; Megatron's 6 B and the head input's
+    sequence shard (its stack file; Korthikanti §4.3)."""
+    r = copy.deepcopy(CONTRACT)
+    r["model"] = {"preset": "llama3-8b"}
+    r["training"].update({"global_batch_size": 8, "seq_len": 8192, "framework": framework})
+    r["cluster"]["pools"][0].update({"gpu": "H100-SXM-80GB", "gpus_per_node": 8, "nodes": 1})
+    r["plan"] = {"tp": 8, "sequence_parallel": True, "micro_batch_size": 1,
+                 "recompute": "full"}
+    logits = costmodel.estimate(r).memory.per_stage[0].logits_gib * 2**30
+    tokens, vocab, h = 8192, 128256, 4096
+    norm_in = 2 * tokens * h / 8
+    head_in = 2 * tokens * h / (1 if head_whole else 8)
+    assert logits == pytest.approx(per_logit * tokens * vocab / 8 + norm_in + head_in)
 
 
 def test_torchtitan_keeps_a_pipeline_stage_gathered_under_zero3() -> None:
