@@ -92,7 +92,7 @@ def gemm_ceiling(gpu: GPUType, precision: str) -> GemmCeiling:
                                                      else dtype]
             return GemmCeiling(frac * peak, tuple(meas["shape"]),
                                f"{sib['of']}'s measured MAMF fraction {frac:.3f} of peak "
-                               f"({sib['why']})")
+                               f"({sib['why']})", warning=sib.get("warning"))
     for other, meas in table["mamf"].get(gpu.name, {}).items():
         if other in gpu.peak_tflops:
             frac = meas["tflops"] / gpu.peak_tflops[other]

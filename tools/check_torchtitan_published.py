@@ -4,8 +4,9 @@ these rows are not in shared/validation and set no parameter).
 Source: pytorch/torchtitan@b5bcd76c66d0acb1a08b176d9639425bc55e0b2a
 ``benchmarks/llama3_h100_202412_torchtitan.md`` (torch 1963fc8, torchao eab345c, torchtitan
 9dec370, 2024-12). Their GPUs are H100 SXM with 96 GB of HBM2e (2.4 TB/s) at a 500 W power
-limit, not in meshplan's catalog: the estimates run on H100-SXM-80GB (3.35 TB/s, 700 W), so
-throughput is expected above the reported one. Reported memory is torchtitan's max reserved.
+limit: the estimates run on the catalog's H100-SXM-96GB (:data:`GPU`), whose tensor peak is the
+lower bound torchtitan gives for it (H100 NVL's), so throughput may come out below the reported
+one by up to the SXM/NVL peak ratio (1.18x). Reported memory is torchtitan's max reserved.
 Micro-batches follow torchtitan's default (as many as pipeline stages). Each row runs with
 ``plan.torch_compile`` as the table says (Tables 1 and 3 with and without it, 2, 4 and 5 with
 it); Table 2's context parallelism is PyTorch's, all-gathering keys and values
@@ -24,6 +25,9 @@ import costmodel
 RELEASE = "2024-12"
 """The torchtitan of these runs (9dec370): its own eager RMSNorm and repeat_kv, which the
 stack file's ``releases["2024-12"]`` costs (the PyPI releases use torch's fused RMSNorm)."""
+
+GPU = "H100-SXM-96GB"
+"""The runs' GPU: Grand Teton's HBM2e H100 at 500 W (the benchmark file's Hardware section)."""
 
 
 class Case(NamedTuple):
@@ -88,14 +92,14 @@ CASES: list[Case] = [
 def predict(case: Case, plan: dict[str, Any] | None = None) -> tuple[float, float, str]:
     """(tokens/s per GPU, peak GiB, memory verdict) of one published run (``plan``: another
     plan for it), estimated with the stack of the torchtitan it ran (:data:`RELEASE`) on
-    H100-SXM-80GB."""
+    :data:`GPU`."""
     gpus = case.gpus
     est = costmodel.estimate({
         "model": {"preset": case.preset},
         "training": {"global_batch_size": case.gbs, "seq_len": case.seq,
                      "precision": case.precision,
                      "framework": "torchtitan", "framework_version": RELEASE},
-        "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+        "cluster": {"pools": [{"name": "h", "gpu": GPU, "gpus_per_node": 8,
                                "nodes": gpus // 8}]},
         "plan": case.plan if plan is None else plan})
     return est.tokens_per_s / gpus, est.memory.peak_gib, est.memory.fit

@@ -35,6 +35,9 @@ DATASHEET: dict[str, tuple[float | None, float, float | None, float]] = {
     "GB300-288GB": (2500, 2500, 5000, 279),
     "MI325X-256GB": (1307, 1307, 2615, 256),
     "MI355X-288GB": (2500, 2500, 5000, 288),
+    # beyond the contract's list: the HBM2e H100 at 500 W that torchtitan benchmarks on, no
+    # datasheet of its own: H100 NVL's peaks as the lower bound torchtitan states (gpus.json)
+    "H100-SXM-96GB": (835, 835, 1670, 96),
 }
 # HBM/GDDR bandwidth, GB/s (gpus.md); MI250X per GCD
 HBM = {"V100-SXM-32GB": 900, "A100-SXM-40GB": 1555, "A100-SXM-80GB": 2039,
@@ -42,7 +45,7 @@ HBM = {"V100-SXM-32GB": 900, "A100-SXM-40GB": 1555, "A100-SXM-80GB": 2039,
        "B200-SXM-180GB": 8000, "L40S-48GB": 864, "L4-24GB": 300, "A10G-24GB": 600,
        "RTX4090-24GB": 1008, "MI250X-128GB": 3200 / 2, "MI300X-192GB": 5300,
        "H20-96GB": 4000, "GB200-186GB": 8000, "B300-SXM-288GB": 8000, "GB300-288GB": 8000,
-       "MI325X-256GB": 6000, "MI355X-288GB": 8000}
+       "MI325X-256GB": 6000, "MI355X-288GB": 8000, "H100-SXM-96GB": 2400}
 # one-direction GPU-to-GPU link per device: half the bidirectional NVLink / Infinity Fabric
 # aggregate (gpus.md), or half the PCIe x16 aggregate where there is no NVLink.
 LINK_ONE_WAY = {"A100-SXM-80GB": 300, "H100-SXM-80GB": 450, "H200-SXM-141GB": 450,
@@ -51,6 +54,7 @@ LINK_ONE_WAY = {"A100-SXM-80GB": 300, "H100-SXM-80GB": 450, "H200-SXM-141GB": 45
 
 
 def test_catalog_is_exactly_the_contract_names() -> None:
+    """The contract's names (ARCHITECTURE.md) and the extensions listed in DATASHEET."""
     assert set(catalog()) == set(DATASHEET)
 
 

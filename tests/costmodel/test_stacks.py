@@ -684,6 +684,25 @@ def test_an_unmeasured_kernel_is_a_warning_not_silence() -> None:
     assert any(w.endswith(source) for w in e.warnings if "no published curve" in w)
 
 
+def test_a_gpu_without_datasheet_or_measurement_says_so() -> None:
+    """H100-SXM-96GB (Grand Teton's HBM2e H100 at 500 W) has neither a datasheet peak nor a
+    GEMM measurement: its GEMMs and attention run at the H100 SXM's measured fraction of the
+    catalog's lower-bound peak (H100 NVL's 835 TFLOP/s), and its estimates say so."""
+    sxm, grand_teton = get_gpu("H100-SXM-80GB"), get_gpu("H100-SXM-96GB")
+    ratio = 835.0 / 989.0
+    for precision in ("bf16", "fp8"):
+        got = gemm_ceiling(grand_teton, precision)
+        assert got.flops == pytest.approx(gemm_ceiling(sxm, precision).flops * ratio, rel=1e-3)
+        assert got.warning and "meshplan-runtime calibrate" in got.warning
+    seqs = np.array([2048.0, 8192.0])
+    a, b = attention_rates("flash2", grand_teton, 128, seqs), attention_rates(
+        "flash2", sxm, 128, seqs)
+    assert np.allclose(a.fwd / b.fwd, ratio) and np.allclose(a.bwd / b.bwd, ratio)
+    e = est(pool={"gpu": "H100-SXM-96GB"})
+    assert any("H100-SXM-96GB: no published GEMM measurement" in w for w in e.warnings)
+    assert not any("no published GEMM measurement" in w for w in est().warnings)
+
+
 def test_pre_hopper_kernels_gain_on_hopper_what_flash2_gains() -> None:
     """FlashAttention-1 and the Triton flash kernel of llm-foundry (Ampere mma.sync code, no
     wgmma/TMA) are scaled A100 -> H100 by FlashAttention-2's own measured H100/A100 ratio,
