@@ -32,8 +32,12 @@ def catalog_gpu(device_name: str) -> str | None:
     pcie = "pcie" in name
     mem = re.search(r"(\d+)\s*gb", name)
     gib = int(mem.group(1)) if mem else None
+    if name.startswith("gh200") or "h100 nvl" in name:
+        return None  # Grace Hopper and H100 NVL parts: not in the catalog
     if "h100" in name:
-        return "H100-PCIe-80GB" if pcie else "H100-SXM-80GB"
+        if pcie:
+            return "H100-PCIe-80GB"
+        return "H100-SXM-96GB" if gib == 96 else "H100-SXM-80GB"
     if "a100" in name:
         if pcie:
             return None  # the catalog lists the SXM parts only

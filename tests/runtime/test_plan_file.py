@@ -131,7 +131,8 @@ def test_csv_split_reads_stage_owners_and_microbatches() -> None:
     ("NVIDIA L4", "L4-24GB"), ("NVIDIA L40S", "L40S-48GB"), ("NVIDIA A10G", "A10G-24GB"),
     ("NVIDIA GeForce RTX 4090", "RTX4090-24GB"), ("Tesla V100-SXM2-32GB", "V100-SXM-32GB"),
     ("AMD Instinct MI300X", "MI300X-192GB"), ("NVIDIA B200", "B200-SXM-180GB"),
-    ("NVIDIA GeForce RTX 3090", None),
+    ("NVIDIA GeForce RTX 3090", None), ("NVIDIA H100 96GB HBM2e", "H100-SXM-96GB"),
+    ("NVIDIA GH200 480GB", None), ("NVIDIA H100 NVL", None),
 ])
 def test_catalog_gpu_of_torch_device_names(name: str, canon: str | None) -> None:
     assert catalog_gpu(name) == canon
