@@ -142,7 +142,8 @@ def logits_bytes(model: ModelSpec, s: Shard) -> np.ndarray:
     """Last stage, one micro-batch: the LM head's logits and the loss's own tensors at the
     start of the backward, the stack's bytes per logit (``recompute.loss_bytes_per_logit``:
     Megatron's vocab-parallel cross-entropy keeps bf16 logits and an fp32 copy, 6 bytes;
-    torchtitan's fp32 log-softmax and its gradients, 12, or 16 under its vocab-parallel loss),
+    torchtitan's fp32 log-softmax and its gradients, 12, or 16 under its vocab-parallel loss,
+    or 4 compiled: ``elementwise.compiled.loss_bytes_per_logit``),
     plus what the final norm and the LM head save for their backward (Korthikanti et al. 2022
     §4.3: the last layer norm's input and the output layer's input, 2sbh each, divided by t
     under sequence parallelism). A stack whose column-parallel layers keep their all-gathered
@@ -151,7 +152,13 @@ def logits_bytes(model: ModelSpec, s: Shard) -> np.ndarray:
     T, h = s.tokens, model.hidden_size
     norm_in = ELEM * T * h * np.where(s.sp, 1.0 / s.tp, 1.0)
     head_in = ELEM * T * h * np.where(s.sp & (not s.sp_gathered), 1.0 / s.tp, 1.0)
-    return np.asarray(s.loss_bytes * T * model.vocab_size / s.tp + norm_in + head_in)
+    per_logit = s.loss_bytes
+    compiled = s.elementwise_compiled.loss_bytes_per_logit if s.elementwise_compiled else None
+    if compiled is not None:
+        # a loss compiled with the blocks (torchtitan's compile.components 'loss'); the
+        # vocab-parallel one keeps its eager bytes
+        per_logit = np.where(np.asarray(s.compiled) & (s.tp == 1), compiled, per_logit)
+    return np.asarray(per_logit * T * model.vocab_size / s.tp + norm_in + head_in)
 
 
 def embedding_activation_bytes(model: ModelSpec, s: Shard) -> np.ndarray:

@@ -163,6 +163,10 @@ class ElementwiseCost(_Model):
     kv_repeat: bool = Field(
         description="With fewer key/value heads than query heads, keys and values are "
         "copied out to one per query head before attention (what attention then keeps).")
+    loss_bytes_per_logit: PositiveFloat | None = Field(
+        None, description="Where the loss runs this way too (compiled with the blocks), its "
+        "peak bytes per logit without tensor parallelism; null: the loss runs as "
+        "recompute.loss_bytes_per_logit says.")
 
 
 class ElementwiseStack(_Model):

@@ -557,6 +557,28 @@ def test_the_loss_holds_the_stacks_bytes_per_logit() -> None:
                                     6 * tokens * vocab / 2**30 + inputs])
 
 
+@pytest.mark.parametrize(("release", "per_logit"), [(None, 4.0), ("2024-12", 12.0)])
+def test_torchtitan_compiles_its_loss_with_the_model(release: str | None,
+                                                      per_logit: float) -> None:
+    """torchtitan's releases compile the loss with the model (compile.components 'loss'):
+    Inductor keeps the 16-bit logits and writes a 16-bit gradient, 4 B per logit, where the
+    eager fp32 log-softmax holds 12; its December 2024 code left the loss eager ('compiling
+    loss function causes CUDA errors', train.py at 9dec370)."""
+    def logits(compiled: bool) -> float:
+        r = copy.deepcopy(CONTRACT)
+        r["model"] = {"preset": "llama3-8b"}
+        r["training"].update({"global_batch_size": 8, "seq_len": 8192,
+                              "framework": "torchtitan", "framework_version": release})
+        r["cluster"]["pools"][0].update({"gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                         "nodes": 1})
+        r["plan"] = {"dp": 8, "zero_stage": 3, "micro_batch_size": 1,
+                     "recompute": "selective", "torch_compile": compiled}
+        return costmodel.estimate(r).memory.per_stage[0].logits_gib * 2**30
+
+    tokens, vocab = 8192, 128256
+    assert logits(False) - logits(True) == pytest.approx((12.0 - per_logit) * tokens * vocab)
+
+
 @pytest.mark.parametrize(("framework", "per_logit", "head_whole"),
                          [("torchtitan", 16.0, True), ("megatron", 6.0, False)])
 def test_vocab_parallel_loss_holds_the_stacks_bytes(framework: str, per_logit: float,
