@@ -542,6 +542,8 @@ def test_torchtitan_published_peaks_lie_in_the_memory_band() -> None:
     band = memory_band()
     tool = _torchtitan_check()
     for case in tool.CASES:
+        if case.mem is None:
+            continue
         peak = tool.predict(case)[1]
         assert peak / (1 + band.over) <= case.mem <= peak / (1 - band.under), case.label
 
