@@ -62,7 +62,8 @@ class Shard:
     (:data:`costmodel.stacks.stack.SelectiveRecompute`)."""
     loss_bytes: float | np.ndarray = 6.0
     """Peak bytes per logit of the LM head output and the loss, per candidate where it depends
-    on the tensor-parallel degree (:meth:`costmodel.stacks.stack.RecomputeStack.loss_bytes`)."""
+    on the tensor-parallel degree and compilation (:meth:`costmodel.stacks.stack.StackProfile.
+    loss_bytes`)."""
     elementwise: ElementwiseCost | None = None
     """How the stack runs the block's memory-bound operations (``elementwise.kernels`` of its
     file); None = Megatron-Core's fused kernels."""
@@ -127,7 +128,8 @@ class Shard:
         compiled = ex.stack.compiled(kw.get("tp_overlap", False), kw.get("tp", 1.0),
                                      torch_compile)
         return cls.of(seq, gpus_per_node, kernel=ex.kernel, fp8=ex.fp8, selective=rc.selective,
-                      loss_bytes=rc.loss_bytes(kw.get("tp", 1.0)), elementwise=ew.kernels,
+                      loss_bytes=ex.stack.loss_bytes(kw.get("tp", 1.0), compiled),
+                      elementwise=ew.kernels,
                       elementwise_compiled=ew.compiled, compiled=compiled,
                       sp_gathered=ex.stack.memory.sp_saves_gathered_input,
                       cp_exchange=ex.stack.overlap.cp_kv_exchange, **kw)

@@ -152,13 +152,7 @@ def logits_bytes(model: ModelSpec, s: Shard) -> np.ndarray:
     T, h = s.tokens, model.hidden_size
     norm_in = ELEM * T * h * np.where(s.sp, 1.0 / s.tp, 1.0)
     head_in = ELEM * T * h * np.where(s.sp & (not s.sp_gathered), 1.0 / s.tp, 1.0)
-    per_logit = s.loss_bytes
-    compiled = s.elementwise_compiled.loss_bytes_per_logit if s.elementwise_compiled else None
-    if compiled is not None:
-        # a loss compiled with the blocks (torchtitan's compile.components 'loss'); the
-        # vocab-parallel one keeps its eager bytes
-        per_logit = np.where(np.asarray(s.compiled) & (s.tp == 1), compiled, per_logit)
-    return np.asarray(per_logit * T * model.vocab_size / s.tp + norm_in + head_in)
+    return np.asarray(s.loss_bytes * T * model.vocab_size / s.tp + norm_in + head_in)
 
 
 def embedding_activation_bytes(model: ModelSpec, s: Shard) -> np.ndarray:

@@ -255,6 +255,17 @@ class StackProfile(_Model):
         needed = _async_tp(tp_overlap, tp)
         return needed if torch_compile is None else np.full(needed.shape, torch_compile)
 
+    def loss_bytes(self, tp: Any, compiled: Any) -> np.ndarray:
+        """Per candidate: peak bytes per logit of the loss at tensor-parallel degree ``tp``,
+        compiled with the blocks where ``compiled`` (:meth:`compiled`) and the stack's compiled
+        path says what its loss then holds; the vocab-parallel loss keeps its eager bytes."""
+        eager = self.recompute.loss_bytes(tp)
+        fused = self.elementwise.compiled.loss_bytes_per_logit if self.elementwise.compiled \
+            else None
+        if fused is None:
+            return eager
+        return np.where(np.asarray(compiled) & (np.asarray(tp) == 1), fused, eager)
+
     def compile_problem(self, torch_compile: bool | None, tp_overlap: Any, tp: Any
                         ) -> str | None:
         """Why ``plan.torch_compile`` cannot be as asked on this stack (None: it can)."""
