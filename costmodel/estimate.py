@@ -261,6 +261,9 @@ def _context(model: ModelSpec, training: TrainingSpec, cluster: Cluster, plan: P
             plan.tp)
         if why is not None:
             raise SpecError(FieldProblem("plan.torch_compile", why))
+    tp_note = ex.stack.tp_overlap_note(plan.tp_comm_overlap, plan.tp, plan.sequence_parallel)
+    if tp_note is not None:
+        notes.append(tp_note)
     for p in pools or []:
         if p.gpu != pool.gpu:
             execution(training, plan.attention, p.gpu_type)  # refuses a kernel a pool lacks

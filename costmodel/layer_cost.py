@@ -75,6 +75,9 @@ class Shard:
     cp_exchange: str = "ring"
     """How context parallelism moves keys and values (the stack's
     ``overlap.cp_kv_exchange``: :data:`costmodel.stacks.stack.CPExchange`)."""
+    tp_micro_pipeline: bool = False
+    """The stack's tensor-parallel overlap is PyTorch's micro-pipelined TP (the stack's
+    ``overlap.tp_comm_micro_pipelined``): see :func:`_micro_pipelined_tp`."""
     sp_gathered: bool = False
     """With sequence parallelism the column-parallel linear layers keep their all-gathered
     input (the stack's ``memory.sp_saves_gathered_input``: torchtitan's DTensor plan), not the
@@ -110,13 +113,14 @@ class Shard:
            loss_bytes: float | np.ndarray = 6.0, elementwise: ElementwiseCost | None = None,
            elementwise_compiled: ElementwiseCost | None = None,
            compiled: np.ndarray | bool = False, sp_gathered: bool = False,
-           cp_exchange: str = "ring", **kw: object) -> Shard:
+           cp_exchange: str = "ring", tp_micro_pipeline: bool = False,
+           **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
         return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8,
                    selective=selective, loss_bytes=loss_bytes, elementwise=elementwise,
                    elementwise_compiled=elementwise_compiled,
                    compiled=np.asarray(compiled, dtype=bool), sp_gathered=sp_gathered,
-                   cp_exchange=cp_exchange, **arrs)
+                   cp_exchange=cp_exchange, tp_micro_pipeline=tp_micro_pipeline, **arrs)
 
     @classmethod
     def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution,
@@ -132,7 +136,8 @@ class Shard:
                       elementwise=ew.kernels,
                       elementwise_compiled=ew.compiled, compiled=compiled,
                       sp_gathered=ex.stack.memory.sp_saves_gathered_input,
-                      cp_exchange=ex.stack.overlap.cp_kv_exchange, **kw)
+                      cp_exchange=ex.stack.overlap.cp_kv_exchange,
+                      tp_micro_pipeline=ex.stack.overlap.tp_comm_micro_pipelined, **kw)
 
     @property
     def op_sac(self) -> bool:
@@ -378,6 +383,38 @@ def op_sac_linears(model: ModelSpec, tp: np.ndarray) -> tuple[list[Shape], list[
     return seq[0::2], seq[1::2]
 
 
+def _micro_pipelined_tp(T: np.ndarray, s: Shard, groups: list[list[Shape]], h: float,
+                        E: float, dev: Device) -> tuple[np.ndarray, np.ndarray]:
+    """(extra GEMM time, extra memory-bound time) per pass of PyTorch's
+    micro-pipelined tensor parallelism over what the same GEMMs and collectives cost whole.
+
+    Inductor's ``micro_pipeline_tp`` pass (torch 2.13 ``torch/_inductor/fx_passes/
+    micro_pipeline_tp.py``, used in forward and backward graphs alike) fuses an all-gather with
+    the GEMMs that take the gathered tensor as their first operand, and a GEMM with the
+    reduce-scatter of its output. The fused ops (``torch/distributed/_symmetric_memory/
+    __init__.py``: ``_pipelined_multi_all_gather_and_consume``, ``_fused_matmul_reduce_scatter_
+    impl`` through ``_pipelined_produce_and_all2all``) run the GEMM as one row chunk per TP rank
+    while the copy engines move the next chunk, on two streams so that two chunks share the
+    SMs. So the GEMM rate is that of 2·T/tp rows (capped at T), issued tp/2 times; the
+    all-gather first copies the local shard into the symmetric buffer (read and write of
+    T/tp·h elements), and the reduce-scatter writes every rank's partial chunk and sums the tp
+    partials in a separate reduction (read T·h, write T·h/tp). Per pass a dense Llama-style
+    block has two all-gathers and two reduce-scatters (forward: before QKV and the MLP's input
+    projection, after the output projections; backward: the same on the input-gradient GEMMs),
+    and each ``groups`` entry is the GEMMs of one collective (its input-gradient twin has the
+    same m·n·k). The host-dispatch floor is unchanged: each fused op stands where its GEMM and
+    collective were already counted as modelled kernels."""
+    tp = np.asarray(s.tp, dtype=float)
+    rows = np.minimum(2.0 * T / tp, T)
+    issues = T / rows
+    whole = sum((_gemms(T, g, dev)[0] for g in groups), np.zeros(()))
+    chunked = sum((issues * _gemms(rows, g, dev)[0] for g in groups), np.zeros(()))
+    shard = T / tp * h
+    t_mem = (2.0 * mem_time(2.0 * shard * s.gather_bytes(E), dev)
+             + 2.0 * mem_time(T * h * E + shard * E, dev))
+    return np.maximum(chunked - whole, 0.0), t_mem
+
+
 def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> BlockCost:
     """Cost of one transformer block (dense, or MoE when ``moe``)."""
     h = float(model.hidden_size)
@@ -455,14 +492,24 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     # TP overlap (TE userbuffers): the collective hides behind the GEMMs it feeds, but its
     # kernels take SMs and HBM from them: a fraction of the hidden part is still paid
     # (Calculon's processor_usage, calculon-ai/calculon systems/*.json).
-    overl = s.tp_overlap & (s.tp > 1)
+    # Micro-pipelined TP (torchtitan's async TP) fuses only all-gathers and reduce-scatters,
+    # so it needs sequence parallelism, and in the backward hides each collective behind its
+    # input-gradient GEMM alone; TE's userbuffers also bulk-overlap with the weight gradient.
+    overl = s.tp_overlap & (s.tp > 1) & (s.sp | (not s.tp_micro_pipeline))
     u = dev.profile.eff.collectives["intra_node"].overlap_compute_cost
+    mp = overl & s.tp_micro_pipeline
+    mp_gemm = mp_mem = np.zeros(())
+    if s.tp_micro_pipeline and np.any(mp):
+        ffn_groups: list[list[Shape]] = [] if moe else [[(gated * f, h)], [(h, f)]]
+        g, m_ = _micro_pipelined_tp(T, s, [ins, outs, *ffn_groups], h, E, dev)
+        mp_gemm, mp_mem = np.where(mp, g, 0.0), np.where(mp, m_, 0.0)
+    hide_b = np.where(mp, gemm_fwd, 2 * gemm_fwd)
     exposed_f = np.where(overl, np.maximum(0.0, tp_fwd - gemm_fwd)
                          + u * np.minimum(tp_fwd, gemm_fwd), tp_fwd) + cp_fwd + ep_fwd
-    exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - 2 * gemm_fwd)
-                         + u * np.minimum(tp_bwd, 2 * gemm_fwd), tp_bwd) + cp_bwd + ep_fwd
-    fwd = np.maximum(gpu_fwd + exposed_f, k_fwd * dev.host_dispatch)
-    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd + cast_b
+    exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - hide_b)
+                         + u * np.minimum(tp_bwd, hide_b), tp_bwd) + cp_bwd + ep_fwd
+    fwd = np.maximum(gpu_fwd + mp_gemm + mp_mem + exposed_f, k_fwd * dev.host_dispatch)
+    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd + cast_b + mp_gemm + mp_mem
     bwd_in = np.maximum(bwd_in_gpu + exposed_b, k_bwd_in * dev.host_dispatch)
     bwd_w = np.maximum(gemm_fwd, k_bwd_w * dev.host_dispatch)
 

@@ -91,6 +91,12 @@ class FP8Stack(_Model):
 class OverlapStack(_Model):
     tp_comm: bool = Field(description="Tensor-parallel collectives overlapped with the GEMMs "
                           "(TE userbuffers / async TP) when the plan asks for it.")
+    tp_comm_micro_pipelined: bool = Field(
+        False, description="The TP overlap is PyTorch's micro-pipelined TP (Inductor's "
+        "micro_pipeline_tp pass and the symmetric-memory fused ops): each all-gather or "
+        "reduce-scatter hides only behind the one GEMM it is fused with, split into one row "
+        "chunk per TP rank, and the reduce-scatter's partial sums are reduced by a separate "
+        "kernel (costmodel.layer_cost._micro_pipelined_tp).")
     dp_grad_reduce: bool = Field(description="Bucketed gradient reduction under the backward "
                                  "(plan.overlap_grad_reduce honoured).")
     dp_param_gather: bool = Field(description="Parameter all-gather under the next forward "
@@ -278,6 +284,18 @@ class StackProfile(_Model):
             return (f"{self.title}'s async tensor parallelism (plan.tp_comm_overlap with tp > 1) "
                     "runs only under torch.compile: set it true or null, or turn the overlap "
                     "off")
+        return None
+
+    def tp_overlap_note(self, tp_overlap: bool, tp: int, sequence_parallel: bool) -> str | None:
+        """What the estimate says where the plan asks for a TP overlap this stack cannot give:
+        micro-pipelined TP fuses only all-gathers and reduce-scatters, so without sequence
+        parallelism the all-reduces run exposed (None: nothing to say)."""
+        if (self.overlap.tp_comm_micro_pipelined and tp_overlap and tp > 1
+                and not sequence_parallel):
+            return (f"{self.title}'s async tensor parallelism fuses only the all-gathers and "
+                    "reduce-scatters of sequence parallelism with their GEMMs: with "
+                    "plan.sequence_parallel off the TP all-reduces run exposed (turn "
+                    "sequence_parallel on to overlap them)")
         return None
 
     def at(self, version: str | None) -> StackProfile:

@@ -475,12 +475,18 @@ def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
     more rotation kernel than Megatron's is left (the launch config's side:
     tests/runtime/test_launch_torchtitan.py
     test_compile_is_on_exactly_where_the_estimate_costs_compiled_blocks)."""
+    import dataclasses
+
     from costmodel.layer_cost import block_cost
 
     model, titan, mega, dev = _block_shards(tp=np.array([1.0, 2.0, 2.0]), tp_overlap=True)
     assert titan.compiled.tolist() == [False, True, True]
     assert titan.ew("rope_bytes").tolist() == [20.0, 4.0, 4.0]
     assert not np.any(mega.compiled)
+    # the same tensor-parallel overlap as Megatron's, so that only the pointwise kernels differ
+    # (without sequence parallelism micro-pipelined TP has nothing to fuse:
+    # test_async_tp_fuses_only_gathers_and_scatters_one_chunk_per_rank)
+    titan = dataclasses.replace(titan, tp_micro_pipeline=False)
     t, m = block_cost(model, titan, dev), block_cost(model, mega, dev)
     assert float((t.fwd - m.fwd)[1]) == pytest.approx(dev.kernel_latency, rel=1e-9)
     stack = get_stack("torchtitan")
@@ -747,3 +753,64 @@ def test_pre_hopper_kernels_gain_on_hopper_what_flash2_gains() -> None:
         assert np.all(h.fwd / a.fwd < 0.7 * gemm_ratio), kernel
         assert np.all(fwd_bwd(h) < fwd_bwd(fa2_h)), kernel
         assert h.warning and "scaled by 1.66" in h.warning
+
+
+def test_async_tp_fuses_only_gathers_and_scatters_one_chunk_per_rank() -> None:
+    """torchtitan's async TP is PyTorch's micro-pipelined TP (overlap.tp_comm_micro_pipelined):
+    each of a block's two all-gathers and two reduce-scatters per pass is fused with its GEMM,
+    which runs as one row chunk per rank on two streams (the rate of 2·T/tp rows, tp/2 times);
+    the gather first copies the local shard into the symmetric buffer and the scatter sums the
+    tp partials in its own kernel. Without sequence parallelism there is no all-gather or
+    reduce-scatter to fuse, so the all-reduces run exposed."""
+    import dataclasses
+
+    from costmodel.layer_cost import block_cost
+    from costmodel.ops import gemm_time, mem_time
+
+    tp, T = 8.0, 8192.0
+    model, titan, dev = _shard("torchtitan", "flash2", tp=tp, rc=0, tp_overlap=True)
+    titan = dataclasses.replace(titan, sp=np.asarray(True))
+    assert titan.tp_micro_pipeline and not _shard("megatron", tp=tp)[1].tp_micro_pipeline
+    whole = dataclasses.replace(titan, tp_micro_pipeline=False)
+    mp, te = block_cost(model, titan, dev), block_cost(model, whole, dev)
+    qkv = (_Q + 2 * _KV) / tp
+    groups = [(qkv, _H), (_H, _Q / tp), (2 * _F / tp, _H), (_H, _F / tp)]
+    rows = 2 * T / tp
+    chunks = sum(tp / 2 * float(gemm_time(rows, n, k, dev, linear=True))
+                 - float(gemm_time(T, n, k, dev, linear=True)) for n, k in groups)
+    assert chunks > 0.0
+    shard = T / tp * _H
+    extra = chunks + 2 * float(mem_time(2 * shard * 2, dev)) + 2 * float(
+        mem_time(T * _H * 2 + shard * 2, dev))
+    assert float(mp.fwd - te.fwd) == pytest.approx(extra, rel=1e-9)
+    # the backward hides each collective behind its input-gradient GEMM only, never more
+    assert float(mp.bwd_input - te.bwd_input) >= extra * (1 - 1e-12)
+
+    no_sp = dataclasses.replace(titan, sp=np.asarray(False))
+    exposed = dataclasses.replace(no_sp, tp_overlap=np.asarray(False))
+    a, b = block_cost(model, no_sp, dev), block_cost(model, exposed, dev)
+    assert float(a.fwd) == pytest.approx(float(b.fwd), rel=1e-12)
+    assert float(a.bwd_input) == pytest.approx(float(b.bwd_input), rel=1e-12)
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_async_tp_without_sequence_parallel_says_its_all_reduces_run_exposed(sp: bool) -> None:
+    """An estimate that asks torchtitan for async TP without sequence parallelism says that the
+    overlap cannot happen there, and costs the step as the same plan without the overlap."""
+    def est(overlap: bool) -> Estimate:
+        return costmodel.estimate({
+            "model": {"preset": "llama3-8b"},
+            "training": {"global_batch_size": 8, "seq_len": 8192, "framework": "torchtitan"},
+            "cluster": {"pools": [{"name": "h", "gpu": "H100-SXM-80GB", "gpus_per_node": 8,
+                                   "nodes": 1}]},
+            "plan": {"dp": 4, "tp": 2, "zero_stage": 3, "micro_batch_size": 1,
+                     "recompute": "selective", "sequence_parallel": sp,
+                     "tp_comm_overlap": overlap, "torch_compile": True}})
+
+    on, off = est(True), est(False)
+    said = [w for w in on.warnings if "fuses only the all-gathers" in w]
+    assert bool(said) is (not sp)
+    if sp:
+        assert on.step_time_s < off.step_time_s
+    else:
+        assert on.step_time_s == pytest.approx(off.step_time_s, rel=1e-12)
