@@ -28,7 +28,13 @@ import numpy as np
 
 from costmodel.ops import Device, collective_time, flash_attention_time, gemm_time, mem_time
 from costmodel.specs.model import ModelSpec
-from costmodel.stacks.stack import ElementwiseCost, Execution, FP8RecipeCost, get_stack
+from costmodel.stacks.stack import (
+    ElementwiseCost,
+    Execution,
+    FP8RecipeCost,
+    TPCommGemms,
+    get_stack,
+)
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 ELEM = 2.0
@@ -75,9 +81,10 @@ class Shard:
     cp_exchange: str = "ring"
     """How context parallelism moves keys and values (the stack's
     ``overlap.cp_kv_exchange``: :data:`costmodel.stacks.stack.CPExchange`)."""
-    tp_micro_pipeline: bool = False
-    """The stack's tensor-parallel overlap is PyTorch's micro-pipelined TP (the stack's
-    ``overlap.tp_comm_micro_pipelined``): see :func:`_micro_pipelined_tp`."""
+    tp_gemms: TPCommGemms | None = None
+    """How the stack's tensor-parallel overlap runs the GEMMs that carry the collectives (its
+    ``overlap.tp_comm_gemms``): see :func:`_tp_overlap_gemms`; None = behind the pass's GEMMs
+    at the profile's ``overlap_compute_cost``."""
     sp_gathered: bool = False
     """With sequence parallelism the column-parallel linear layers keep their all-gathered
     input (the stack's ``memory.sp_saves_gathered_input``: torchtitan's DTensor plan), not the
@@ -113,14 +120,14 @@ class Shard:
            loss_bytes: float | np.ndarray = 6.0, elementwise: ElementwiseCost | None = None,
            elementwise_compiled: ElementwiseCost | None = None,
            compiled: np.ndarray | bool = False, sp_gathered: bool = False,
-           cp_exchange: str = "ring", tp_micro_pipeline: bool = False,
+           cp_exchange: str = "ring", tp_gemms: TPCommGemms | None = None,
            **kw: object) -> Shard:
         arrs = {k: np.asarray(v) for k, v in kw.items()}
         return cls(seq=seq, gpus_per_node=gpus_per_node, kernel=kernel, fp8=fp8,
                    selective=selective, loss_bytes=loss_bytes, elementwise=elementwise,
                    elementwise_compiled=elementwise_compiled,
                    compiled=np.asarray(compiled, dtype=bool), sp_gathered=sp_gathered,
-                   cp_exchange=cp_exchange, tp_micro_pipeline=tp_micro_pipeline, **arrs)
+                   cp_exchange=cp_exchange, tp_gemms=tp_gemms, **arrs)
 
     @classmethod
     def for_stack(cls, seq: int, gpus_per_node: int, ex: Execution,
@@ -137,7 +144,7 @@ class Shard:
                       elementwise_compiled=ew.compiled, compiled=compiled,
                       sp_gathered=ex.stack.memory.sp_saves_gathered_input,
                       cp_exchange=ex.stack.overlap.cp_kv_exchange,
-                      tp_micro_pipeline=ex.stack.overlap.tp_comm_micro_pipelined, **kw)
+                      tp_gemms=ex.stack.overlap.tp_comm_gemms, **kw)
 
     @property
     def op_sac(self) -> bool:
@@ -383,36 +390,53 @@ def op_sac_linears(model: ModelSpec, tp: np.ndarray) -> tuple[list[Shape], list[
     return seq[0::2], seq[1::2]
 
 
-def _micro_pipelined_tp(T: np.ndarray, s: Shard, groups: list[list[Shape]], h: float,
-                        E: float, dev: Device) -> tuple[np.ndarray, np.ndarray]:
-    """(extra GEMM time, extra memory-bound time) per pass of PyTorch's
-    micro-pipelined tensor parallelism over what the same GEMMs and collectives cost whole.
+def _tp_overlap_gemms(T: np.ndarray, s: Shard, g: TPCommGemms, col: list[list[Shape]],
+                      row: list[list[Shape]], h: float, E: float, dev: Device
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, input-gradient, weight-gradient) time that a stack's TP overlap adds to one
+    block over the same GEMMs run whole, as the stack runs them (``g``: its
+    ``overlap.tp_comm_gemms``, with the sources in costmodel/data/stacks/*.json).
 
-    Inductor's ``micro_pipeline_tp`` pass (torch 2.13 ``torch/_inductor/fx_passes/
-    micro_pipeline_tp.py``, used in forward and backward graphs alike) fuses an all-gather with
-    the GEMMs that take the gathered tensor as their first operand, and a GEMM with the
-    reduce-scatter of its output. The fused ops (``torch/distributed/_symmetric_memory/
-    __init__.py``: ``_pipelined_multi_all_gather_and_consume``, ``_fused_matmul_reduce_scatter_
-    impl`` through ``_pipelined_produce_and_all2all``) run the GEMM as one row chunk per TP rank
-    while the copy engines move the next chunk, on two streams so that two chunks share the
-    SMs. So the GEMM rate is that of 2·T/tp rows (capped at T), issued tp/2 times; the
-    all-gather first copies the local shard into the symmetric buffer (read and write of
-    T/tp·h elements), and the reduce-scatter writes every rank's partial chunk and sums the tp
-    partials in a separate reduction (read T·h, write T·h/tp). Per pass a dense Llama-style
-    block has two all-gathers and two reduce-scatters (forward: before QKV and the MLP's input
-    projection, after the output projections; backward: the same on the input-gradient GEMMs),
-    and each ``groups`` entry is the GEMMs of one collective (its input-gradient twin has the
-    same m·n·k). The host-dispatch floor is unchanged: each fused op stands where its GEMM and
-    collective were already counted as modelled kernels."""
+    ``col`` are the column-parallel layers' GEMM groups (QKV, the MLP's input projection: an
+    all-gather feeds each forward, a reduce-scatter follows each input gradient), ``row`` the
+    row-parallel ones (attention and MLP output: a reduce-scatter follows each forward, an
+    all-gather of the output gradient feeds each input gradient); a group's input-gradient
+    GEMM has the forward's m·n·k. A GEMM split into ``splits`` row chunks with ``streams`` of
+    them in flight runs at the rate of ``streams·T/splits`` rows (capped at T), ``T / rows``
+    times (PyTorch's symmetric-memory fused ops, torch 2.13 ``torch/distributed/
+    _symmetric_memory/__init__.py``; Transformer Engine's ``CommOverlapBase::split_overlap_rs``
+    and ``CommOverlapP2PBase`` ring exchange). A GEMM beside a collective that holds
+    ``comm_sms`` SMs runs on the rest, at ``sms / (sms - comm_sms)`` of its time (TE's
+    ``set_sm_margin``: compute-bound GEMMs scale with SMs). PyTorch's reduce-scatter also sums
+    the tp partials in a separate kernel, and its all-gather first copies the local shard
+    into the symmetric buffer: two of each per pass."""
     tp = np.asarray(s.tp, dtype=float)
-    rows = np.minimum(2.0 * T / tp, T)
-    issues = T / rows
-    whole = sum((_gemms(T, g, dev)[0] for g in groups), np.zeros(()))
-    chunked = sum((issues * _gemms(rows, g, dev)[0] for g in groups), np.zeros(()))
+    margin = dev.sms / max(dev.sms - g.comm_sms, 1.0)
+
+    def whole(groups: list[list[Shape]]) -> np.ndarray:
+        return np.asarray(sum((_gemms(T, x, dev)[0] for x in groups), np.zeros(())))
+
+    def split(groups: list[list[Shape]], splits: int | str, scale: float = 1.0) -> np.ndarray:
+        n = tp if splits == "tp" else float(splits)
+        rows = np.minimum(g.streams * T / n, T)
+        chunked = sum((T / rows * _gemms(rows, x, dev)[0] for x in groups), np.zeros(()))
+        return np.maximum(scale * chunked - whole(groups), 0.0)
+
+    fwd = split(col, g.gather_splits) + split(row, g.scatter_splits, margin)
+    bwd_in = split(row, g.gather_splits)
+    if g.backward == "dgrad":
+        bwd_in = bwd_in + split(col, g.scatter_splits)
+        bwd_w = np.zeros_like(fwd)
+    else:  # bulk collectives beside the column-parallel input- and weight-gradient GEMMs
+        bulk = (margin - 1.0) * whole(col)
+        bwd_in, bwd_w = bwd_in + bulk, bulk + np.zeros_like(fwd)
     shard = T / tp * h
-    t_mem = (2.0 * mem_time(2.0 * shard * s.gather_bytes(E), dev)
-             + 2.0 * mem_time(T * h * E + shard * E, dev))
-    return np.maximum(chunked - whole, 0.0), t_mem
+    mem = np.zeros_like(fwd)
+    if g.local_copy:
+        mem = mem + 2.0 * mem_time(2.0 * shard * s.gather_bytes(E), dev)
+    if g.partial_reduction:
+        mem = mem + 2.0 * mem_time(T * h * E + shard * E, dev)
+    return fwd + mem, bwd_in + mem, bwd_w
 
 
 def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> BlockCost:
@@ -492,26 +516,33 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     # TP overlap (TE userbuffers): the collective hides behind the GEMMs it feeds, but its
     # kernels take SMs and HBM from them: a fraction of the hidden part is still paid
     # (Calculon's processor_usage, calculon-ai/calculon systems/*.json).
-    # Micro-pipelined TP (torchtitan's async TP) fuses only all-gathers and reduce-scatters,
-    # so it needs sequence parallelism, and in the backward hides each collective behind its
-    # input-gradient GEMM alone; TE's userbuffers also bulk-overlap with the weight gradient.
-    overl = s.tp_overlap & (s.tp > 1) & (s.sp | (not s.tp_micro_pipeline))
+    # TP overlap: the collective hides behind the GEMMs it is fused with. Where the stack says
+    # how it runs them (overlap.tp_comm_gemms) they pay for the chunking and the SMs the
+    # collective holds, and a stack that fuses only all-gathers and reduce-scatters
+    # (PyTorch's micro-pipelined TP) needs sequence parallelism and hides each backward
+    # collective behind its input-gradient GEMM alone. Everywhere a fraction of the hidden
+    # part is still paid for the transfers' share of HBM and SMs (Calculon's processor_usage,
+    # calculon-ai/calculon systems/*.json).
+    tg = s.tp_gemms
+    overl = s.tp_overlap & (s.tp > 1)
+    if tg is not None and tg.needs_sequence_parallel:
+        overl = overl & s.sp
+    extra_f = extra_b = extra_w = np.zeros(())
+    if tg is not None and np.any(overl):
+        ffn_col: list[list[Shape]] = [] if moe else [[(gated * f, h)]]
+        ffn_row: list[list[Shape]] = [] if moe else [[(h, f)]]
+        ef, eb, ew = _tp_overlap_gemms(T, s, tg, [ins, *ffn_col], [outs, *ffn_row], h, E, dev)
+        extra_f, extra_b, extra_w = (np.where(overl, x, 0.0) for x in (ef, eb, ew))
     u = dev.profile.eff.collectives["intra_node"].overlap_compute_cost
-    mp = overl & s.tp_micro_pipeline
-    mp_gemm = mp_mem = np.zeros(())
-    if s.tp_micro_pipeline and np.any(mp):
-        ffn_groups: list[list[Shape]] = [] if moe else [[(gated * f, h)], [(h, f)]]
-        g, m_ = _micro_pipelined_tp(T, s, [ins, outs, *ffn_groups], h, E, dev)
-        mp_gemm, mp_mem = np.where(mp, g, 0.0), np.where(mp, m_, 0.0)
-    hide_b = np.where(mp, gemm_fwd, 2 * gemm_fwd)
+    hide_b = gemm_fwd if tg is not None and tg.backward == "dgrad" else 2 * gemm_fwd
     exposed_f = np.where(overl, np.maximum(0.0, tp_fwd - gemm_fwd)
                          + u * np.minimum(tp_fwd, gemm_fwd), tp_fwd) + cp_fwd + ep_fwd
     exposed_b = np.where(overl, np.maximum(0.0, tp_bwd - hide_b)
                          + u * np.minimum(tp_bwd, hide_b), tp_bwd) + cp_bwd + ep_fwd
-    fwd = np.maximum(gpu_fwd + mp_gemm + mp_mem + exposed_f, k_fwd * dev.host_dispatch)
-    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd + cast_b + mp_gemm + mp_mem
+    fwd = np.maximum(gpu_fwd + extra_f + exposed_f, k_fwd * dev.host_dispatch)
+    bwd_in_gpu = gemm_fwd + a_bwd + t_mem_bwd + cast_b + extra_b
     bwd_in = np.maximum(bwd_in_gpu + exposed_b, k_bwd_in * dev.host_dispatch)
-    bwd_w = np.maximum(gemm_fwd, k_bwd_w * dev.host_dispatch)
+    bwd_w = np.maximum(gemm_fwd + extra_w, k_bwd_w * dev.host_dispatch)
 
     # ---- a measured block of exactly this shape replaces the modelled compute (its measured
     # forward/backward contain the kernels, launches and TP collectives of that run); the

@@ -14,8 +14,8 @@ it); Table 2's context parallelism is PyTorch's, all-gathering keys and values
 so the eager rows against their compiled twins check the stack file's eager elementwise
 accounting on its own: torchtitan measured compile's gain, the estimate predicts it from the
 bytes of torchtitan's model code; the async-TP pairs check what the stack file's TP overlap
-credits (PyTorch's micro-pipelined TP, ``overlap.tp_comm_micro_pipelined``: each collective
-behind the one GEMM it is fused with, split per rank; still high: predicted 1.14-1.23x
+credits (PyTorch's micro-pipelined TP, ``overlap.tp_comm_gemms``: each collective
+behind the one GEMM it is fused with, split per rank; still high: predicted 1.13-1.23x
 against 1.04-1.16x). Run: ``python tools/check_torchtitan_published.py``.
 """
 

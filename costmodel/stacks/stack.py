@@ -40,7 +40,15 @@ from importlib import resources
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 
 from costmodel.errors import FieldProblem, SpecError
 from costmodel.specs.framework import ATTENTION_KERNELS, FRAMEWORKS, AttentionKernel, FP8Recipe
@@ -88,15 +96,44 @@ class FP8Stack(_Model):
     default: dict[str, FP8Recipe] = Field(description="Recipe of fp8_recipe: null, by arch.")
 
 
+class TPCommGemms(_Model):
+    """How a stack's tensor-parallel overlap runs the GEMMs that carry its collectives
+    (:func:`costmodel.layer_cost._tp_overlap_gemms`). Column-parallel layers (QKV, the MLP's
+    input projection) take an all-gathered input forward and reduce-scatter their input
+    gradient backward; row-parallel ones (attention output, the MLP's output projection)
+    reduce-scatter their output forward and take an all-gathered output gradient backward."""
+
+    gather_splits: PositiveInt | Literal["tp"] = Field(
+        description="Row chunks of a GEMM fed by an all-gather (tp: one per rank).")
+    scatter_splits: PositiveInt | Literal["tp"] = Field(
+        description="Row chunks of a GEMM whose output is reduce-scattered, forward (and "
+        "backward where ``backward`` is dgrad).")
+    streams: PositiveInt = Field(description="Chunk GEMMs in flight at once.")
+    comm_sms: NonNegativeInt = Field(
+        description="SMs the reduce-scatter kernels of the forward's row-parallel GEMMs and "
+        "the bulk backward collectives hold while those GEMMs run (0: copy engines only).")
+    backward: Literal["dgrad", "dgrad_and_wgrad"] = Field(
+        description="dgrad: each backward collective is fused with its input-gradient GEMM "
+        "(chunked); dgrad_and_wgrad: the column-parallel layers' all-gather and "
+        "reduce-scatter run in bulk beside their input- and weight-gradient GEMMs, which lose "
+        "comm_sms SMs, and only the row-parallel input gradients are chunked.")
+    needs_sequence_parallel: bool = Field(
+        description="Only all-gathers and reduce-scatters are overlapped: without sequence "
+        "parallelism the all-reduces run exposed.")
+    partial_reduction: bool = Field(
+        description="A reduce-scatter's tp partial sums are reduced by a separate kernel "
+        "(read T·h, write T·h/tp).")
+    local_copy: bool = Field(
+        description="An all-gather first copies the local shard into the symmetric buffer.")
+    source: str
+
+
 class OverlapStack(_Model):
     tp_comm: bool = Field(description="Tensor-parallel collectives overlapped with the GEMMs "
                           "(TE userbuffers / async TP) when the plan asks for it.")
-    tp_comm_micro_pipelined: bool = Field(
-        False, description="The TP overlap is PyTorch's micro-pipelined TP (Inductor's "
-        "micro_pipeline_tp pass and the symmetric-memory fused ops): each all-gather or "
-        "reduce-scatter hides only behind the one GEMM it is fused with, split into one row "
-        "chunk per TP rank, and the reduce-scatter's partial sums are reduced by a separate "
-        "kernel (costmodel.layer_cost._micro_pipelined_tp).")
+    tp_comm_gemms: TPCommGemms | None = Field(
+        None, description="How the TP overlap runs the GEMMs that carry the collectives; null = "
+        "the collectives hide behind the pass's GEMMs at the profile's overlap_compute_cost.")
     dp_grad_reduce: bool = Field(description="Bucketed gradient reduction under the backward "
                                  "(plan.overlap_grad_reduce honoured).")
     dp_param_gather: bool = Field(description="Parameter all-gather under the next forward "
@@ -290,9 +327,10 @@ class StackProfile(_Model):
         """What the estimate says where the plan asks for a TP overlap this stack cannot give:
         micro-pipelined TP fuses only all-gathers and reduce-scatters, so without sequence
         parallelism the all-reduces run exposed (None: nothing to say)."""
-        if (self.overlap.tp_comm_micro_pipelined and tp_overlap and tp > 1
+        g = self.overlap.tp_comm_gemms
+        if (g is not None and g.needs_sequence_parallel and tp_overlap and tp > 1
                 and not sequence_parallel):
-            return (f"{self.title}'s async tensor parallelism fuses only the all-gathers and "
+            return (f"{self.title}'s tensor-parallel overlap fuses only the all-gathers and "
                     "reduce-scatters of sequence parallelism with their GEMMs: with "
                     "plan.sequence_parallel off the TP all-reduces run exposed (turn "
                     "sequence_parallel on to overlap them)")

@@ -483,10 +483,10 @@ def test_torchtitan_compiles_where_async_tp_needs_it() -> None:
     assert titan.compiled.tolist() == [False, True, True]
     assert titan.ew("rope_bytes").tolist() == [20.0, 4.0, 4.0]
     assert not np.any(mega.compiled)
-    # the same tensor-parallel overlap as Megatron's, so that only the pointwise kernels differ
-    # (without sequence parallelism micro-pipelined TP has nothing to fuse:
-    # test_async_tp_fuses_only_gathers_and_scatters_one_chunk_per_rank)
-    titan = dataclasses.replace(titan, tp_micro_pipeline=False)
+    # the same tensor-parallel overlap for both, so that only the pointwise kernels differ
+    # (how each stack runs its overlapped GEMMs: test_tp_overlap_gemms_run_as_the_stack_runs_them)
+    titan = dataclasses.replace(titan, tp_gemms=None)
+    mega = dataclasses.replace(mega, tp_gemms=None)
     t, m = block_cost(model, titan, dev), block_cost(model, mega, dev)
     assert float((t.fwd - m.fwd)[1]) == pytest.approx(dev.kernel_latency, rel=1e-9)
     stack = get_stack("torchtitan")
@@ -755,38 +755,61 @@ def test_pre_hopper_kernels_gain_on_hopper_what_flash2_gains() -> None:
         assert h.warning and "scaled by 1.66" in h.warning
 
 
-def test_async_tp_fuses_only_gathers_and_scatters_one_chunk_per_rank() -> None:
-    """torchtitan's async TP is PyTorch's micro-pipelined TP (overlap.tp_comm_micro_pipelined):
-    each of a block's two all-gathers and two reduce-scatters per pass is fused with its GEMM,
-    which runs as one row chunk per rank on two streams (the rate of 2·T/tp rows, tp/2 times);
-    the gather first copies the local shard into the symmetric buffer and the scatter sums the
-    tp partials in its own kernel. Without sequence parallelism there is no all-gather or
-    reduce-scatter to fuse, so the all-reduces run exposed."""
+def _chunked(T: float, groups: list[tuple[float, float]], splits: float, streams: float,
+             dev: Any, scale: float = 1.0) -> float:
+    """What running each (n, k) GEMM of ``groups`` as ``splits`` row chunks, ``streams`` at a
+    time, adds over running it whole."""
+    from costmodel.ops import gemm_time
+
+    rows = min(streams * T / splits, T)
+    return sum(max(0.0, scale * T / rows * float(gemm_time(rows, n, k, dev, linear=True))
+                   - float(gemm_time(T, n, k, dev, linear=True))) for n, k in groups)
+
+
+@pytest.mark.parametrize("framework", ["torchtitan", "megatron"])
+def test_tp_overlap_gemms_run_as_the_stack_runs_them(framework: str) -> None:
+    """The GEMMs that carry TP collectives pay for how the stack overlaps them
+    (overlap.tp_comm_gemms). torchtitan's async TP (PyTorch's micro-pipelined TP): one row
+    chunk per rank on two streams, forward and for the fused input gradients, plus the local
+    shard's copy into the symmetric buffer and the sum of the tp partials, twice per pass.
+    Megatron's Transformer Engine userbuffers: column-parallel forwards and row-parallel input
+    gradients in tp ring-exchange chunks, row-parallel forwards in 4 pipelined chunks on the
+    SMs the reduce-scatter leaves (132 - 16 on an H100), three streams each; the
+    column-parallel input and weight gradients run whole beside the bulk collectives on those
+    SMs. Both overlap only the all-gathers and reduce-scatters of sequence parallelism
+    (Megatron-LM refuses --tp-comm-overlap without it), so without it the all-reduces run
+    exposed."""
     import dataclasses
 
     from costmodel.layer_cost import block_cost
     from costmodel.ops import gemm_time, mem_time
 
     tp, T = 8.0, 8192.0
-    model, titan, dev = _shard("torchtitan", "flash2", tp=tp, rc=0, tp_overlap=True)
-    titan = dataclasses.replace(titan, sp=np.asarray(True))
-    assert titan.tp_micro_pipeline and not _shard("megatron", tp=tp)[1].tp_micro_pipeline
-    whole = dataclasses.replace(titan, tp_micro_pipeline=False)
-    mp, te = block_cost(model, titan, dev), block_cost(model, whole, dev)
-    qkv = (_Q + 2 * _KV) / tp
-    groups = [(qkv, _H), (_H, _Q / tp), (2 * _F / tp, _H), (_H, _F / tp)]
-    rows = 2 * T / tp
-    chunks = sum(tp / 2 * float(gemm_time(rows, n, k, dev, linear=True))
-                 - float(gemm_time(T, n, k, dev, linear=True)) for n, k in groups)
-    assert chunks > 0.0
+    model, sh, dev = _shard(framework, "flash2", tp=tp, rc=0, tp_overlap=True)
+    sh = dataclasses.replace(sh, sp=np.asarray(True))
+    assert sh.tp_gemms is not None
+    bare = dataclasses.replace(sh, tp_gemms=None)
+    got, ref = block_cost(model, sh, dev), block_cost(model, bare, dev)
+    col = [((_Q + 2 * _KV) / tp, _H), (2 * _F / tp, _H)]
+    row = [(_H, _Q / tp), (_H, _F / tp)]
     shard = T / tp * _H
-    extra = chunks + 2 * float(mem_time(2 * shard * 2, dev)) + 2 * float(
-        mem_time(T * _H * 2 + shard * 2, dev))
-    assert float(mp.fwd - te.fwd) == pytest.approx(extra, rel=1e-9)
-    # the backward hides each collective behind its input-gradient GEMM only, never more
-    assert float(mp.bwd_input - te.bwd_input) >= extra * (1 - 1e-12)
+    if framework == "torchtitan":
+        mem = 2 * float(mem_time(2 * shard * 2, dev)) + 2 * float(mem_time(T * _H * 2 + shard * 2,
+                                                                          dev))
+        fwd = _chunked(T, col, tp, 2, dev) + _chunked(T, row, tp, 2, dev) + mem
+        bwd_w = 0.0
+    else:
+        margin = 132 / (132 - 16)
+        fwd = _chunked(T, col, tp, 3, dev) + _chunked(T, row, 4, 3, dev, margin)
+        bwd_w = (margin - 1) * sum(float(gemm_time(T, n, k, dev, linear=True)) for n, k in col)
+    assert fwd > 0.0
+    assert float(got.fwd - ref.fwd) == pytest.approx(fwd, rel=1e-9)
+    assert float(got.bwd_weight - ref.bwd_weight) == pytest.approx(bwd_w, rel=1e-9, abs=1e-15)
+    # the input gradients pay at least the row-parallel layers' chunking
+    assert float(got.bwd_input - ref.bwd_input) >= _chunked(T, row, tp, 3 if framework ==
+                                                            "megatron" else 2, dev) * (1 - 1e-12)
 
-    no_sp = dataclasses.replace(titan, sp=np.asarray(False))
+    no_sp = dataclasses.replace(sh, sp=np.asarray(False))
     exposed = dataclasses.replace(no_sp, tp_overlap=np.asarray(False))
     a, b = block_cost(model, no_sp, dev), block_cost(model, exposed, dev)
     assert float(a.fwd) == pytest.approx(float(b.fwd), rel=1e-12)
@@ -794,9 +817,10 @@ def test_async_tp_fuses_only_gathers_and_scatters_one_chunk_per_rank() -> None:
 
 
 @pytest.mark.parametrize("sp", [False, True])
-def test_async_tp_without_sequence_parallel_says_its_all_reduces_run_exposed(sp: bool) -> None:
+def test_tp_overlap_without_sequence_parallel_says_its_all_reduces_run_exposed(sp: bool) -> None:
     """An estimate that asks torchtitan for async TP without sequence parallelism says that the
-    overlap cannot happen there, and costs the step as the same plan without the overlap."""
+    overlap cannot happen there, and costs the step as the same plan without the overlap (the
+    same rule holds for Megatron: overlap.tp_comm_gemms.needs_sequence_parallel)."""
     def est(overlap: bool) -> Estimate:
         return costmodel.estimate({
             "model": {"preset": "llama3-8b"},
@@ -808,7 +832,7 @@ def test_async_tp_without_sequence_parallel_says_its_all_reduces_run_exposed(sp:
                      "tp_comm_overlap": overlap, "torch_compile": True}})
 
     on, off = est(True), est(False)
-    said = [w for w in on.warnings if "fuses only the all-gathers" in w]
+    said = [w for w in on.warnings if "overlap fuses only the all-gathers" in w]
     assert bool(said) is (not sp)
     if sp:
         assert on.step_time_s < off.step_time_s
