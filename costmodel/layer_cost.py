@@ -513,14 +513,12 @@ def block_cost(model: ModelSpec, s: Shard, dev: Device, moe: bool = False) -> Bl
     gpu_fwd = gemm_fwd + a_fwd + t_mem_fwd + cast_f
     comm_f = tp_fwd + cp_fwd + ep_fwd
     comm_b = tp_bwd + cp_bwd + ep_fwd
-    # TP overlap (TE userbuffers): the collective hides behind the GEMMs it feeds, but its
-    # kernels take SMs and HBM from them: a fraction of the hidden part is still paid
-    # (Calculon's processor_usage, calculon-ai/calculon systems/*.json).
     # TP overlap: the collective hides behind the GEMMs it is fused with. Where the stack says
     # how it runs them (overlap.tp_comm_gemms) they pay for the chunking and the SMs the
     # collective holds, and a stack that fuses only all-gathers and reduce-scatters
     # (PyTorch's micro-pipelined TP) needs sequence parallelism and hides each backward
-    # collective behind its input-gradient GEMM alone. Everywhere a fraction of the hidden
+    # collective behind its input-gradient GEMM alone (an MoE block: its attention
+    # projections' GEMMs only, the experts' are left whole). Everywhere a fraction of the hidden
     # part is still paid for the transfers' share of HBM and SMs (Calculon's processor_usage,
     # calculon-ai/calculon systems/*.json).
     tg = s.tp_gemms
