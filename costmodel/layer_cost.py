@@ -412,23 +412,28 @@ def _tp_overlap_gemms(T: np.ndarray, s: Shard, g: TPCommGemms, col: list[list[Sh
     into the symmetric buffer: two of each per pass."""
     tp = np.asarray(s.tp, dtype=float)
     margin = dev.sms / max(dev.sms - g.comm_sms, 1.0)
+    groups = {"col": col, "row": row}
+    whole = {k: np.asarray(sum((_gemms(T, x, dev)[0] for x in v), np.zeros(())))
+             for k, v in groups.items()}
+    chunked: dict[tuple[str, int | str], np.ndarray] = {}
 
-    def whole(groups: list[list[Shape]]) -> np.ndarray:
-        return np.asarray(sum((_gemms(T, x, dev)[0] for x in groups), np.zeros(())))
+    def split(side: str, splits: int | str, scale: float = 1.0) -> np.ndarray:
+        # a side's GEMMs in row chunks, each (side, splits) evaluated once: the forward and
+        # the input gradients of a group have the same m·n·k
+        if (side, splits) not in chunked:
+            n = tp if splits == "tp" else float(splits)
+            rows = np.minimum(g.streams * T / n, T)
+            chunked[side, splits] = np.asarray(sum(
+                (T / rows * _gemms(rows, x, dev)[0] for x in groups[side]), np.zeros(())))
+        return np.maximum(scale * chunked[side, splits] - whole[side], 0.0)
 
-    def split(groups: list[list[Shape]], splits: int | str, scale: float = 1.0) -> np.ndarray:
-        n = tp if splits == "tp" else float(splits)
-        rows = np.minimum(g.streams * T / n, T)
-        chunked = sum((T / rows * _gemms(rows, x, dev)[0] for x in groups), np.zeros(()))
-        return np.maximum(scale * chunked - whole(groups), 0.0)
-
-    fwd = split(col, g.gather_splits) + split(row, g.scatter_splits, margin)
-    bwd_in = split(row, g.gather_splits)
+    fwd = split("col", g.gather_splits) + split("row", g.scatter_splits, margin)
+    bwd_in = split("row", g.gather_splits)
     if g.backward == "dgrad":
-        bwd_in = bwd_in + split(col, g.scatter_splits)
+        bwd_in = bwd_in + split("col", g.scatter_splits)
         bwd_w = np.zeros_like(fwd)
     else:  # bulk collectives beside the column-parallel input- and weight-gradient GEMMs
-        bulk = (margin - 1.0) * whole(col)
+        bulk = (margin - 1.0) * whole["col"]
         bwd_in, bwd_w = bwd_in + bulk, bulk + np.zeros_like(fwd)
     shard = T / tp * h
     mem = np.zeros_like(fwd)

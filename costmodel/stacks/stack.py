@@ -325,8 +325,9 @@ class StackProfile(_Model):
 
     def tp_overlap_note(self, tp_overlap: bool, tp: int, sequence_parallel: bool) -> str | None:
         """What the estimate says where the plan asks for a TP overlap this stack cannot give:
-        micro-pipelined TP fuses only all-gathers and reduce-scatters, so without sequence
-        parallelism the all-reduces run exposed (None: nothing to say)."""
+        where it overlaps only all-gathers and reduce-scatters
+        (``overlap.tp_comm_gemms.needs_sequence_parallel``), without sequence parallelism the
+        all-reduces run exposed (None: nothing to say)."""
         g = self.overlap.tp_comm_gemms
         if (g is not None and g.needs_sequence_parallel and tp_overlap and tp > 1
                 and not sequence_parallel):
